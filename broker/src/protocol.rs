@@ -1,0 +1,463 @@
+//! The wire protocol: the job and event bodies that travel through the broker, and their codec.
+//!
+//! Every body is JSON with a `v` field (docs/PROTOCOL.md). This module only turns values into bytes
+//! and back; it does not know queues, exchanges or how a message is routed.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The protocol version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// The AMQP `type` property of a job message.
+pub const KIND_JOB: &str = "job";
+/// The AMQP `type` property of a control message.
+pub const KIND_CONTROL: &str = "control";
+
+/// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// What to execute: a shell string (run under `sh -c`) or an argv.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Command {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
+impl Command {
+    /// The argv to execute, with the job's extra `args` appended.
+    ///
+    /// A shell string becomes `sh -c <string> <operation> <args...>`, so the args are `$1...` in
+    /// the script; an argv simply gets them appended.
+    pub fn to_argv(&self, operation: &str, args: &[String]) -> Vec<String> {
+        match self {
+            Command::Shell(script) => {
+                let mut argv = vec!["sh".to_owned(), "-c".to_owned(), script.clone()];
+                if !args.is_empty() {
+                    argv.push(operation.to_owned());
+                    argv.extend(args.iter().cloned());
+                }
+                argv
+            }
+            Command::Argv(argv) => argv.iter().chain(args).cloned().collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Command::Shell(script) => script.trim().is_empty(),
+            Command::Argv(argv) => argv.first().is_none_or(|program| program.is_empty()),
+        }
+    }
+}
+
+/// Which runners may take a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// Any runner that consumes the shared queue.
+    Any,
+    /// Exactly the runner with this id.
+    Runner(String),
+    /// Any runner holding every one of these labels.
+    Labels(BTreeMap<String, String>),
+}
+
+/// One job: what to run, where, and under which limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub v: u32,
+    pub id: Uuid,
+    pub operation: String,
+    pub project: String,
+    pub command: Command,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Where the runner should run the command when it has no working directory of its own.
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// How long a SIGTERM'd job gets before SIGKILL (timeout and cancel).
+    #[serde(default)]
+    pub kill_grace_ms: Option<u64>,
+    pub target: Target,
+    #[serde(default)]
+    pub retry_on_lost: bool,
+    pub attempt: u32,
+    pub created_at_ms: u64,
+    pub queued_by: String,
+}
+
+/// Which pipe a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    #[serde(rename = "out")]
+    Stdout,
+    #[serde(rename = "err")]
+    Stderr,
+}
+
+/// One line of output (or one piece of a line longer than the runner's bound).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// The stream.
+    pub s: Stream,
+    /// When the runner read it, in ms since the epoch.
+    pub t: u64,
+    /// The text without its newline; base64 of the raw bytes when `b64` is set.
+    pub l: String,
+    /// The bytes were not UTF-8, so `l` holds them in base64.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub b64: bool,
+    /// Partial: no newline followed these bytes (a split long line, or the last line of output).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub p: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+impl LogLine {
+    /// A line from raw bytes, kept exactly: UTF-8 as text, anything else as base64.
+    pub fn from_bytes(stream: Stream, t: u64, bytes: &[u8], partial: bool) -> LogLine {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => LogLine { s: stream, t, l: text.to_owned(), b64: false, p: partial },
+            Err(_) => LogLine {
+                s: stream,
+                t,
+                l: base64::engine::general_purpose::STANDARD.encode(bytes),
+                b64: true,
+                p: partial,
+            },
+        }
+    }
+
+    /// The raw bytes of the line, without its newline.
+    pub fn bytes(&self) -> Cow<'_, [u8]> {
+        if self.b64 {
+            // A peer that sent bad base64 gets its text shown as it is rather than dropped.
+            match base64::engine::general_purpose::STANDARD.decode(&self.l) {
+                Ok(bytes) => Cow::Owned(bytes),
+                Err(_) => Cow::Borrowed(self.l.as_bytes()),
+            }
+        } else {
+            Cow::Borrowed(self.l.as_bytes())
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Success,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Lost,
+    Rejected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+            Status::TimedOut => "timed_out",
+            Status::Lost => "lost",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The final event of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Completed {
+    pub status: Status,
+    /// The exit code, or 128 + signal number when a signal ended the process.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    #[serde(default)]
+    pub signal: Option<i32>,
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// What happened, one variant per event kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum EventBody {
+    /// A runner took the job off its queue.
+    Accepted { hostname: String },
+    /// The command is running.
+    Started { pid: u32, argv: Vec<String> },
+    /// A batch of output lines, in the order the runner read them.
+    Log { lines: Vec<LogLine> },
+    /// The job is still running (sent every heartbeat interval).
+    Heartbeat { interval_ms: u64 },
+    /// One key/value output, read from the `RUNWAY_OUTPUT` file.
+    Output { key: String, value: String },
+    /// The job ended.
+    Completed(Completed),
+}
+
+impl EventBody {
+    /// The event kind, as used in routing keys.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Accepted { .. } => "accepted",
+            EventBody::Started { .. } => "started",
+            EventBody::Log { .. } => "log",
+            EventBody::Heartbeat { .. } => "heartbeat",
+            EventBody::Output { .. } => "output",
+            EventBody::Completed(_) => "completed",
+        }
+    }
+}
+
+/// One event of one job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub v: u32,
+    pub job: Uuid,
+    /// Per job and attempt, gap-free, starting at 1.
+    pub seq: u64,
+    pub ts: u64,
+    pub runner: String,
+    pub attempt: u32,
+    /// Nested rather than flattened: serde buffers a flattened body whole, which costs on every log batch.
+    pub body: EventBody,
+}
+
+/// A message on the control exchange, broadcast to every runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Control {
+    pub v: u32,
+    pub body: ControlBody,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum ControlBody {
+    /// Stop a job wherever it runs; `force` skips the SIGTERM grace period.
+    Cancel { job: Uuid, force: bool },
+}
+
+/// Why bytes could not be decoded as a protocol message.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    #[error("not valid JSON: {0}")]
+    Json(String),
+    #[error("unsupported protocol version {found} (this build speaks version {VERSION})")]
+    Version { found: u64 },
+    #[error("no protocol version: the `v` field is missing")]
+    NoVersion,
+    #[error("invalid {what}: {detail}")]
+    Invalid { what: &'static str, detail: String },
+    #[error("message of {size} bytes is larger than the bound of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+/// Encode any protocol value. Serialising these types cannot fail: every map key is a string.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("protocol types serialise infallibly: string keys, no custom Serialize")
+}
+
+/// Decode a protocol body, telling a bad version apart from a malformed body.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Result<T, DecodeError> {
+    // Fast path: a well-formed body of our version decodes in one pass.
+    match serde_json::from_slice::<T>(bytes) {
+        Ok(value) => {
+            let version = probe_version(bytes)?;
+            if version != u64::from(VERSION) {
+                return Err(DecodeError::Version { found: version });
+            }
+            Ok(value)
+        }
+        Err(err) => {
+            let version = probe_version(bytes)?;
+            if version != u64::from(VERSION) {
+                return Err(DecodeError::Version { found: version });
+            }
+            Err(DecodeError::Invalid { what, detail: err.to_string() })
+        }
+    }
+}
+
+/// Decode a job and check what the type system cannot: a runnable command.
+pub fn decode_job(bytes: &[u8], limit: usize) -> Result<Job, DecodeError> {
+    if bytes.len() > limit {
+        return Err(DecodeError::TooLarge { size: bytes.len(), limit });
+    }
+    let job: Job = decode(bytes, "job")?;
+    if job.command.is_empty() {
+        return Err(DecodeError::Invalid { what: "job", detail: "empty command".to_owned() });
+    }
+    Ok(job)
+}
+
+fn probe_version(bytes: &[u8]) -> Result<u64, DecodeError> {
+    #[derive(Deserialize)]
+    struct Probe {
+        v: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|err| DecodeError::Json(err.to_string()))?;
+    match probe.v {
+        None => Err(DecodeError::NoVersion),
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(v) => Ok(v),
+            None => Err(DecodeError::Invalid { what: "version", detail: format!("`v` is {n}, expected a positive integer") }),
+        },
+        Some(other) => {
+            Err(DecodeError::Invalid { what: "version", detail: format!("`v` is {other}, expected a positive integer") })
+        }
+    }
+}
+
+/// A duration on the wire (ms) as a `Duration`.
+pub fn ms(value: u64) -> Duration {
+    Duration::from_millis(value)
+}
+
+/// A `Duration` as wire milliseconds, saturating.
+pub fn to_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            v: VERSION,
+            id: Uuid::now_v7(),
+            operation: "build".into(),
+            project: "shop".into(),
+            command: Command::Shell("make".into()),
+            args: vec!["-j2".into()],
+            env: BTreeMap::from([("A".into(), "b".into())]),
+            workdir: Some("/src".into()),
+            timeout_ms: Some(1000),
+            kill_grace_ms: None,
+            target: Target::Labels(BTreeMap::from([("env".into(), "prod".into())])),
+            retry_on_lost: true,
+            attempt: 1,
+            created_at_ms: 5,
+            queued_by: "me@host".into(),
+        }
+    }
+
+    #[test]
+    fn job_round_trips() {
+        let job = job();
+        let bytes = encode(&job);
+        assert_eq!(decode_job(&bytes, 1 << 20), Ok(job));
+    }
+
+    #[test]
+    fn every_event_kind_round_trips() {
+        let bodies = vec![
+            EventBody::Accepted { hostname: "h".into() },
+            EventBody::Started { pid: 7, argv: vec!["true".into()] },
+            EventBody::Log {
+                lines: vec![
+                    LogLine::from_bytes(Stream::Stdout, 1, b"hi", false),
+                    LogLine::from_bytes(Stream::Stderr, 2, &[0xff, 0x00], true),
+                ],
+            },
+            EventBody::Heartbeat { interval_ms: 5000 },
+            EventBody::Output { key: "k".into(), value: "v".into() },
+            EventBody::Completed(Completed {
+                status: Status::TimedOut,
+                exit_code: Some(143),
+                signal: Some(15),
+                duration_ms: 9,
+                outputs: BTreeMap::new(),
+                error: Some("timed out".into()),
+            }),
+        ];
+        for body in bodies {
+            let event = Event { v: VERSION, job: Uuid::now_v7(), seq: 1, ts: 2, runner: "r".into(), attempt: 1, body };
+            let bytes = encode(&event);
+            assert_eq!(decode::<Event>(&bytes, "event"), Ok(event));
+        }
+    }
+
+    #[test]
+    fn event_kind_leads_the_body() {
+        let event = Event {
+            v: VERSION,
+            job: Uuid::nil(),
+            seq: 3,
+            ts: 4,
+            runner: "r".into(),
+            attempt: 1,
+            body: EventBody::Heartbeat { interval_ms: 1 },
+        };
+        let value: serde_json::Value = serde_json::from_slice(&encode(&event)).expect("json");
+        assert_eq!(value["body"]["kind"], "heartbeat");
+        assert_eq!(value["body"]["data"]["interval_ms"], 1);
+        assert_eq!(value["v"], 1);
+    }
+
+    #[test]
+    fn non_utf8_lines_keep_their_bytes() {
+        let line = LogLine::from_bytes(Stream::Stdout, 0, &[b'a', 0xc3, 0x28], false);
+        assert!(line.b64);
+        assert_eq!(line.bytes().as_ref(), &[b'a', 0xc3, 0x28]);
+    }
+
+    #[test]
+    fn unknown_version_is_told_apart_from_bad_json() {
+        let mut value = serde_json::to_value(job()).expect("json");
+        value["v"] = 99.into();
+        let bytes = serde_json::to_vec(&value).expect("json");
+        assert_eq!(decode_job(&bytes, 1 << 20), Err(DecodeError::Version { found: 99 }));
+        assert!(matches!(decode_job(b"{not json", 1 << 20), Err(DecodeError::Json(_))));
+        assert_eq!(decode_job(b"{\"id\":1}", 1 << 20), Err(DecodeError::NoVersion));
+        assert!(matches!(decode_job(b"{\"v\":1}", 1 << 20), Err(DecodeError::Invalid { what: "job", .. })));
+        assert!(matches!(decode_job(&[b' '; 100], 10), Err(DecodeError::TooLarge { size: 100, limit: 10 })));
+    }
+
+    #[test]
+    fn empty_command_is_invalid() {
+        let mut job = job();
+        job.command = Command::Argv(vec![]);
+        assert!(matches!(decode_job(&encode(&job), 1 << 20), Err(DecodeError::Invalid { .. })));
+    }
+
+    #[test]
+    fn shell_args_become_positional_parameters() {
+        let cmd = Command::Shell("echo \"$@\"".into());
+        assert_eq!(cmd.to_argv("op", &["a".into()]), vec!["sh", "-c", "echo \"$@\"", "op", "a"]);
+        assert_eq!(Command::Argv(vec!["ls".into()]).to_argv("op", &["-l".into()]), vec!["ls", "-l"]);
+    }
+}

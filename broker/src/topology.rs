@@ -1,0 +1,363 @@
+//! runway's topology: the names of its exchanges and queues under a namespace prefix, their
+//! idempotent declarations, and the publish helpers that know which exchange a message goes to.
+//!
+//! Everyone declares what they need (declarations are idempotent), so no setup step is required.
+//! This module decides names and routing; it does not decide what a job means or when to run it.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::message::{ExchangeKind, Message, QueueInfo, QueueKind, QueueOptions};
+use crate::protocol::{self, Control, Event, Job, Target};
+use crate::{Confirm, Connection, Error, HeaderValue, Result};
+
+/// The default namespace prefix.
+pub const DEFAULT_NAMESPACE: &str = "runway";
+
+/// At most this many labels per runner: it consumes one queue per subset (2^n).
+pub const MAX_LABELS: usize = 6;
+
+/// Deliveries of one job before it is dead-lettered (a job that keeps killing its runners).
+pub const DELIVERY_LIMIT: u32 = 5;
+
+/// How long an idle daemon's own queue outlives the daemon (x-expires).
+pub const RUNNER_QUEUE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why a name cannot be used.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NameError {
+    #[error("invalid {what} `{value}`: use 1 to 100 characters of letters, digits, `-`, `_` and `.`")]
+    Invalid { what: &'static str, value: String },
+    #[error("too many labels ({count}): a runner holds at most {MAX_LABELS}")]
+    TooManyLabels { count: usize },
+}
+
+fn check_name(what: &'static str, value: &str) -> Result<(), NameError> {
+    let ok = !value.is_empty()
+        && value.len() <= 100
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(NameError::Invalid { what, value: value.to_owned() }) }
+}
+
+/// Check a runner id.
+pub fn check_runner_id(id: &str) -> Result<(), NameError> {
+    check_name("runner id", id)
+}
+
+/// Check a label set.
+pub fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), NameError> {
+    if labels.len() > MAX_LABELS {
+        return Err(NameError::TooManyLabels { count: labels.len() });
+    }
+    for (key, value) in labels {
+        check_name("label key", key)?;
+        check_name("label value", value)?;
+    }
+    Ok(())
+}
+
+/// The canonical form of a label set: sorted `k=v` joined by commas.
+pub fn canonical_labels(labels: &BTreeMap<String, String>) -> String {
+    labels.iter().map(|(key, value)| format!("{key}={value}")).collect::<Vec<_>>().join(",")
+}
+
+/// Every subset of a label set, the empty one included, in a stable order.
+pub fn label_subsets(labels: &BTreeMap<String, String>) -> Vec<BTreeMap<String, String>> {
+    let items: Vec<(&String, &String)> = labels.iter().collect();
+    (0u32..(1u32 << items.len()))
+        .map(|mask| {
+            items
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| mask & (1 << bit) != 0)
+                .map(|(_, (key, value))| ((*key).clone(), (*value).clone()))
+                .collect()
+        })
+        .collect()
+}
+
+/// History retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_bytes: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention { max_age: Duration::from_secs(7 * 24 * 3600), max_bytes: 5_000_000_000 }
+    }
+}
+
+/// What a runner consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerQueues {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub by_id_only: bool,
+    /// A runner inside the CLI: its queue is exclusive to its connection and dies with it.
+    pub in_process: bool,
+}
+
+/// The names of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    ns: String,
+}
+
+impl Topology {
+    pub fn new(namespace: &str) -> Result<Topology, NameError> {
+        check_name("namespace", namespace)?;
+        Ok(Topology { ns: namespace.to_owned() })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    fn jobs_exchange(&self) -> String {
+        format!("{}.jobs", self.ns)
+    }
+
+    fn events_exchange(&self) -> String {
+        format!("{}.events", self.ns)
+    }
+
+    fn control_exchange(&self) -> String {
+        format!("{}.control", self.ns)
+    }
+
+    fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.ns)
+    }
+
+    /// The queue that holds dead-lettered jobs.
+    pub fn dead_queue(&self) -> String {
+        format!("{}.dead", self.ns)
+    }
+
+    /// The durable history stream.
+    pub fn history_queue(&self) -> String {
+        format!("{}.history", self.ns)
+    }
+
+    fn any_queue(&self) -> String {
+        format!("{}.jobs.any", self.ns)
+    }
+
+    fn runner_queue(&self, id: &str) -> String {
+        format!("{}.runner.{id}", self.ns)
+    }
+
+    fn labels_queue(&self, labels: &BTreeMap<String, String>) -> String {
+        format!("{}.jobs.labels.{}", self.ns, canonical_labels(labels))
+    }
+
+    /// The queue a job for `target` waits in.
+    pub fn job_queue(&self, target: &Target) -> String {
+        match target {
+            Target::Any => self.any_queue(),
+            Target::Labels(labels) if labels.is_empty() => self.any_queue(),
+            Target::Labels(labels) => self.labels_queue(labels),
+            Target::Runner(id) => self.runner_queue(id),
+        }
+    }
+
+    fn job_routing_key(target: &Target) -> String {
+        match target {
+            Target::Any => "any".to_owned(),
+            Target::Labels(labels) if labels.is_empty() => "any".to_owned(),
+            Target::Labels(labels) => format!("labels.{}", canonical_labels(labels)),
+            Target::Runner(id) => format!("runner.{id}"),
+        }
+    }
+
+    fn shared_job_queue_options(&self) -> QueueOptions {
+        QueueOptions {
+            kind: QueueKind::Quorum,
+            durable: true,
+            delivery_limit: Some(DELIVERY_LIMIT),
+            dead_letter_exchange: Some(self.dead_exchange()),
+            ..QueueOptions::default()
+        }
+    }
+
+    /// Declare the exchanges, the shared job queue, the dead-letter queue and the history stream.
+    pub async fn declare(&self, conn: &Connection, retention: &Retention) -> Result<()> {
+        conn.declare_exchange(&self.jobs_exchange(), ExchangeKind::Direct, true).await?;
+        conn.declare_exchange(&self.events_exchange(), ExchangeKind::Topic, true).await?;
+        conn.declare_exchange(&self.control_exchange(), ExchangeKind::Fanout, true).await?;
+        conn.declare_exchange(&self.dead_exchange(), ExchangeKind::Fanout, true).await?;
+        let dead = QueueOptions { durable: true, ..QueueOptions::default() };
+        conn.declare_queue(&self.dead_queue(), &dead).await?;
+        conn.bind_queue(&self.dead_queue(), &self.dead_exchange(), "").await?;
+        conn.declare_queue(&self.any_queue(), &self.shared_job_queue_options()).await?;
+        conn.bind_queue(&self.any_queue(), &self.jobs_exchange(), "any").await?;
+        let history = QueueOptions {
+            kind: QueueKind::Stream,
+            durable: true,
+            max_age: Some(retention.max_age),
+            max_length_bytes: Some(retention.max_bytes),
+            ..QueueOptions::default()
+        };
+        conn.declare_queue(&self.history_queue(), &history).await?;
+        conn.bind_queue(&self.history_queue(), &self.events_exchange(), "job.#").await?;
+        Ok(())
+    }
+
+    /// Declare and bind a runner's queues; returns the names to consume, its own queue first.
+    pub async fn declare_runner(&self, conn: &Connection, runner: &RunnerQueues) -> Result<Vec<String>> {
+        let own = self.runner_queue(&runner.id);
+        let options = if runner.in_process {
+            QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() }
+        } else {
+            QueueOptions {
+                expires: Some(RUNNER_QUEUE_EXPIRY),
+                ..self.shared_job_queue_options()
+            }
+        };
+        conn.declare_queue(&own, &options).await?;
+        conn.bind_queue(&own, &self.jobs_exchange(), &Self::job_routing_key(&Target::Runner(runner.id.clone())))
+            .await?;
+        let mut queues = vec![own];
+        if !runner.by_id_only {
+            for subset in label_subsets(&runner.labels) {
+                let target = Target::Labels(subset);
+                let queue = self.job_queue(&target);
+                if queue != self.any_queue() {
+                    conn.declare_queue(&queue, &self.shared_job_queue_options()).await?;
+                    conn.bind_queue(&queue, &self.jobs_exchange(), &Self::job_routing_key(&target)).await?;
+                }
+                queues.push(queue);
+            }
+        }
+        Ok(queues)
+    }
+
+    /// Declare a runner's exclusive control queue, bound to the control exchange.
+    pub async fn declare_control_queue(&self, conn: &Connection) -> Result<String> {
+        let options = QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() };
+        let info = conn.declare_queue("", &options).await?;
+        conn.bind_queue(&info.name, &self.control_exchange(), "").await?;
+        Ok(info.name)
+    }
+
+    /// Declare an exclusive queue that receives every event of one job. Bind it before the job
+    /// is published, so no event can be missed.
+    pub async fn declare_job_events_queue(&self, conn: &Connection, job: Uuid) -> Result<String> {
+        let options = QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() };
+        let info = conn.declare_queue("", &options).await?;
+        conn.bind_queue(&info.name, &self.events_exchange(), &format!("job.{job}.#")).await?;
+        Ok(info.name)
+    }
+
+    /// Publish a job persistently with `mandatory` and wait for the confirm. A target no queue
+    /// serves comes back as [`Error::Unroutable`].
+    pub async fn publish_job(&self, conn: &Connection, job: &Job) -> Result<()> {
+        let mut message = Message::json(protocol::encode(job), protocol::KIND_JOB);
+        let id = job.id.to_string();
+        message.properties.message_id = Some(id.clone());
+        message.properties.correlation_id = Some(id);
+        message.properties.timestamp_ms = Some(job.created_at_ms);
+        message.properties.persistent = true;
+        conn.publish_confirmed(&self.jobs_exchange(), &Self::job_routing_key(&job.target), &message, true).await
+    }
+
+    /// Publish one event; the returned confirm resolves in publish order.
+    pub async fn publish_event(&self, conn: &Connection, event: &Event) -> Result<Confirm> {
+        let mut message = Message::json(protocol::encode(event), event.body.kind());
+        let job = event.job.to_string();
+        message.properties.message_id = Some(format!("{job}.{}.{}", event.attempt, event.seq));
+        message.properties.correlation_id = Some(job.clone());
+        message.properties.timestamp_ms = Some(event.ts);
+        message.properties.persistent = true;
+        let routing_key = format!("job.{job}.{}", event.body.kind());
+        conn.publish(&self.events_exchange(), &routing_key, &message, false).await
+    }
+
+    /// Broadcast a control message to every runner.
+    pub async fn publish_control(&self, conn: &Connection, control: &Control) -> Result<()> {
+        let message = Message::json(protocol::encode(control), protocol::KIND_CONTROL);
+        conn.publish_confirmed(&self.control_exchange(), "", &message, false).await
+    }
+
+    /// Move an undecodable job to the dead-letter exchange with the reason in its headers.
+    pub async fn dead_letter(&self, conn: &Connection, body: Vec<u8>, reason: &str, queue: &str) -> Result<()> {
+        let mut message = Message::json(body, protocol::KIND_JOB);
+        message.properties.persistent = true;
+        message.properties.headers.insert("x-runway-reason".to_owned(), HeaderValue::Str(reason.to_owned()));
+        message.properties.headers.insert("x-runway-queue".to_owned(), HeaderValue::Str(queue.to_owned()));
+        conn.publish_confirmed(&self.dead_exchange(), "", &message, false).await
+    }
+
+    /// What the queue of `target` holds, or `None` if nothing ever declared it.
+    pub async fn job_queue_info(&self, conn: &Connection, target: &Target) -> Result<Option<QueueInfo>> {
+        conn.queue_info(&self.job_queue(target)).await
+    }
+
+    /// Delete everything of this namespace that can be deleted (tests clean up with it).
+    pub async fn delete_shared(&self, conn: &Connection) -> Result<(), Error> {
+        for queue in [self.any_queue(), self.history_queue(), self.dead_queue()] {
+            conn.delete_queue(&queue).await?;
+        }
+        for exchange in [self.jobs_exchange(), self.events_exchange(), self.control_exchange(), self.dead_exchange()] {
+            conn.delete_exchange(&exchange).await?;
+        }
+        Ok(())
+    }
+
+    /// Delete the queues a runner declared (tests clean up with it).
+    pub async fn delete_runner(&self, conn: &Connection, runner: &RunnerQueues) -> Result<()> {
+        conn.delete_queue(&self.runner_queue(&runner.id)).await?;
+        for subset in label_subsets(&runner.labels) {
+            if !subset.is_empty() {
+                conn.delete_queue(&self.labels_queue(&subset)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn canonical_labels_are_sorted() {
+        assert_eq!(canonical_labels(&labels(&[("region", "eu"), ("env", "prod")])), "env=prod,region=eu");
+    }
+
+    #[test]
+    fn subsets_include_empty_and_full() {
+        let subsets = label_subsets(&labels(&[("env", "prod"), ("region", "eu")]));
+        assert_eq!(subsets.len(), 4);
+        assert!(subsets.contains(&BTreeMap::new()));
+        assert!(subsets.contains(&labels(&[("env", "prod")])));
+        assert!(subsets.contains(&labels(&[("region", "eu")])));
+        assert!(subsets.contains(&labels(&[("env", "prod"), ("region", "eu")])));
+    }
+
+    #[test]
+    fn empty_label_set_is_the_any_queue() {
+        let topology = Topology::new("ns").expect("valid");
+        assert_eq!(topology.job_queue(&Target::Labels(BTreeMap::new())), topology.job_queue(&Target::Any));
+        assert_eq!(topology.job_queue(&Target::Labels(labels(&[("a", "b")]))), "ns.jobs.labels.a=b");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(check_runner_id("worker-1.eu").is_ok());
+        assert!(check_runner_id("").is_err());
+        assert!(check_runner_id("a b").is_err());
+        assert!(check_labels(&labels(&[("env", "pr,od")])).is_err());
+        let many: BTreeMap<String, String> = (0..7).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        assert_eq!(check_labels(&many), Err(NameError::TooManyLabels { count: 7 }));
+    }
+}

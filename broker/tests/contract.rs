@@ -1,0 +1,522 @@
+//! The broker contract: one suite of behaviour tests run against both implementations, the
+//! in-memory broker and the real RabbitMQ (`AMQP_URL`, default the local one).
+//!
+//! Where the two disagree, the in-memory broker is wrong. Every test works in names of its own,
+//! so the suite runs in parallel on one vhost and deletes what it declared.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::Duration;
+
+use runway_broker::{
+    Broker, ConsumeOptions, Consumer, Delivery, Error, ExchangeKind, Message, QueueKind, QueueOptions, StreamOffset,
+};
+
+/// A bound on waiting for something that must happen, so a broken build fails instead of hanging.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+fn memory() -> Broker {
+    Broker::memory()
+}
+
+fn amqp() -> Broker {
+    Broker::amqp(&amqp_url(), Duration::from_secs(10)).expect("AMQP_URL is a valid URL")
+}
+
+/// Unique names for one test.
+struct Names(String);
+
+impl Names {
+    fn new(test: &str) -> Names {
+        Names(format!("contract.{test}.{}", uuid::Uuid::now_v7().simple()))
+    }
+    fn name(&self, what: &str) -> String {
+        format!("{}.{what}", self.0)
+    }
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future).await.unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+async fn next(consumer: &mut Consumer) -> Delivery {
+    within("a delivery", consumer.next()).await.expect("consumer ended").expect("delivery error")
+}
+
+fn text(body: &str) -> Message {
+    Message::json(body.as_bytes().to_vec(), "test")
+}
+
+fn body(delivery: &Delivery) -> String {
+    String::from_utf8(delivery.body.clone()).expect("utf-8 body")
+}
+
+fn durable() -> QueueOptions {
+    QueueOptions { durable: true, ..QueueOptions::default() }
+}
+
+macro_rules! contract {
+    ($($test:ident),* $(,)?) => {
+        mod memory_broker {
+            $(#[tokio::test] async fn $test() { super::$test(super::memory(), stringify!($test)).await })*
+        }
+        mod amqp_broker {
+            $(#[tokio::test] async fn $test() { super::$test(super::amqp(), stringify!($test)).await })*
+        }
+    };
+}
+
+contract!(
+    direct_exchange_routes_by_exact_key,
+    topic_exchange_routes_by_pattern,
+    fanout_exchange_routes_to_every_queue,
+    competing_consumers_each_get_a_share,
+    prefetch_bounds_unacked_deliveries,
+    nack_with_requeue_sets_redelivered,
+    reject_without_requeue_dead_letters,
+    dropping_a_connection_requeues_its_unacked_deliveries,
+    closing_a_connection_deletes_its_exclusive_queues,
+    exclusive_queue_is_locked_to_its_connection,
+    mandatory_unroutable_publish_is_an_error,
+    publish_to_a_missing_exchange_is_not_found,
+    redeclaring_with_other_options_fails,
+    auto_delete_queue_goes_with_its_last_consumer,
+    quorum_queue_counts_deliveries_and_dead_letters_past_the_limit,
+    stream_replays_from_first,
+    stream_replays_from_a_timestamp,
+    stream_next_delivers_only_new_messages,
+    queue_info_counts_ready_messages_and_consumers,
+);
+
+async fn direct_exchange_routes_by_exact_key(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let exchange = names.name("x");
+    conn.declare_exchange(&exchange, ExchangeKind::Direct, true).await.expect("exchange");
+    let (a, b) = (names.name("a"), names.name("b"));
+    for (queue, key) in [(&a, "ka"), (&b, "kb")] {
+        conn.declare_queue(queue, &durable()).await.expect("queue");
+        conn.bind_queue(queue, &exchange, key).await.expect("bind");
+    }
+    conn.publish_confirmed(&exchange, "ka", &text("to a"), true).await.expect("publish");
+    conn.publish_confirmed(&exchange, "kb", &text("to b"), true).await.expect("publish");
+    let mut consumer = conn.consume(&a, &ConsumeOptions::with_prefetch(10)).await.expect("consume");
+    let delivery = next(&mut consumer).await;
+    assert_eq!(body(&delivery), "to a");
+    assert_eq!(delivery.routing_key, "ka");
+    delivery.acker.ack().await.expect("ack");
+    let info = conn.queue_info(&b).await.expect("info").expect("b exists");
+    assert_eq!(info.messages, 1, "b holds only its own message");
+    drop(consumer);
+    cleanup(&conn, &[&a, &b], &[&exchange]).await;
+}
+
+async fn topic_exchange_routes_by_pattern(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let exchange = names.name("x");
+    conn.declare_exchange(&exchange, ExchangeKind::Topic, true).await.expect("exchange");
+    let (one, all_logs) = (names.name("one"), names.name("logs"));
+    conn.declare_queue(&one, &durable()).await.expect("queue");
+    conn.bind_queue(&one, &exchange, "job.1.#").await.expect("bind");
+    conn.declare_queue(&all_logs, &durable()).await.expect("queue");
+    conn.bind_queue(&all_logs, &exchange, "job.*.log").await.expect("bind");
+    for key in ["job.1.log", "job.1.completed", "job.2.log", "job.2.completed"] {
+        conn.publish_confirmed(&exchange, key, &text(key), false).await.expect("publish");
+    }
+    let mut consumer = conn.consume(&one, &ConsumeOptions::with_prefetch(10)).await.expect("consume");
+    assert_eq!(body(&next(&mut consumer).await), "job.1.log");
+    assert_eq!(body(&next(&mut consumer).await), "job.1.completed");
+    let mut consumer = conn.consume(&all_logs, &ConsumeOptions::with_prefetch(10)).await.expect("consume");
+    assert_eq!(body(&next(&mut consumer).await), "job.1.log");
+    assert_eq!(body(&next(&mut consumer).await), "job.2.log");
+    let info = conn.queue_info(&one).await.expect("info").expect("exists");
+    assert_eq!(info.messages, 0, "nothing else matched job.1.#");
+    drop(consumer);
+    cleanup(&conn, &[&one, &all_logs], &[&exchange]).await;
+}
+
+async fn fanout_exchange_routes_to_every_queue(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let exchange = names.name("x");
+    conn.declare_exchange(&exchange, ExchangeKind::Fanout, true).await.expect("exchange");
+    let queues: Vec<String> = (0..3).map(|i| names.name(&format!("q{i}"))).collect();
+    for queue in &queues {
+        conn.declare_queue(queue, &durable()).await.expect("queue");
+        conn.bind_queue(queue, &exchange, "ignored").await.expect("bind");
+    }
+    conn.publish_confirmed(&exchange, "whatever", &text("hello"), true).await.expect("publish");
+    for queue in &queues {
+        let mut consumer = conn.consume(queue, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+        assert_eq!(body(&next(&mut consumer).await), "hello");
+    }
+    let refs: Vec<&String> = queues.iter().collect();
+    cleanup(&conn, &refs, &[&exchange]).await;
+}
+
+async fn competing_consumers_each_get_a_share(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    let mut first = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let mut second = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    for i in 0..10 {
+        conn.publish_confirmed("", &queue_name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    // Each holds one unacked message, so neither can take the other's share: both must work.
+    let a = next(&mut first).await;
+    let b = next(&mut second).await;
+    let mut seen = HashSet::from([body(&a), body(&b)]);
+    assert_eq!(seen.len(), 2, "a message went to two consumers");
+    a.acker.ack().await.expect("ack");
+    b.acker.ack().await.expect("ack");
+    let mut counts = [1, 1];
+    while seen.len() < 10 {
+        tokio::select! {
+            delivery = next(&mut first) => { counts[0] += 1; assert!(seen.insert(body(&delivery)), "duplicate"); delivery.acker.ack().await.expect("ack"); }
+            delivery = next(&mut second) => { counts[1] += 1; assert!(seen.insert(body(&delivery)), "duplicate"); delivery.acker.ack().await.expect("ack"); }
+        }
+    }
+    assert_eq!(counts[0] + counts[1], 10, "every message delivered exactly once");
+    drop((first, second));
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn prefetch_bounds_unacked_deliveries(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    for i in 0..5 {
+        conn.publish_confirmed("", &queue_name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    let mut limited = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(2)).await.expect("consume");
+    let held = [next(&mut limited).await, next(&mut limited).await];
+    // A second consumer must get all three others: the first may hold no more than two.
+    let other = broker.connect().await.expect("connect");
+    let mut greedy = other.consume(&queue_name, &ConsumeOptions::with_prefetch(10)).await.expect("consume");
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        rest.push(next(&mut greedy).await);
+    }
+    let mut all: Vec<String> = held.iter().chain(&rest).map(body).collect();
+    all.sort();
+    assert_eq!(all, ["0", "1", "2", "3", "4"]);
+    // Closing the greedy connection requeues its three, but the limited consumer is full...
+    drop((rest, greedy));
+    other.close().await;
+    // ...until acking one of its two frees one slot.
+    held[0].acker.ack().await.expect("ack");
+    let freed = next(&mut limited).await;
+    assert!(["2", "3", "4"].contains(&body(&freed).as_str()), "got {}", body(&freed));
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 2, "two still wait");
+    drop(limited);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn nack_with_requeue_sets_redelivered(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    conn.publish_confirmed("", &queue_name, &text("again"), true).await.expect("publish");
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let first = next(&mut consumer).await;
+    assert!(!first.redelivered, "a first delivery is not redelivered");
+    first.acker.nack(true).await.expect("nack");
+    let second = next(&mut consumer).await;
+    assert_eq!(body(&second), "again");
+    assert!(second.redelivered, "a requeued delivery is redelivered");
+    second.acker.reject(true).await.expect("reject");
+    let third = next(&mut consumer).await;
+    assert!(third.redelivered);
+    third.acker.ack().await.expect("ack");
+    drop(consumer);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn reject_without_requeue_dead_letters(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let (dlx, dead, queue_name) = (names.name("dlx"), names.name("dead"), names.name("q"));
+    conn.declare_exchange(&dlx, ExchangeKind::Fanout, true).await.expect("exchange");
+    conn.declare_queue(&dead, &durable()).await.expect("queue");
+    conn.bind_queue(&dead, &dlx, "").await.expect("bind");
+    let options = QueueOptions { dead_letter_exchange: Some(dlx.clone()), ..durable() };
+    conn.declare_queue(&queue_name, &options).await.expect("queue");
+    conn.publish_confirmed("", &queue_name, &text("bad"), true).await.expect("publish");
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    next(&mut consumer).await.acker.reject(false).await.expect("reject");
+    let mut dead_consumer = conn.consume(&dead, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let delivery = next(&mut dead_consumer).await;
+    assert_eq!(body(&delivery), "bad");
+    assert_eq!(delivery.properties.header_str("x-first-death-reason"), Some("rejected"));
+    drop((consumer, dead_consumer));
+    cleanup(&conn, &[&queue_name, &dead], &[&dlx]).await;
+}
+
+async fn dropping_a_connection_requeues_its_unacked_deliveries(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let observer = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    observer.declare_queue(&queue_name, &durable()).await.expect("queue");
+    observer.publish_confirmed("", &queue_name, &text("work"), true).await.expect("publish");
+    let doomed = broker.connect().await.expect("connect");
+    let mut consumer = doomed.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let delivery = next(&mut consumer).await;
+    assert!(!delivery.redelivered);
+    let mut survivor = observer.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    drop(delivery);
+    drop(consumer);
+    drop(doomed);
+    let again = next(&mut survivor).await;
+    assert_eq!(body(&again), "work");
+    assert!(again.redelivered, "a delivery requeued by a closed connection is redelivered");
+    again.acker.ack().await.expect("ack");
+    drop(survivor);
+    cleanup(&observer, &[&queue_name], &[]).await;
+}
+
+async fn closing_a_connection_deletes_its_exclusive_queues(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let observer = broker.connect().await.expect("connect");
+    let owner = broker.connect().await.expect("connect");
+    let queue_name = names.name("mine");
+    let options = QueueOptions { exclusive: true, ..QueueOptions::default() };
+    owner.declare_queue(&queue_name, &options).await.expect("queue");
+    assert!(observer.queue_info(&queue_name).await.expect("info").is_some());
+    owner.close().await;
+    assert_eq!(observer.queue_info(&queue_name).await.expect("info"), None, "exclusive queue outlived its connection");
+}
+
+async fn exclusive_queue_is_locked_to_its_connection(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let owner = broker.connect().await.expect("connect");
+    let other = broker.connect().await.expect("connect");
+    let queue_name = names.name("mine");
+    let options = QueueOptions { exclusive: true, ..QueueOptions::default() };
+    owner.declare_queue(&queue_name, &options).await.expect("queue");
+    let err = other.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect_err("must be locked");
+    assert!(matches!(err, Error::ResourceLocked { .. }), "got {err:?}");
+    // Others may still publish to it.
+    other.publish_confirmed("", &queue_name, &text("for you"), true).await.expect("publish");
+    let mut consumer = owner.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    assert_eq!(body(&next(&mut consumer).await), "for you");
+}
+
+async fn mandatory_unroutable_publish_is_an_error(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let exchange = names.name("x");
+    conn.declare_exchange(&exchange, ExchangeKind::Direct, true).await.expect("exchange");
+    let err = conn.publish_confirmed(&exchange, "nobody", &text("lost?"), true).await.expect_err("unroutable");
+    assert!(matches!(&err, Error::Unroutable { routing_key, .. } if routing_key == "nobody"), "got {err:?}");
+    // Without mandatory the same publish is accepted and dropped.
+    conn.publish_confirmed(&exchange, "nobody", &text("dropped"), false).await.expect("non-mandatory");
+    // The connection keeps working after an unroutable publish.
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    conn.bind_queue(&queue_name, &exchange, "somebody").await.expect("bind");
+    conn.publish_confirmed(&exchange, "somebody", &text("ok"), true).await.expect("routable");
+    cleanup(&conn, &[&queue_name], &[&exchange]).await;
+}
+
+async fn publish_to_a_missing_exchange_is_not_found(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let err = conn.publish_confirmed(&names.name("nosuch"), "k", &text("x"), true).await.expect_err("missing exchange");
+    assert!(matches!(err, Error::NotFound { .. }), "got {err:?}");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("the connection still works");
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn redeclaring_with_other_options_fails(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    conn.declare_queue(&queue_name, &durable()).await.expect("same options are idempotent");
+    let other = QueueOptions { kind: QueueKind::Quorum, ..durable() };
+    let err = conn.declare_queue(&queue_name, &other).await.expect_err("other options");
+    assert!(matches!(err, Error::PreconditionFailed(_)), "got {err:?}");
+    conn.declare_queue(&queue_name, &durable()).await.expect("the connection still works");
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn auto_delete_queue_goes_with_its_last_consumer(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    let options = QueueOptions { auto_delete: true, ..QueueOptions::default() };
+    conn.declare_queue(&queue_name, &options).await.expect("queue");
+    let consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    assert!(conn.queue_info(&queue_name).await.expect("info").is_some(), "still has a consumer");
+    drop(consumer);
+    let gone = within("the auto-delete queue to go", async {
+        loop {
+            if conn.queue_info(&queue_name).await.expect("info").is_none() {
+                return true;
+            }
+            // The cancel travels to the broker asynchronously; ask again.
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(gone);
+}
+
+async fn quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let (dlx, dead, queue_name) = (names.name("dlx"), names.name("dead"), names.name("q"));
+    conn.declare_exchange(&dlx, ExchangeKind::Fanout, true).await.expect("exchange");
+    conn.declare_queue(&dead, &durable()).await.expect("queue");
+    conn.bind_queue(&dead, &dlx, "").await.expect("bind");
+    let options = QueueOptions {
+        kind: QueueKind::Quorum,
+        durable: true,
+        delivery_limit: Some(2),
+        dead_letter_exchange: Some(dlx.clone()),
+        ..QueueOptions::default()
+    };
+    conn.declare_queue(&queue_name, &options).await.expect("queue");
+    conn.publish_confirmed("", &queue_name, &text("poison"), true).await.expect("publish");
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut consumer).await;
+        counts.push(delivery.delivery_count);
+        delivery.acker.nack(true).await.expect("nack");
+    }
+    assert_eq!(counts, [0, 1, 2]);
+    let mut dead_consumer = conn.consume(&dead, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let delivery = next(&mut dead_consumer).await;
+    assert_eq!(body(&delivery), "poison");
+    assert_eq!(delivery.properties.header_str("x-first-death-reason"), Some("delivery_limit"));
+    drop((consumer, dead_consumer));
+    cleanup(&conn, &[&queue_name, &dead], &[&dlx]).await;
+}
+
+fn stream() -> QueueOptions {
+    QueueOptions { kind: QueueKind::Stream, durable: true, ..QueueOptions::default() }
+}
+
+fn from(offset: StreamOffset) -> ConsumeOptions {
+    ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(100) }
+}
+
+async fn stream_replays_from_first(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let name = names.name("s");
+    conn.declare_queue(&name, &stream()).await.expect("stream");
+    for i in 0..20 {
+        conn.publish_confirmed("", &name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    // Two readers each see every message, in order: reading does not consume.
+    for _ in 0..2 {
+        let mut reader = conn.consume(&name, &from(StreamOffset::First)).await.expect("consume");
+        let mut offsets = Vec::new();
+        for i in 0..20 {
+            let delivery = next(&mut reader).await;
+            assert_eq!(body(&delivery), i.to_string());
+            offsets.push(delivery.stream_offset.expect("a stream delivery has an offset"));
+            delivery.acker.ack().await.expect("ack");
+        }
+        assert!(offsets.windows(2).all(|pair| pair[0] < pair[1]), "offsets increase: {offsets:?}");
+    }
+    cleanup(&conn, &[&name], &[]).await;
+}
+
+async fn stream_replays_from_a_timestamp(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let name = names.name("s");
+    conn.declare_queue(&name, &stream()).await.expect("stream");
+    conn.publish_confirmed("", &name, &text("old"), true).await.expect("publish");
+    // Timestamps are per second on RabbitMQ; step past the next second boundary first.
+    let start = runway_broker::protocol::now_ms();
+    let mark = (start / 1000 + 2) * 1000;
+    tokio::time::sleep(Duration::from_millis(mark - start)).await;
+    for i in 0..5 {
+        conn.publish_confirmed("", &name, &text(&format!("new{i}")), true).await.expect("publish");
+    }
+    let mut reader = conn.consume(&name, &from(StreamOffset::Timestamp(mark))).await.expect("consume");
+    // A real broker may start a little earlier (it seeks by chunk), never later.
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let delivery = next(&mut reader).await;
+        let text = body(&delivery);
+        delivery.acker.ack().await.expect("ack");
+        if text != "old" {
+            seen.push(text);
+        }
+    }
+    assert_eq!(seen, ["new0", "new1", "new2", "new3", "new4"]);
+    cleanup(&conn, &[&name], &[]).await;
+}
+
+async fn stream_next_delivers_only_new_messages(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let name = names.name("s");
+    conn.declare_queue(&name, &stream()).await.expect("stream");
+    for i in 0..3 {
+        conn.publish_confirmed("", &name, &text(&format!("before{i}")), true).await.expect("publish");
+    }
+    let mut reader = conn.consume(&name, &from(StreamOffset::Next)).await.expect("consume");
+    // The consumer is attached once the broker counts it; publish after that.
+    within("the stream consumer to register", async {
+        while conn.queue_info(&name).await.expect("info").expect("exists").consumers == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    conn.publish_confirmed("", &name, &text("after"), true).await.expect("publish");
+    let delivery = next(&mut reader).await;
+    assert_eq!(body(&delivery), "after");
+    cleanup(&conn, &[&name], &[]).await;
+}
+
+async fn queue_info_counts_ready_messages_and_consumers(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info"), None, "a missing queue is None, not an error");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    for i in 0..3 {
+        conn.publish_confirmed("", &queue_name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    let info = conn.queue_info(&queue_name).await.expect("info").expect("exists");
+    assert_eq!((info.messages, info.consumers), (3, 0));
+    let consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let info = within("the consumer to be counted", async {
+        loop {
+            let info = conn.queue_info(&queue_name).await.expect("info").expect("exists");
+            if info.consumers == 1 && info.messages == 2 {
+                return info;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!((info.messages, info.consumers), (2, 1), "one delivered and unacked, two ready");
+    drop(consumer);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn cleanup(conn: &runway_broker::Connection, queues: &[&String], exchanges: &[&String]) {
+    for queue in queues {
+        conn.delete_queue(queue).await.expect("delete queue");
+    }
+    for exchange in exchanges {
+        conn.delete_exchange(exchange).await.expect("delete exchange");
+    }
+}
