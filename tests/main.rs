@@ -1,1 +1,4 @@
-//! e2e
+//! runway's end-to-end tests: the real binaries, in temporary projects, one test binary.
+
+mod local;
+mod support;

@@ -1,1 +1,14 @@
-//! placeholder
+//! runway-worker: the runner library (consume jobs, execute them, stream their events, obey
+//! cancels, drain) and, in `bin/`, the `runway-worker` daemon around it.
+//!
+//! It speaks the broker interface and the protocol types of runway-broker; it never names a
+//! queue or an exchange itself.
+
+pub mod daemon;
+mod events;
+mod execute;
+mod lines;
+mod runner;
+
+pub use execute::Limits;
+pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, start};

@@ -1,1 +1,50 @@
-fn main(){}
+//! The `runway` binary: parse flags, set up tracing, run the command, exit with its code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use runway_producer::cli::Cli;
+use runway_producer::commands::{self, Interrupts};
+use runway_producer::exit;
+
+/// Ctrl-C presses, from the terminal or a SIGINT.
+struct CtrlC;
+
+impl Interrupts for CtrlC {
+    async fn next(&mut self) {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No signal handling available: never report an interrupt.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { exit::USAGE } else { exit::SUCCESS };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info,runway=debug",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("runway: error: cannot start the async runtime: {err}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    ExitCode::from(runtime.block_on(commands::run(cli, CtrlC)))
+}

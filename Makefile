@@ -1,0 +1,37 @@
+# runway: the README's commands. `make run` and `make test` do all their own set-up.
+
+CARGO ?= cargo
+AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
+export AMQP_URL
+
+.PHONY: run test lint build broker bench clean
+
+## Build runway and run the demo operation of examples/demo in local mode.
+run:
+	$(CARGO) build --release -p runway-producer --bin runway
+	cd examples/demo && ../../target/release/runway up
+
+## Lint, make sure a RabbitMQ answers, then run every test.
+test: lint broker
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace --no-fail-fast
+
+## Format check and clippy with warnings as errors.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --workspace --bins
+
+## Start (and on a fresh Debian machine as root, install) RabbitMQ when none answers.
+broker:
+	scripts/ensure-rabbitmq
+
+## The benchmark: runway's figures beside their ceilings, also in target/bench.json.
+bench: broker
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) run --release -p runway-bench
+
+clean:
+	$(CARGO) clean

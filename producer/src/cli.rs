@@ -1,0 +1,114 @@
+//! The command line: flags and subcommands of `runway`, parsed with clap.
+//!
+//! Parsing only; what each command does lives in `commands`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// runway: run build, deploy, release or any named operation on runners, over RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "runway", version, about, long_about = None)]
+pub struct Cli {
+    /// Broker URL (amqp:// or amqps://), or `local` for the embedded in-memory broker.
+    #[arg(long, global = true, env = "RUNWAY_SERVER", value_name = "URL|local")]
+    pub server: Option<String>,
+    /// Namespace prefix of every exchange and queue (default `runway`).
+    #[arg(long, global = true, env = "RUNWAY_NAMESPACE", value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The project file (default: runway.toml in this directory or the nearest parent).
+    #[arg(long, short = 'f', global = true, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+    /// More diagnostics on stderr (-v, -vv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No status lines: only the job's own output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an operation of the project file.
+    Run {
+        /// The operation, as named under [operations] in runway.toml.
+        operation: String,
+        #[command(flatten)]
+        job: JobArgs,
+    },
+    /// The same as `run build`.
+    Build(JobArgs),
+    /// The same as `run deploy`.
+    Deploy(JobArgs),
+    /// The same as `run release`.
+    Release(JobArgs),
+    /// Run build, deploy and release in order, stopping at the first failure.
+    Up {
+        /// One event per line, as JSON, instead of human output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What shapes one job.
+#[derive(Debug, Args, Clone, Default)]
+pub struct JobArgs {
+    /// An environment variable for the job (repeatable); beats the project file.
+    #[arg(long = "env", value_name = "K=V", value_parser = parse_key_value)]
+    pub env: Vec<(String, String)>,
+    /// End the job `timed_out` after this long (e.g. 90s, 30m); beats the project file.
+    #[arg(long, value_name = "D", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// One event per line, as JSON, instead of human output.
+    #[arg(long)]
+    pub json: bool,
+    /// Arguments appended to the operation's command.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<String>,
+}
+
+/// `K=V` into its parts.
+pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() && !key.contains('\0') => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not K=V")),
+    }
+}
+
+/// A human duration (`90s`, `30m`, `1h 30m`), never zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err(format!("`{text}` is zero; expected a positive duration")),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(format!("`{text}` is not a duration ({err}); expected e.g. 90s, 30m, 1h 30m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values() {
+        assert_eq!(parse_key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(parse_key_value("A="), Ok(("A".into(), String::new())));
+        assert!(parse_key_value("=x").is_err());
+        assert!(parse_key_value("novalue").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").unwrap_err().contains("expected e.g."));
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

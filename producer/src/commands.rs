@@ -1,0 +1,265 @@
+//! What each `runway` command does: resolve the project and the mode, queue jobs, follow them.
+//!
+//! One code path for every mode: local mode only swaps in the in-memory broker and an in-process
+//! runner; the job is queued and followed through the broker interface all the same.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use runway_broker::protocol::{self, Completed, ControlBody, Job, Target, VERSION, now_ms};
+use runway_broker::topology::{DEFAULT_NAMESPACE, Retention, Topology};
+use runway_broker::{Broker, ConsumeOptions, Connection};
+use runway_worker::{Runner, RunnerConfig, Shutdown};
+use uuid::Uuid;
+
+use crate::cli::{Cli, Command, JobArgs};
+use crate::exit::{self, CliError};
+use crate::follow::{Printer, Style};
+use crate::project::{self, Operation, Project};
+
+/// How long to wait for the broker to answer a connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Run the parsed command line; `interrupts` yields once per Ctrl-C. Returns the exit code.
+pub async fn run(cli: Cli, interrupts: impl Interrupts) -> u8 {
+    match dispatch(cli, interrupts).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("runway: error: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+/// A source of Ctrl-C presses.
+pub trait Interrupts: Send {
+    fn next(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+async fn dispatch(cli: Cli, mut interrupts: impl Interrupts) -> Result<u8, CliError> {
+    let project = load_project(cli.file.as_deref())?;
+    let (operations, json): (Vec<(String, JobArgs)>, bool) = match &cli.command {
+        Command::Run { operation, job } => (vec![(operation.clone(), job.clone())], job.json),
+        Command::Build(job) => (vec![("build".to_owned(), job.clone())], job.json),
+        Command::Deploy(job) => (vec![("deploy".to_owned(), job.clone())], job.json),
+        Command::Release(job) => (vec![("release".to_owned(), job.clone())], job.json),
+        Command::Up { json } => (up_operations(&project, cli.quiet || *json)?, *json),
+    };
+    // Resolve everything before connecting, so bad input fails fast and changes nothing.
+    let mut jobs = Vec::new();
+    for (name, args) in &operations {
+        let operation = find_operation(&project, name)?;
+        jobs.push((operation.clone(), args.clone()));
+    }
+    let session = Session::open(&cli, &project).await?;
+    let style = if json { Style::Json } else { Style::Human { quiet: cli.quiet } };
+    let mut code = exit::SUCCESS;
+    for (operation, args) in jobs {
+        let job = build_job(&project, &operation, &args, session.target());
+        let completed = session.submit_and_follow(&job, style, &mut interrupts).await?;
+        code = exit::for_job(&completed);
+        if code != exit::SUCCESS {
+            break;
+        }
+    }
+    session.close().await;
+    Ok(code)
+}
+
+fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
+    let path = match file {
+        Some(path) => path.to_path_buf(),
+        None => {
+            let cwd = std::env::current_dir()
+                .map_err(|err| CliError::Internal(format!("cannot read the current directory: {err}")))?;
+            project::find(&cwd)?
+        }
+    };
+    Ok(project::load(&path)?)
+}
+
+fn find_operation<'a>(project: &'a Project, name: &str) -> Result<&'a Operation, CliError> {
+    project.operations.get(name).ok_or_else(|| CliError::UnknownOperation {
+        name: name.to_owned(),
+        defined: project.operations.keys().cloned().collect(),
+    })
+}
+
+/// The operations of `up`: build, deploy, release, skipping (with a note) those not defined.
+fn up_operations(project: &Project, quiet: bool) -> Result<Vec<(String, JobArgs)>, CliError> {
+    let mut operations = Vec::new();
+    for name in ["build", "deploy", "release"] {
+        if project.operations.contains_key(name) {
+            operations.push((name.to_owned(), JobArgs::default()));
+        } else if !quiet {
+            eprintln!("runway: skipping {name}: not defined in {}", project.path.display());
+        }
+    }
+    if operations.is_empty() {
+        return Err(CliError::Usage(format!(
+            "`up` runs build, deploy and release, and {} defines none of them",
+            project.path.display()
+        )));
+    }
+    Ok(operations)
+}
+
+fn build_job(project: &Project, operation: &Operation, args: &JobArgs, target: Target) -> Job {
+    let mut env = operation.env.clone();
+    env.extend(args.env.iter().cloned());
+    Job {
+        v: VERSION,
+        id: Uuid::now_v7(),
+        operation: operation.name.clone(),
+        project: project.name.clone(),
+        command: operation.command.clone(),
+        args: args.args.clone(),
+        env,
+        workdir: Some(project.dir.display().to_string()),
+        timeout_ms: args.timeout.or(operation.timeout).map(protocol::to_ms),
+        kill_grace_ms: operation.kill_grace.map(protocol::to_ms),
+        target,
+        retry_on_lost: operation.retry_on_lost,
+        attempt: 1,
+        created_at_ms: now_ms(),
+        queued_by: queued_by(),
+    }
+}
+
+fn queued_by() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
+    let host = nix_hostname();
+    format!("{user}@{host}")
+}
+
+fn nix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// A connection to the broker, and the in-process runner when the mode has one.
+#[derive(Debug)]
+struct Session {
+    conn: Connection,
+    topology: Topology,
+    runner: Option<Runner>,
+    /// The runner's own connection, kept so its queue lives exactly as long as the session.
+    runner_conn: Option<Connection>,
+}
+
+impl Session {
+    async fn open(cli: &Cli, project: &Project) -> Result<Session, CliError> {
+        let namespace = cli
+            .namespace
+            .clone()
+            .or_else(|| project.server.as_ref().and_then(|server| server.namespace.clone()))
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        let topology = Topology::new(&namespace).map_err(|err| CliError::Usage(err.to_string()))?;
+        let server = cli.server.clone().or_else(|| project.server.as_ref().map(|server| server.url.clone()));
+        let broker = match server.as_deref() {
+            None | Some("local") => Broker::memory(),
+            Some(url) => Broker::amqp(url, CONNECT_TIMEOUT)?,
+        };
+        let conn = broker.connect().await?;
+        topology.declare(&conn, &Retention::default()).await?;
+        // Local and CLI-runner modes: a by-id-only runner inside this process.
+        let runner_conn = broker.connect().await?;
+        let mut config = RunnerConfig::new(format!("cli-{}", &Uuid::now_v7().simple().to_string()[20..]));
+        config.by_id_only = true;
+        config.in_process = true;
+        let runner = runway_worker::start(&runner_conn, &topology, config)
+            .await
+            .map_err(|err| CliError::Internal(err.to_string()))?;
+        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn) })
+    }
+
+    fn target(&self) -> Target {
+        match &self.runner {
+            Some(runner) => Target::Runner(runner.id().to_owned()),
+            None => Target::Any,
+        }
+    }
+
+    /// Queue `job` and print its events until it completes. The first interrupt cancels the job
+    /// and keeps following it to its end; the second kills it at once.
+    async fn submit_and_follow(
+        &self,
+        job: &Job,
+        style: Style,
+        interrupts: &mut impl Interrupts,
+    ) -> Result<Completed, CliError> {
+        let mut printer = Printer::new(style, &job.operation);
+        // Bind before publishing, so not even the first event can be missed.
+        let queue = self.topology.declare_job_events_queue(&self.conn, job.id).await?;
+        let mut events = self.conn.consume(&queue, &ConsumeOptions::with_prefetch(256)).await?;
+        self.topology.publish_job(&self.conn, job).await.map_err(|err| match err {
+            runway_broker::Error::Unroutable { .. } => CliError::NoRunner(format!(
+                "no runner serves {} for job {}",
+                describe_target(&job.target),
+                job.id
+            )),
+            other => CliError::Broker(other),
+        })?;
+        printer.status(&format!("queued {} as job {}", job.operation, job.id));
+        let mut interrupted = 0;
+        loop {
+            let next = tokio::select! {
+                delivery = events.next() => Some(delivery),
+                () = interrupts.next() => None,
+            };
+            match next {
+                Some(Some(Ok(delivery))) => {
+                    let completed = printer.event(&delivery.body);
+                    if let Err(err) = delivery.acker.ack().await {
+                        tracing::debug!(error = %err, "acknowledging an event failed");
+                    }
+                    if let Some(completed) = completed {
+                        return Ok(completed);
+                    }
+                }
+                Some(Some(Err(err))) => return Err(CliError::Broker(err)),
+                Some(None) => {
+                    return Err(CliError::Broker(runway_broker::Error::ConnectionClosed(
+                        "the event stream of the job ended before the job did".to_owned(),
+                    )));
+                }
+                None => {
+                    interrupted += 1;
+                    let force = interrupted > 1;
+                    printer.status(if force {
+                        "interrupted again: killing the job"
+                    } else {
+                        "interrupted: cancelling the job (Ctrl-C again to kill it)"
+                    });
+                    let control = protocol::Control { v: VERSION, body: ControlBody::Cancel { job: job.id, force } };
+                    self.topology.publish_control(&self.conn, &control).await?;
+                }
+            }
+        }
+    }
+
+    async fn close(mut self) {
+        if let Some(mut runner) = self.runner.take() {
+            runner.shutdown(Shutdown::Cancel);
+            runner.wait().await;
+        }
+        if let Some(conn) = self.runner_conn.take() {
+            conn.close().await;
+        }
+        self.conn.close().await;
+    }
+}
+
+fn describe_target(target: &Target) -> String {
+    match target {
+        Target::Any => "any runner".to_owned(),
+        Target::Runner(id) => format!("runner `{id}`"),
+        Target::Labels(labels) => {
+            let labels: BTreeMap<_, _> = labels.iter().collect();
+            format!("labels {labels:?}")
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Following a job: read its events from a consumer in order, print them (human or JSON), and
+//! return how the job ended.
+//!
+//! It does not queue or cancel anything; the caller decides what a Ctrl-C means.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use runway_broker::protocol::{self, Completed, Event, EventBody, Status, Stream};
+
+/// How events are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// The job's stdout to stdout, stderr to stderr, and status lines on stderr.
+    Human { quiet: bool },
+    /// One event per line on stdout, as received.
+    Json,
+}
+
+/// Prints the events of one job and keeps what the end needs.
+#[derive(Debug)]
+pub struct Printer {
+    style: Style,
+    operation: String,
+    stdout: io::BufWriter<io::Stdout>,
+    stderr: io::Stderr,
+    next_seq: u64,
+    outputs: BTreeMap<String, String>,
+    /// Set once stdout is gone (a closed pipe): stop writing, keep following.
+    stdout_closed: bool,
+}
+
+impl Printer {
+    pub fn new(style: Style, operation: &str) -> Printer {
+        Printer {
+            style,
+            operation: operation.to_owned(),
+            stdout: io::BufWriter::with_capacity(256 * 1024, io::stdout()),
+            stderr: io::stderr(),
+            next_seq: 1,
+            outputs: BTreeMap::new(),
+            stdout_closed: false,
+        }
+    }
+
+    /// A status line on stderr (human style only).
+    pub fn status(&mut self, line: &str) {
+        if self.style == (Style::Human { quiet: false }) {
+            let _ = self.stdout.flush();
+            let _ = writeln!(self.stderr, "runway: {line}");
+        }
+    }
+
+    /// Print one raw event body; returns the completion once the job ended.
+    pub fn event(&mut self, body: &[u8]) -> Option<Completed> {
+        let event: Event = match protocol::decode(body, "event") {
+            Ok(event) => event,
+            Err(err) => {
+                self.status(&format!("ignoring an event that cannot be read: {err}"));
+                return None;
+            }
+        };
+        if event.seq != self.next_seq && event.attempt == 1 {
+            self.status(&format!("event {} arrived where {} was expected", event.seq, self.next_seq));
+        }
+        self.next_seq = event.seq + 1;
+        if self.style == Style::Json {
+            self.json_line(body);
+        }
+        match event.body {
+            EventBody::Accepted { hostname } => {
+                self.status(&format!("{} accepted by runner {} on {hostname}", self.operation, event.runner));
+                None
+            }
+            EventBody::Started { pid, .. } => {
+                self.status(&format!("{} started (pid {pid}, attempt {})", self.operation, event.attempt));
+                None
+            }
+            EventBody::Log { lines } => {
+                if matches!(self.style, Style::Human { .. }) {
+                    self.lines(&lines);
+                }
+                None
+            }
+            EventBody::Heartbeat { .. } => None,
+            EventBody::Output { key, value } => {
+                self.outputs.insert(key, value);
+                None
+            }
+            EventBody::Completed(completed) => {
+                self.finished(&completed);
+                Some(completed)
+            }
+        }
+    }
+
+    fn json_line(&mut self, body: &[u8]) {
+        if self.stdout_closed {
+            return;
+        }
+        let written = self.stdout.write_all(body).and_then(|()| self.stdout.write_all(b"\n"));
+        let flushed = written.and_then(|()| self.stdout.flush());
+        self.check(flushed);
+    }
+
+    fn lines(&mut self, lines: &[protocol::LogLine]) {
+        for line in lines {
+            let bytes = line.bytes();
+            match line.s {
+                Stream::Stdout if !self.stdout_closed => {
+                    let written = self.stdout.write_all(&bytes).and_then(|()| {
+                        if line.p { Ok(()) } else { self.stdout.write_all(b"\n") }
+                    });
+                    self.check(written);
+                }
+                Stream::Stdout => {}
+                Stream::Stderr => {
+                    // Keep the two streams in the order the runner read them.
+                    let _ = self.stdout.flush();
+                    let mut err = self.stderr.lock();
+                    let _ = err.write_all(&bytes);
+                    if !line.p {
+                        let _ = err.write_all(b"\n");
+                    }
+                }
+            }
+        }
+        let flushed = self.stdout.flush();
+        self.check(flushed);
+    }
+
+    fn check(&mut self, result: io::Result<()>) {
+        if result.is_err() {
+            self.stdout_closed = true;
+        }
+    }
+
+    fn finished(&mut self, completed: &Completed) {
+        let _ = self.stdout.flush();
+        let took = format_duration(completed.duration_ms);
+        let outcome = match (completed.status, completed.exit_code) {
+            (Status::Success, _) => format!("{} succeeded in {took}", self.operation),
+            (Status::Failed, Some(code)) => format!("{} failed with exit code {code} after {took}", self.operation),
+            (status, _) => format!("{} ended {status} after {took}", self.operation),
+        };
+        let outcome = match &completed.error {
+            Some(error) if completed.status != Status::Success => format!("{outcome}: {error}"),
+            _ => outcome,
+        };
+        self.status(&outcome);
+        let outputs = if completed.outputs.is_empty() { &self.outputs } else { &completed.outputs };
+        let lines: Vec<String> = outputs.iter().map(|(key, value)| format!("output {key}={value}")).collect();
+        for line in lines {
+            self.status(&line);
+        }
+    }
+}
+
+/// `1.23s`, `2m 3s`: short and exact enough for a status line.
+pub fn format_duration(ms: u64) -> String {
+    if ms < 60_000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        let secs = ms / 1000;
+        format!("{}m {}s", secs / 60, secs % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_duration;
+
+    #[test]
+    fn durations_read_well() {
+        assert_eq!(format_duration(1234), "1.23s");
+        assert_eq!(format_duration(123_000), "2m 3s");
+    }
+}

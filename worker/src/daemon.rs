@@ -1,0 +1,82 @@
+//! The `runway-worker` daemon as a library: connect, serve as one runner until told to stop,
+//! then drain. The binary only parses flags and turns signals into stop requests.
+//!
+//! It does not parse flags or install signal handlers itself, so tests can drive it directly.
+
+use std::time::Duration;
+
+use runway_broker::Broker;
+use runway_broker::topology::{Retention, Topology};
+use tokio::sync::mpsc;
+
+use crate::runner::{RunnerConfig, RunnerError, Shutdown, start};
+
+/// Everything the daemon needs.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// The broker URL; never printed whole (it may hold a password).
+    pub server: String,
+    pub namespace: String,
+    pub runner: RunnerConfig,
+    /// How long running jobs may take to finish after the first stop request.
+    pub drain_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+/// Why the daemon could not serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error(transparent)]
+    Broker(#[from] runway_broker::Error),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error(transparent)]
+    Name(#[from] runway_broker::topology::NameError),
+}
+
+impl DaemonError {
+    /// Whether the broker could not be reached (as opposed to a bad configuration).
+    pub fn is_unreachable(&self) -> bool {
+        match self {
+            DaemonError::Broker(err) => err.is_unreachable(),
+            DaemonError::Runner(RunnerError::Setup { source, .. }) => source.is_unreachable(),
+            DaemonError::Runner(RunnerError::Name(_)) | DaemonError::Name(_) => false,
+        }
+    }
+}
+
+/// Serve until the first message on `stops` (drain), and stop running jobs at the second.
+pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
+    let topology = Topology::new(&config.namespace)?;
+    let broker = Broker::amqp(&config.server, config.connect_timeout)?;
+    let conn = broker.connect().await?;
+    topology.declare(&conn, &Retention::default()).await?;
+    let mut runner = start(&conn, &topology, config.runner.clone()).await?;
+    tracing::info!(
+        runner = %runner.id(),
+        broker = %broker.display_name(),
+        concurrency = config.runner.concurrency,
+        labels = ?config.runner.labels,
+        "serving"
+    );
+    // Serve until the first stop request (or until nobody can send one).
+    let _ = stops.recv().await;
+    tracing::info!(timeout = ?config.drain_timeout, "draining: no new jobs, running ones may finish");
+    runner.shutdown(Shutdown::Drain { timeout: config.drain_timeout });
+    let mut stops_open = true;
+    loop {
+        tokio::select! {
+            () = runner.wait() => break,
+            stop = stops.recv(), if stops_open => match stop {
+                Some(()) => {
+                    tracing::warn!("stopping again: cancelling running jobs now");
+                    runner.shutdown(Shutdown::Cancel);
+                }
+                None => stops_open = false,
+            },
+        }
+    }
+    conn.close().await;
+    Ok(())
+}

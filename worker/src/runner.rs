@@ -1,0 +1,353 @@
+//! The runner: declares its queues, consumes jobs, runs at most `concurrency` at once, obeys
+//! cancel requests from the control exchange, and drains on shutdown.
+//!
+//! The same runner serves the `runway-worker` daemon and the in-process runner of the CLI; only
+//! its configuration differs. It knows queues only through the topology's functions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use runway_broker::protocol::{self, Completed, ControlBody, EventBody, Job, Status};
+use runway_broker::topology::{RunnerQueues, Topology};
+use runway_broker::{ConsumeOptions, Connection, Delivery};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::events::EventSink;
+use crate::execute::{Context, Limits, Stop, execute};
+
+/// Everything that shapes a runner.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Take only jobs addressed to this runner's id.
+    pub by_id_only: bool,
+    /// A runner inside the CLI: its queue dies with its connection.
+    pub in_process: bool,
+    /// Where jobs run; `None` uses each job's own working directory hint.
+    pub workdir: Option<PathBuf>,
+    pub limits: Limits,
+    /// Larger job messages are dead-lettered unread.
+    pub max_job_bytes: usize,
+}
+
+impl RunnerConfig {
+    /// A configuration with the defaults for everything but identity.
+    pub fn new(id: String) -> RunnerConfig {
+        RunnerConfig {
+            id,
+            labels: BTreeMap::new(),
+            concurrency: 1,
+            by_id_only: false,
+            in_process: false,
+            workdir: None,
+            limits: Limits::default(),
+            max_job_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// How a runner stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shutdown {
+    /// Take no new jobs; let running ones finish for up to `timeout`, then cancel them.
+    Drain { timeout: Duration },
+    /// Cancel running jobs now (SIGTERM, then SIGKILL after their grace period).
+    Cancel,
+}
+
+/// Why a runner could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    #[error(transparent)]
+    Name(#[from] runway_broker::topology::NameError),
+    #[error("runner `{id}` cannot set up its queues: {source}")]
+    Setup { id: String, source: runway_broker::Error },
+}
+
+/// A started runner.
+#[derive(Debug)]
+pub struct Runner {
+    id: String,
+    shutdown: watch::Sender<Option<Shutdown>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Runner {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Ask the runner to stop; `wait` tells when it has.
+    pub fn shutdown(&self, how: Shutdown) {
+        // Escalation wins: a cancel after a drain request replaces it.
+        self.shutdown.send_if_modified(|current| {
+            let replace = !matches!(current, Some(Shutdown::Cancel));
+            if replace {
+                *current = Some(how);
+            }
+            replace
+        });
+    }
+
+    /// Wait until every job has ended and the runner let go of its queues.
+    pub async fn wait(&mut self) {
+        if let Err(err) = (&mut self.task).await {
+            tracing::error!(error = %err, "runner task failed");
+        }
+    }
+}
+
+/// Declare the runner's queues, start consuming, and return once it is ready to take jobs.
+pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig) -> Result<Runner, RunnerError> {
+    runway_broker::topology::check_runner_id(&config.id)?;
+    runway_broker::topology::check_labels(&config.labels)?;
+    let setup = |source| RunnerError::Setup { id: config.id.clone(), source };
+    let queues = RunnerQueues {
+        id: config.id.clone(),
+        labels: config.labels.clone(),
+        by_id_only: config.by_id_only,
+        in_process: config.in_process,
+    };
+    let names = topology.declare_runner(conn, &queues).await.map_err(setup)?;
+    let control_queue = topology.declare_control_queue(conn).await.map_err(setup)?;
+
+    let concurrency = config.concurrency.max(1);
+    let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
+    let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
+    let mut forwarders = JoinSet::new();
+    for name in &names {
+        let mut consumer = conn.consume(name, &ConsumeOptions::with_prefetch(prefetch)).await.map_err(setup)?;
+        let tx = deliveries_tx.clone();
+        forwarders.spawn(async move {
+            while let Some(delivery) = consumer.next().await {
+                if tx.send(delivery).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(deliveries_tx);
+    let control = conn
+        .consume(&control_queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) })
+        .await
+        .map_err(setup)?;
+
+    let (shutdown, shutdown_rx) = watch::channel(None);
+    let state = Serving {
+        conn: conn.clone(),
+        topology: topology.clone(),
+        config: Arc::new(config),
+        slots: Arc::new(Semaphore::new(concurrency)),
+        running: HashMap::new(),
+        jobs: JoinSet::new(),
+        hostname: hostname(),
+        job_queues: names,
+    };
+    let id = state.config.id.clone();
+    let task = tokio::spawn(serve(state, deliveries, forwarders, control, shutdown_rx));
+    Ok(Runner { id, shutdown, task })
+}
+
+struct Serving {
+    conn: Connection,
+    topology: Topology,
+    config: Arc<RunnerConfig>,
+    slots: Arc<Semaphore>,
+    /// Stop handles of the jobs running (or waiting for a slot) here.
+    running: HashMap<Uuid, mpsc::UnboundedSender<Stop>>,
+    jobs: JoinSet<Uuid>,
+    hostname: String,
+    job_queues: Vec<String>,
+}
+
+async fn serve(
+    mut state: Serving,
+    mut deliveries: mpsc::Receiver<runway_broker::Result<Delivery>>,
+    mut forwarders: JoinSet<()>,
+    mut control: runway_broker::Consumer,
+    mut shutdown: watch::Receiver<Option<Shutdown>>,
+) {
+    enum Step {
+        Shutdown,
+        Delivery(Option<runway_broker::Result<Delivery>>),
+        Control(Option<runway_broker::Result<Delivery>>),
+        JobEnded(Uuid),
+    }
+    let mut control_open = true;
+    let mut deliveries_open = true;
+    loop {
+        let step = tokio::select! {
+            changed = shutdown.changed() => match changed {
+                Ok(()) if shutdown.borrow().is_some() => Step::Shutdown,
+                Ok(()) => continue,
+                // The handle was dropped without a word: stop as if cancelled.
+                Err(_) => Step::Shutdown,
+            },
+            delivery = deliveries.recv(), if deliveries_open => Step::Delivery(delivery),
+            message = control.next(), if control_open => Step::Control(message),
+            Some(ended) = state.jobs.join_next() => match ended {
+                Ok(id) => Step::JobEnded(id),
+                Err(err) => { tracing::error!(error = %err, "job task failed"); continue; }
+            },
+        };
+        match step {
+            Step::Shutdown => break,
+            Step::Delivery(Some(Ok(delivery))) => state.take(delivery).await,
+            Step::Delivery(Some(Err(err))) => tracing::warn!(error = %err, "consuming jobs failed"),
+            Step::Delivery(None) => {
+                tracing::warn!(runner = %state.config.id, queues = ?state.job_queues, "job consumers ended");
+                deliveries_open = false;
+            }
+            Step::Control(Some(Ok(message))) => state.control(&message.body),
+            Step::Control(Some(Err(err))) => tracing::warn!(error = %err, "consuming control messages failed"),
+            Step::Control(None) => control_open = false,
+            Step::JobEnded(id) => {
+                state.running.remove(&id);
+            }
+        }
+    }
+
+    // Take no more jobs; hand back those received but not started.
+    forwarders.abort_all();
+    while forwarders.join_next().await.is_some() {}
+    deliveries.close();
+    while let Some(delivery) = deliveries.recv().await {
+        if let Ok(delivery) = delivery
+            && let Err(err) = delivery.acker.nack(true).await
+        {
+            tracing::warn!(error = %err, "returning an unstarted job failed");
+        }
+    }
+    let how = (*shutdown.borrow()).unwrap_or(Shutdown::Cancel);
+    if let Shutdown::Drain { timeout } = how {
+        tracing::info!(running = state.running.len(), "draining");
+        let drained = tokio::time::timeout(timeout, async {
+            while state.jobs.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_ok() {
+            return;
+        }
+        tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
+    }
+    for stop in state.running.values() {
+        let _ = stop.send(Stop { force: false });
+    }
+    while state.jobs.join_next().await.is_some() {}
+}
+
+impl Serving {
+    /// Decode a delivered job and start it, or dead-letter it with the reason.
+    async fn take(&mut self, delivery: Delivery) {
+        let job = match protocol::decode_job(&delivery.body, self.config.max_job_bytes) {
+            Ok(job) => job,
+            Err(err) => {
+                let reason = err.to_string();
+                tracing::warn!(routing_key = %delivery.routing_key, %reason, "dead-lettering a job message");
+                let queue = delivery.routing_key.clone();
+                match self.topology.dead_letter(&self.conn, delivery.body, &reason, &queue).await {
+                    Ok(()) => settle(delivery.acker.ack().await),
+                    // Keep it where it is rather than lose it.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "dead-lettering failed");
+                        settle(delivery.acker.nack(true).await);
+                    }
+                }
+                return;
+            }
+        };
+        let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+        self.running.insert(job.id, stop_tx);
+        let run = JobRun {
+            conn: self.conn.clone(),
+            topology: self.topology.clone(),
+            config: Arc::clone(&self.config),
+            slots: Arc::clone(&self.slots),
+            hostname: self.hostname.clone(),
+        };
+        self.jobs.spawn(async move {
+            let id = job.id;
+            run.run(job, delivery, stop_rx).await;
+            id
+        });
+    }
+
+    fn control(&mut self, body: &[u8]) {
+        match protocol::decode::<protocol::Control>(body, "control message") {
+            Ok(control) => match control.body {
+                ControlBody::Cancel { job, force } => {
+                    if let Some(stop) = self.running.get(&job) {
+                        tracing::info!(%job, force, "cancelling");
+                        let _ = stop.send(Stop { force });
+                    }
+                }
+            },
+            Err(err) => tracing::warn!(error = %err, "ignoring a control message"),
+        }
+    }
+}
+
+/// What one job's task needs.
+struct JobRun {
+    conn: Connection,
+    topology: Topology,
+    config: Arc<RunnerConfig>,
+    slots: Arc<Semaphore>,
+    hostname: String,
+}
+
+impl JobRun {
+    async fn run(self, job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
+        let mut sink =
+            EventSink::new(self.conn.clone(), self.topology.clone(), job.id, self.config.id.clone(), job.attempt);
+        // Wait for a free slot; a cancel while waiting ends the job without running it.
+        let permit = tokio::select! {
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+            Some(_) = stops.recv() => None,
+        };
+        sink.emit(EventBody::Accepted { hostname: self.hostname.clone() }).await;
+        let completed = match permit {
+            Some(_permit) => {
+                let context = Context {
+                    runner: &self.config.id,
+                    workdir: self.config.workdir.as_deref(),
+                    limits: &self.config.limits,
+                };
+                execute(&job, &context, &mut sink, stops).await
+            }
+            None => Completed {
+                status: Status::Cancelled,
+                exit_code: None,
+                signal: None,
+                duration_ms: 0,
+                outputs: BTreeMap::new(),
+                error: Some("cancelled before it started".to_owned()),
+            },
+        };
+        tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
+        sink.emit(EventBody::Completed(completed)).await;
+        if let Err(err) = sink.flush().await {
+            tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
+        }
+        // Acknowledge even if events were lost: the job ran, and it must not run again.
+        settle(delivery.acker.ack().await);
+    }
+}
+
+fn settle(result: runway_broker::Result<()>) {
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "settling a delivery failed");
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "unknown".to_owned())
+}
