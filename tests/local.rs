@@ -75,7 +75,10 @@ async fn a_five_megabyte_line_without_newline_is_split_and_kept_whole() {
 
 #[tokio::test]
 async fn outputs_appear_in_the_result_and_in_json() {
-    let project = Project::new(&op("release", "echo version=1.2.3 >> \"$RUNWAY_OUTPUT\"; echo 'url=https://x/?a=b' >> \"$RUNWAY_OUTPUT\""));
+    let project = Project::new(&op(
+        "release",
+        "echo version=1.2.3 >> \"$RUNWAY_OUTPUT\"; echo 'url=https://x/?a=b' >> \"$RUNWAY_OUTPUT\"",
+    ));
     let run = project.runway(&["release"]).await;
     run.assert_code(0);
     assert!(run.stderr.contains("output version=1.2.3"), "{}", run.stderr);
@@ -108,7 +111,11 @@ async fn json_prints_every_event_with_gap_free_seq() {
 
 #[tokio::test]
 async fn args_after_double_dash_reach_the_command() {
-    let toml = format!("{}{}", op("shell", "printf '[%s]\\n' \"$@\""), "[operations.argv]\nrun = [\"printf\", \"<%s>\\\\n\"]\n");
+    let toml = format!(
+        "{}{}",
+        op("shell", "printf '[%s]\\n' \"$@\""),
+        "[operations.argv]\nrun = [\"printf\", \"<%s>\\\\n\"]\n"
+    );
     let project = Project::new(&toml);
     let run = project.runway(&["--quiet", "run", "shell", "--", "a", "b c"]).await;
     run.assert_code(0);
@@ -170,7 +177,12 @@ async fn a_timed_out_job_that_ignores_sigterm_is_killed_after_the_grace_period()
 
 #[tokio::test]
 async fn up_stops_at_the_first_failure() {
-    let toml = format!("{}{}{}", op("build", "echo built"), op("deploy", "echo deploying; exit 4"), op("release", "echo released"));
+    let toml = format!(
+        "{}{}{}",
+        op("build", "echo built"),
+        op("deploy", "echo deploying; exit 4"),
+        op("release", "echo released")
+    );
     let project = Project::new(&toml);
     let run = project.runway(&["up"]).await;
     run.assert_code(4);
@@ -214,7 +226,11 @@ async fn no_project_file_says_where_it_looked() {
     assert!(run.stderr.contains("runway.toml"), "{}", run.stderr);
     let dir = project.path().canonicalize().expect("canonical");
     let dir_text = dir.display().to_string();
-    assert!(run.stderr.contains(&dir_text) || run.stderr.contains(&project.path().display().to_string()), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&dir_text) || run.stderr.contains(&project.path().display().to_string()),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test]

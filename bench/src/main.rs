@@ -1,1 +1,155 @@
-fn main(){}
+//! `make bench`: runway's figures beside a ceiling measured in the same run, printed as a table
+//! and written to target/bench.json.
+//!
+//! Every figure is a ratio against its ceiling, because these machines are shared and noisy:
+//! absolute numbers drift, ratios measured side by side mostly do not. Nothing here asserts a
+//! time limit; the table is for people and for comparing runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// One figure of the table.
+struct Figure {
+    name: &'static str,
+    value: f64,
+    unit: &'static str,
+    ceiling: Option<f64>,
+    /// What the ratio means, for the table.
+    note: &'static str,
+}
+
+fn main() -> Result<()> {
+    let bin = release_dir()?;
+    let runway = bin.join("runway");
+    if !runway.exists() {
+        bail!("{} is missing: run `make bench` (it builds the release binaries first)", runway.display());
+    }
+    let work = tempfile::tempdir().context("temp dir")?;
+    let mut figures = Vec::new();
+    figures.extend(local_overhead(&runway, work.path())?);
+    figures.extend(local_log_streaming(&runway, work.path())?);
+    print_and_save(&figures)
+}
+
+fn release_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("own path")?;
+    Ok(exe.parent().context("binary directory")?.to_path_buf())
+}
+
+fn write_project(dir: &Path, toml: &str) -> Result<()> {
+    std::fs::write(dir.join("runway.toml"), toml).context("write runway.toml")
+}
+
+fn time(mut command: Command) -> Result<Duration> {
+    let start = Instant::now();
+    let status = command.stdout(Stdio::null()).stderr(Stdio::null()).status().context("spawn")?;
+    let elapsed = start.elapsed();
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(elapsed)
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// `runway run` of `true` in local mode against `sh -c true`, median of many runs each.
+fn local_overhead(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
+    let dir = work.join("overhead");
+    std::fs::create_dir_all(&dir)?;
+    write_project(&dir, "[operations.noop]\nrun = \"true\"\n")?;
+    let rounds = 60;
+    let mut direct = Vec::new();
+    let mut through = Vec::new();
+    for _ in 0..rounds {
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "true"]);
+        direct.push(time(sh)?);
+        let mut cli = Command::new(runway);
+        cli.args(["--quiet", "run", "noop"]).current_dir(&dir).env_remove("RUNWAY_SERVER");
+        through.push(time(cli)?);
+    }
+    let direct = median(direct).as_secs_f64() * 1000.0;
+    let through = median(through).as_secs_f64() * 1000.0;
+    Ok(vec![Figure {
+        name: "local_overhead_ms",
+        value: through - direct,
+        unit: "ms",
+        ceiling: Some(direct),
+        note: "runway run true minus sh -c true (ceiling: sh -c true itself)",
+    }])
+}
+
+/// `seq 1 N` through `runway run` into a file, against `seq 1 N > file`.
+fn local_log_streaming(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
+    let n: u64 = 1_000_000;
+    let dir = work.join("stream");
+    std::fs::create_dir_all(&dir)?;
+    write_project(&dir, &format!("[operations.seq]\nrun = \"seq 1 {n}\"\n"))?;
+    let direct_file = dir.join("direct.txt");
+    let through_file = dir.join("through.txt");
+    let mut direct = Vec::new();
+    let mut through = Vec::new();
+    for _ in 0..3 {
+        let start = Instant::now();
+        let status =
+            Command::new("seq").args(["1", &n.to_string()]).stdout(std::fs::File::create(&direct_file)?).status()?;
+        direct.push(start.elapsed());
+        if !status.success() {
+            bail!("seq failed");
+        }
+        let start = Instant::now();
+        let status = Command::new(runway)
+            .args(["--quiet", "run", "seq"])
+            .current_dir(&dir)
+            .env_remove("RUNWAY_SERVER")
+            .stdout(std::fs::File::create(&through_file)?)
+            .status()?;
+        through.push(start.elapsed());
+        if !status.success() {
+            bail!("runway run seq failed: {status}");
+        }
+        if std::fs::read(&direct_file)? != std::fs::read(&through_file)? {
+            bail!("runway's output differs from seq's: a line is missing or out of order");
+        }
+    }
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    Ok(vec![Figure {
+        name: "log_lines_per_s_local",
+        value: rate(median(through)),
+        unit: "lines/s",
+        ceiling: Some(rate(median(direct))),
+        note: "seq 1 1000000 through runway into a file (ceiling: seq > file)",
+    }])
+}
+
+fn print_and_save(figures: &[Figure]) -> Result<()> {
+    println!("{:<28} {:>14} {:>14} {:>8}  {}", "figure", "value", "ceiling", "ratio", "unit / what");
+    let mut json = BTreeMap::new();
+    for figure in figures {
+        let ratio = figure.ceiling.filter(|c| *c != 0.0).map(|ceiling| figure.value / ceiling);
+        println!(
+            "{:<28} {:>14.2} {:>14} {:>8}  {} ({})",
+            figure.name,
+            figure.value,
+            figure.ceiling.map_or("-".to_owned(), |c| format!("{c:.2}")),
+            ratio.map_or("-".to_owned(), |r| format!("{r:.3}")),
+            figure.unit,
+            figure.note
+        );
+        json.insert(
+            figure.name,
+            serde_json::json!({"value": figure.value, "unit": figure.unit, "ceiling": figure.ceiling, "ratio": ratio}),
+        );
+    }
+    let target = release_dir()?.parent().context("target dir")?.join("bench.json");
+    std::fs::write(&target, serde_json::to_vec_pretty(&json)?)?;
+    println!("\nwritten to {}", target.display());
+    Ok(())
+}

@@ -44,9 +44,10 @@ impl Error {
     /// Whether the same call may succeed if tried again after a reconnect.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::ConnectTimeout { .. } | Error::ConnectionClosed(_) | Error::Nacked { .. } => {
-                true
-            }
+            Error::Unreachable { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::ConnectionClosed(_)
+            | Error::Nacked { .. } => true,
             Error::Unroutable { .. }
             | Error::NotFound { .. }
             | Error::ResourceLocked { .. }

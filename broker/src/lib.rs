@@ -116,7 +116,13 @@ impl Connection {
     /// [`Confirm`] to know it is safe. Confirms of one connection resolve in publish order, so a
     /// caller may keep many in flight (pipelining). An unroutable `mandatory` message makes the
     /// confirm fail with [`Error::Unroutable`].
-    pub async fn publish(&self, exchange: &str, routing_key: &str, message: &Message, mandatory: bool) -> Result<Confirm> {
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message: &Message,
+        mandatory: bool,
+    ) -> Result<Confirm> {
         match self {
             Connection::Memory(conn) => Ok(Confirm::Ready(conn.publish(exchange, routing_key, message, mandatory))),
             Connection::Amqp(conn) => conn.publish(exchange, routing_key, message, mandatory).await.map(Confirm::Amqp),

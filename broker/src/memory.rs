@@ -148,7 +148,8 @@ impl State {
             // The default exchange routes by queue name.
             return Ok(self.queues.contains_key(routing_key).then(|| routing_key.to_owned()).into_iter().collect());
         }
-        let found = self.exchanges.get(exchange).ok_or_else(|| Error::NotFound { what: format!("exchange `{exchange}`") })?;
+        let found =
+            self.exchanges.get(exchange).ok_or_else(|| Error::NotFound { what: format!("exchange `{exchange}`") })?;
         let mut seen = HashSet::new();
         Ok(found
             .bindings
@@ -219,9 +220,7 @@ impl State {
         let headers = &mut message.properties.headers;
         headers.entry("x-first-death-reason".to_owned()).or_insert_with(|| HeaderValue::Str(reason.to_owned()));
         headers.entry("x-first-death-queue".to_owned()).or_insert_with(|| HeaderValue::Str(queue_name.to_owned()));
-        headers
-            .entry("x-first-death-exchange".to_owned())
-            .or_insert_with(|| HeaderValue::Str(stored.exchange.clone()));
+        headers.entry("x-first-death-exchange".to_owned()).or_insert_with(|| HeaderValue::Str(stored.exchange.clone()));
         // Dead-lettering keeps the original routing key, as RabbitMQ does.
         if let Ok(queues) = self.route(exchange, &stored.routing_key) {
             let message = Arc::new(message);
@@ -483,8 +482,10 @@ impl Connection {
     pub fn bind_queue(&self, queue: &str, exchange: &str, routing_key: &str) -> Result<()> {
         let mut state = self.state();
         state.queue(queue)?;
-        let found =
-            state.exchanges.get_mut(exchange).ok_or_else(|| Error::NotFound { what: format!("exchange `{exchange}`") })?;
+        let found = state
+            .exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| Error::NotFound { what: format!("exchange `{exchange}`") })?;
         let binding = Binding { queue: queue.to_owned(), routing_key: routing_key.to_owned() };
         if !found.bindings.contains(&binding) {
             found.bindings.push(binding);

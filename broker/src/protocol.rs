@@ -22,10 +22,7 @@ pub const KIND_CONTROL: &str = "control";
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
 /// What to execute: a shell string (run under `sh -c`) or an argv.
@@ -333,11 +330,15 @@ fn probe_version(bytes: &[u8]) -> Result<u64, DecodeError> {
         None => Err(DecodeError::NoVersion),
         Some(serde_json::Value::Number(n)) => match n.as_u64() {
             Some(v) => Ok(v),
-            None => Err(DecodeError::Invalid { what: "version", detail: format!("`v` is {n}, expected a positive integer") }),
+            None => Err(DecodeError::Invalid {
+                what: "version",
+                detail: format!("`v` is {n}, expected a positive integer"),
+            }),
         },
-        Some(other) => {
-            Err(DecodeError::Invalid { what: "version", detail: format!("`v` is {other}, expected a positive integer") })
-        }
+        Some(other) => Err(DecodeError::Invalid {
+            what: "version",
+            detail: format!("`v` is {other}, expected a positive integer"),
+        }),
     }
 }
 

@@ -214,10 +214,7 @@ impl Topology {
         let options = if runner.in_process {
             QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() }
         } else {
-            QueueOptions {
-                expires: Some(RUNNER_QUEUE_EXPIRY),
-                ..self.shared_job_queue_options()
-            }
+            QueueOptions { expires: Some(RUNNER_QUEUE_EXPIRY), ..self.shared_job_queue_options() }
         };
         conn.declare_queue(&own, &options).await?;
         conn.bind_queue(&own, &self.jobs_exchange(), &Self::job_routing_key(&Target::Runner(runner.id.clone())))

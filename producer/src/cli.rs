@@ -65,6 +65,18 @@ pub struct JobArgs {
     /// One event per line, as JSON, instead of human output.
     #[arg(long)]
     pub json: bool,
+    /// Queue for any remote runner (a runway-worker), not a runner inside this CLI.
+    #[arg(long, conflicts_with_all = ["runner", "labels"])]
+    pub remote: bool,
+    /// Queue for the remote runner with this id.
+    #[arg(long, value_name = "ID", conflicts_with = "labels")]
+    pub runner: Option<String>,
+    /// Queue for a remote runner holding this label (repeatable: all of them).
+    #[arg(long = "label", value_name = "K=V", value_parser = parse_key_value)]
+    pub labels: Vec<(String, String)>,
+    /// Print the job id and exit once the broker has the job; it runs on a remote runner.
+    #[arg(long)]
+    pub detach: bool,
     /// Arguments appended to the operation's command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use runway_broker::protocol::{self, Completed, ControlBody, Job, Target, VERSION, now_ms};
 use runway_broker::topology::{DEFAULT_NAMESPACE, Retention, Topology};
-use runway_broker::{Broker, ConsumeOptions, Connection};
+use runway_broker::{Broker, Connection, ConsumeOptions};
 use runway_worker::{Runner, RunnerConfig, Shutdown};
 use uuid::Uuid;
 
@@ -21,6 +21,9 @@ use crate::project::{self, Operation, Project};
 
 /// How long to wait for the broker to answer a connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a job may wait for a runner before the CLI says where it waits.
+const WAITING_NOTICE: Duration = Duration::from_secs(3);
 
 /// Run the parsed command line; `interrupts` yields once per Ctrl-C. Returns the exit code.
 pub async fn run(cli: Cli, interrupts: impl Interrupts) -> u8 {
@@ -47,17 +50,27 @@ async fn dispatch(cli: Cli, mut interrupts: impl Interrupts) -> Result<u8, CliEr
         Command::Release(job) => (vec![("release".to_owned(), job.clone())], job.json),
         Command::Up { json } => (up_operations(&project, cli.quiet || *json)?, *json),
     };
+    let server = cli.server.clone().or_else(|| project.server.as_ref().map(|server| server.url.clone()));
+    let server = server.filter(|url| url != "local");
     // Resolve everything before connecting, so bad input fails fast and changes nothing.
-    let mut jobs = Vec::new();
+    let mut planned = Vec::new();
     for (name, args) in &operations {
         let operation = find_operation(&project, name)?;
-        jobs.push((operation.clone(), args.clone()));
+        let target = remote_target(args, operation, server.is_some())?;
+        planned.push((operation.clone(), args.clone(), target));
     }
-    let session = Session::open(&cli, &project).await?;
+    let needs_runner = planned.iter().any(|(_, _, target)| target.is_none());
+    let session = Session::open(&cli, &project, server.as_deref(), needs_runner).await?;
     let style = if json { Style::Json } else { Style::Human { quiet: cli.quiet } };
     let mut code = exit::SUCCESS;
-    for (operation, args) in jobs {
-        let job = build_job(&project, &operation, &args, session.target());
+    for (operation, args, target) in planned {
+        let target = target.unwrap_or_else(|| session.own_target());
+        let job = build_job(&project, &operation, &args, target);
+        if args.detach {
+            session.submit(&job).await?;
+            println!("{}", job.id);
+            continue;
+        }
         let completed = session.submit_and_follow(&job, style, &mut interrupts).await?;
         code = exit::for_job(&completed);
         if code != exit::SUCCESS {
@@ -66,6 +79,37 @@ async fn dispatch(cli: Cli, mut interrupts: impl Interrupts) -> Result<u8, CliEr
     }
     session.close().await;
     Ok(code)
+}
+
+/// The remote target a job asks for (flags beat the project file), or `None` for the runner
+/// inside this CLI.
+fn remote_target(args: &JobArgs, operation: &Operation, has_server: bool) -> Result<Option<Target>, CliError> {
+    let flagged = if args.remote {
+        Some(Target::Any)
+    } else if let Some(id) = &args.runner {
+        runway_broker::topology::check_runner_id(id).map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(Target::Runner(id.clone()))
+    } else if !args.labels.is_empty() {
+        let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+        runway_broker::topology::check_labels(&labels).map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(Target::Labels(labels))
+    } else {
+        None
+    };
+    let target = flagged.or_else(|| operation.target.clone());
+    let target = match (target, args.detach) {
+        // A detached job must outlive this CLI, so it cannot run inside it.
+        (None, true) => Some(Target::Any),
+        (target, _) => target,
+    };
+    if target.is_some() && !has_server {
+        let why = if args.detach { "--detach" } else { "a remote target (--remote, --runner, --label or `target`)" };
+        return Err(CliError::Usage(format!(
+            "{why} needs a server: set [server] url in runway.toml, RUNWAY_SERVER, or --server URL (operation `{}`)",
+            operation.name
+        )));
+    }
+    Ok(target)
 }
 
 fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
@@ -151,21 +195,24 @@ struct Session {
 }
 
 impl Session {
-    async fn open(cli: &Cli, project: &Project) -> Result<Session, CliError> {
+    async fn open(cli: &Cli, project: &Project, server: Option<&str>, needs_runner: bool) -> Result<Session, CliError> {
         let namespace = cli
             .namespace
             .clone()
             .or_else(|| project.server.as_ref().and_then(|server| server.namespace.clone()))
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
         let topology = Topology::new(&namespace).map_err(|err| CliError::Usage(err.to_string()))?;
-        let server = cli.server.clone().or_else(|| project.server.as_ref().map(|server| server.url.clone()));
-        let broker = match server.as_deref() {
-            None | Some("local") => Broker::memory(),
-            Some(url) => Broker::amqp(url, CONNECT_TIMEOUT)?,
+        let broker = match server {
+            None => Broker::memory(),
+            Some(url) => Broker::amqp(url, CONNECT_TIMEOUT).map_err(|err| CliError::Usage(err.to_string()))?,
         };
         let conn = broker.connect().await?;
         topology.declare(&conn, &Retention::default()).await?;
-        // Local and CLI-runner modes: a by-id-only runner inside this process.
+        if !needs_runner {
+            return Ok(Session { conn, topology, runner: None, runner_conn: None });
+        }
+        // Local and CLI-runner modes: a by-id-only runner inside this process, on a connection of
+        // its own so that its exclusive queue lives exactly as long as it does.
         let runner_conn = broker.connect().await?;
         let mut config = RunnerConfig::new(format!("cli-{}", &Uuid::now_v7().simple().to_string()[20..]));
         config.by_id_only = true;
@@ -176,11 +223,24 @@ impl Session {
         Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn) })
     }
 
-    fn target(&self) -> Target {
+    /// The target that reaches this CLI's own runner.
+    fn own_target(&self) -> Target {
         match &self.runner {
             Some(runner) => Target::Runner(runner.id().to_owned()),
             None => Target::Any,
         }
+    }
+
+    /// Publish `job` and wait for the broker's confirm.
+    async fn submit(&self, job: &Job) -> Result<(), CliError> {
+        self.topology.publish_job(&self.conn, job).await.map_err(|err| match err {
+            runway_broker::Error::Unroutable { .. } => CliError::NoRunner(format!(
+                "no runner serves {}: no queue is bound for it, so job {} was not queued",
+                describe_target(&job.target),
+                job.id
+            )),
+            other => CliError::Broker(other),
+        })
     }
 
     /// Queue `job` and print its events until it completes. The first interrupt cancels the job
@@ -195,23 +255,24 @@ impl Session {
         // Bind before publishing, so not even the first event can be missed.
         let queue = self.topology.declare_job_events_queue(&self.conn, job.id).await?;
         let mut events = self.conn.consume(&queue, &ConsumeOptions::with_prefetch(256)).await?;
-        self.topology.publish_job(&self.conn, job).await.map_err(|err| match err {
-            runway_broker::Error::Unroutable { .. } => CliError::NoRunner(format!(
-                "no runner serves {} for job {}",
-                describe_target(&job.target),
-                job.id
-            )),
-            other => CliError::Broker(other),
-        })?;
+        self.submit(job).await?;
         printer.status(&format!("queued {} as job {}", job.operation, job.id));
         let mut interrupted = 0;
+        // Until a runner accepts the job, say after a while where it waits and who could take it.
+        let mut waiting_check = Some(Box::pin(tokio::time::sleep(WAITING_NOTICE)));
         loop {
             let next = tokio::select! {
                 delivery = events.next() => Some(delivery),
                 () = interrupts.next() => None,
+                () = async { if let Some(timer) = waiting_check.as_mut() { timer.await } }, if waiting_check.is_some() => {
+                    waiting_check = None;
+                    self.report_waiting(&job.target, &mut printer).await;
+                    continue;
+                }
             };
             match next {
                 Some(Some(Ok(delivery))) => {
+                    waiting_check = None;
                     let completed = printer.event(&delivery.body);
                     if let Err(err) = delivery.acker.ack().await {
                         tracing::debug!(error = %err, "acknowledging an event failed");
@@ -238,6 +299,24 @@ impl Session {
                     self.topology.publish_control(&self.conn, &control).await?;
                 }
             }
+        }
+    }
+
+    /// Say which queue a job waits in and how many runners consume it.
+    async fn report_waiting(&self, target: &Target, printer: &mut Printer) {
+        match self.topology.job_queue_info(&self.conn, target).await {
+            Ok(Some(info)) => printer.status(&format!(
+                "still waiting for a runner: the job is in queue `{}` ({} waiting there), which {} consume",
+                info.name,
+                info.messages,
+                match info.consumers {
+                    0 => "no runners".to_owned(),
+                    1 => "1 runner".to_owned(),
+                    n => format!("{n} runners"),
+                }
+            )),
+            Ok(None) => printer.status("still waiting for a runner: the job's queue is gone"),
+            Err(err) => printer.status(&format!("still waiting for a runner (cannot inspect its queue: {err})")),
         }
     }
 

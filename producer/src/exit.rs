@@ -73,7 +73,9 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(message) | CliError::NoRunner(message) | CliError::Internal(message) => f.write_str(message),
+            CliError::Usage(message) | CliError::NoRunner(message) | CliError::Internal(message) => {
+                f.write_str(message)
+            }
             CliError::Project(err) => write!(f, "{err}"),
             CliError::UnknownOperation { name, defined } if defined.is_empty() => {
                 write!(f, "unknown operation `{name}`: the project file defines no operations")

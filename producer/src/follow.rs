@@ -108,9 +108,10 @@ impl Printer {
             let bytes = line.bytes();
             match line.s {
                 Stream::Stdout if !self.stdout_closed => {
-                    let written = self.stdout.write_all(&bytes).and_then(|()| {
-                        if line.p { Ok(()) } else { self.stdout.write_all(b"\n") }
-                    });
+                    let written = self
+                        .stdout
+                        .write_all(&bytes)
+                        .and_then(|()| if line.p { Ok(()) } else { self.stdout.write_all(b"\n") });
                     self.check(written);
                 }
                 Stream::Stdout => {}

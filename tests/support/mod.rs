@@ -16,29 +16,65 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its path");
     let dir = exe.parent().and_then(Path::parent).expect("test binaries live in target/<profile>/deps");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: build the binaries first (`cargo build --workspace --bins`, as `make test` does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as `make test` does)",
+        path.display()
+    );
     path
 }
 
 /// A temporary project directory with a runway.toml.
 pub struct Project {
-    pub dir: tempfile::TempDir,
+    dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
 }
 
 impl Project {
     pub fn new(toml: &str) -> Project {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("runway.toml"), toml).expect("write runway.toml");
-        Project { dir }
+        let temp = tempfile::tempdir().expect("temp dir");
+        std::fs::write(temp.path().join("runway.toml"), toml).expect("write runway.toml");
+        Project { dir: temp.path().to_path_buf(), _owned: Some(temp) }
     }
 
-    /// A directory with no project file anywhere above it that we control.
+    /// A directory with no project file in it.
     pub fn empty() -> Project {
-        Project { dir: tempfile::tempdir().expect("temp dir") }
+        let temp = tempfile::tempdir().expect("temp dir");
+        Project { dir: temp.path().to_path_buf(), _owned: Some(temp) }
+    }
+
+    /// Another handle on a project directory someone else owns.
+    pub fn at(dir: PathBuf) -> Project {
+        Project { dir, _owned: None }
     }
 
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        &self.dir
+    }
+
+    /// Start `runway` with `args` and return at once, to interact with it while it runs.
+    pub fn spawn_runway(&self, args: &[&str]) -> Cli {
+        let mut child = tokio::process::Command::new(binary("runway"))
+            .args(args)
+            .current_dir(self.path())
+            .env_remove("RUNWAY_SERVER")
+            .env_remove("RUNWAY_NAMESPACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn runway");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut bytes = Vec::new();
+            let mut stdout = stdout;
+            let _ = stdout.read_to_end(&mut bytes).await;
+            bytes
+        });
+        let stderr = child.stderr.take().expect("piped stderr");
+        Cli { child, stdout: Some(stdout), stderr: tokio::io::BufReader::new(stderr), seen: Vec::new() }
     }
 
     /// Run `runway` with `args` in the project directory.
@@ -68,6 +104,67 @@ impl Project {
     }
 }
 
+/// A `runway` process still running.
+pub struct Cli {
+    pub child: tokio::process::Child,
+    stdout: Option<tokio::task::JoinHandle<Vec<u8>>>,
+    stderr: tokio::io::BufReader<tokio::process::ChildStderr>,
+    seen: Vec<String>,
+}
+
+impl Cli {
+    /// Read stderr until a line contains `needle`; that line.
+    pub async fn stderr_line_containing(&mut self, needle: &str) -> String {
+        use tokio::io::AsyncBufReadExt;
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let mut line = String::new();
+                let read = self.stderr.read_line(&mut line).await.expect("read runway stderr");
+                if read == 0 {
+                    panic!("runway exited without printing `{needle}`; stderr: {:?}", self.seen);
+                }
+                let line = line.trim_end().to_owned();
+                self.seen.push(line.clone());
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("runway never printed `{needle}`"))
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id().expect("running")).expect("pid fits")
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal runway");
+    }
+
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill runway");
+    }
+
+    /// Wait for the end; what it printed (stderr from where the reading stopped).
+    pub async fn finish(mut self) -> Run {
+        use tokio::io::AsyncReadExt;
+        let mut rest = String::new();
+        let status = tokio::time::timeout(PATIENCE, async {
+            let _ = self.stderr.read_to_string(&mut rest).await;
+            self.child.wait().await
+        })
+        .await
+        .expect("runway did not finish")
+        .expect("wait");
+        let stdout = self.stdout.take().expect("stdout reader").await.expect("stdout task");
+        let mut stderr = self.seen.join("\n");
+        stderr.push('\n');
+        stderr.push_str(&rest);
+        Run { code: status.code(), stdout, stderr }
+    }
+}
+
 /// What one run printed and how it exited.
 #[derive(Debug)]
 pub struct Run {
@@ -92,5 +189,162 @@ impl Run {
     #[track_caller]
     pub fn assert_code(&self, code: i32) {
         assert_eq!(self.code, Some(code), "exit code; stderr:\n{}", self.stderr);
+    }
+}
+
+/// The RabbitMQ the tests use.
+pub fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A namespace of one test on the real RabbitMQ: unique names, deleted at the end.
+pub struct Namespace {
+    pub name: String,
+    pub topology: runway_broker::topology::Topology,
+    conn: runway_broker::Connection,
+    runners: std::sync::Mutex<Vec<runway_broker::topology::RunnerQueues>>,
+}
+
+impl Namespace {
+    pub async fn new() -> Namespace {
+        let name = format!("t-{}", uuid::Uuid::now_v7().simple());
+        let topology = runway_broker::topology::Topology::new(&name).expect("valid namespace");
+        let broker = runway_broker::Broker::amqp(&amqp_url(), Duration::from_secs(10)).expect("AMQP_URL is valid");
+        let conn = broker.connect().await.unwrap_or_else(|err| {
+            panic!("RabbitMQ is required for this test and cannot be reached ({err}); `make test` starts it")
+        });
+        topology.declare(&conn, &runway_broker::topology::Retention::default()).await.expect("declare topology");
+        Namespace { name, topology, conn, runners: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    pub fn conn(&self) -> &runway_broker::Connection {
+        &self.conn
+    }
+
+    /// The flags that point `runway` at this namespace.
+    pub fn flags(&self) -> Vec<String> {
+        vec!["--server".into(), amqp_url(), "--namespace".into(), self.name.clone()]
+    }
+
+    /// Start a `runway-worker` in this namespace and wait until it serves.
+    pub async fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        let labels: std::collections::BTreeMap<String, String> = extra
+            .windows(2)
+            .filter(|pair| pair[0] == "--label")
+            .filter_map(|pair| pair[1].split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        self.runners.lock().expect("lock").push(runway_broker::topology::RunnerQueues {
+            id: id.to_owned(),
+            labels,
+            by_id_only: false,
+            in_process: false,
+        });
+        Worker::start(&self.name, id, extra).await
+    }
+
+    /// Every event of `job` from the history, waiting until `completed` arrives.
+    pub async fn completed_events(&self, job: &str) -> Vec<serde_json::Value> {
+        let mut found = Vec::new();
+        self.read_history(|event| {
+            if event["job"] == job {
+                found.push(event.clone());
+                return event["body"]["kind"] == "completed";
+            }
+            false
+        })
+        .await;
+        found
+    }
+
+    /// Read the history from its start, event by event, until `done` says so.
+    pub async fn read_history(&self, mut done: impl FnMut(&serde_json::Value) -> bool) {
+        let options = runway_broker::ConsumeOptions {
+            offset: Some(runway_broker::StreamOffset::First),
+            ..runway_broker::ConsumeOptions::with_prefetch(500)
+        };
+        let mut consumer = self.conn.consume(&self.topology.history_queue(), &options).await.expect("consume history");
+        tokio::time::timeout(PATIENCE, async {
+            while let Some(delivery) = consumer.next().await {
+                let delivery = delivery.expect("history delivery");
+                let event: serde_json::Value = serde_json::from_slice(&delivery.body).expect("event is JSON");
+                delivery.acker.ack().await.expect("ack");
+                if done(&event) {
+                    return;
+                }
+            }
+            panic!("the history stream ended");
+        })
+        .await
+        .expect("the awaited events did not arrive in the history");
+    }
+
+    /// Delete this namespace's queues and exchanges.
+    pub async fn cleanup(&self) {
+        let runners = self.runners.lock().expect("lock").clone();
+        for runner in &runners {
+            let _ = self.topology.delete_runner(&self.conn, runner).await;
+        }
+        let _ = self.topology.delete_shared(&self.conn).await;
+    }
+}
+
+/// A running `runway-worker`, killed when dropped.
+pub struct Worker {
+    pub child: tokio::process::Child,
+    pub id: String,
+    /// Its stderr lines after "serving", collected in the background.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Worker {
+    async fn start(namespace: &str, id: &str, extra: &[&str]) -> Worker {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(binary("runway-worker"))
+            .args(["--server", &amqp_url(), "--namespace", namespace, "--id", id, "--heartbeat", "1s"])
+            .args(extra)
+            .env("RUNWAY_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn runway-worker");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                match lines.next_line().await.expect("read worker stderr") {
+                    Some(line) if line.contains("serving") => return,
+                    Some(line) => log.lock().expect("lock").push(line),
+                    None => panic!("runway-worker {id} exited before serving: {:?}", log.lock().expect("lock")),
+                }
+            }
+        })
+        .await
+        .expect("runway-worker did not start serving");
+        let sink = std::sync::Arc::clone(&log);
+        // Keep draining its stderr so the worker never blocks on a full pipe.
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("lock").push(line);
+            }
+        });
+        Worker { child, id: id.to_owned(), log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id().expect("running")).expect("pid fits")
+    }
+
+    /// Send a signal to the worker.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal the worker");
+    }
+
+    /// Wait for the worker to exit; its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("the worker did not exit").expect("wait").code()
     }
 }

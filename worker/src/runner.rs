@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use runway_broker::protocol::{self, Completed, ControlBody, EventBody, Job, Status};
 use runway_broker::topology::{RunnerQueues, Topology};
-use runway_broker::{ConsumeOptions, Connection, Delivery};
+use runway_broker::{Connection, ConsumeOptions, Delivery};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -229,10 +229,7 @@ async fn serve(
     let how = (*shutdown.borrow()).unwrap_or(Shutdown::Cancel);
     if let Shutdown::Drain { timeout } = how {
         tracing::info!(running = state.running.len(), "draining");
-        let drained = tokio::time::timeout(timeout, async {
-            while state.jobs.join_next().await.is_some() {}
-        })
-        .await;
+        let drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }).await;
         if drained.is_ok() {
             return;
         }
