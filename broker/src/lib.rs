@@ -125,7 +125,9 @@ impl Connection {
     ) -> Result<Confirm> {
         match self {
             Connection::Memory(conn) => Ok(Confirm::Ready(conn.publish(exchange, routing_key, message, mandatory))),
-            Connection::Amqp(conn) => conn.publish(exchange, routing_key, message, mandatory).await.map(Confirm::Amqp),
+            Connection::Amqp(conn) => {
+                conn.publish(exchange, routing_key, message, mandatory).await.map(|pending| Confirm::Amqp(Box::new(pending)))
+            }
         }
     }
 
@@ -143,7 +145,7 @@ impl Connection {
     pub async fn consume(&self, queue: &str, options: &ConsumeOptions) -> Result<Consumer> {
         match self {
             Connection::Memory(conn) => conn.consume(queue, options).map(Consumer::Memory),
-            Connection::Amqp(conn) => conn.consume(queue, options).await.map(Consumer::Amqp),
+            Connection::Amqp(conn) => conn.consume(queue, options).await.map(|consumer| Consumer::Amqp(Box::new(consumer))),
         }
     }
 
@@ -161,7 +163,8 @@ impl Connection {
 #[must_use = "a publish is only safe once its confirm resolved"]
 pub enum Confirm {
     Ready(Result<()>),
-    Amqp(amqp::PendingConfirm),
+    // Boxed: lapin's confirm future is large, and the in-memory variant is the common one in local mode.
+    Amqp(Box<amqp::PendingConfirm>),
 }
 
 impl Confirm {
@@ -178,7 +181,7 @@ impl Confirm {
 #[derive(Debug)]
 pub enum Consumer {
     Memory(memory::Consumer),
-    Amqp(amqp::Consumer),
+    Amqp(Box<amqp::Consumer>),
 }
 
 impl Consumer {

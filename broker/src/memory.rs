@@ -345,8 +345,7 @@ fn dispatch_stream(queue_name: &str, queue: &mut Queue) {
 fn apply_retention(queue: &mut Queue) {
     let log = &mut queue.log;
     let oldest_allowed = queue.options.max_age.map(|age| now_ms().saturating_sub(age.as_millis() as u64));
-    loop {
-        let Some(front) = log.entries.front() else { break };
+    while let Some(front) = log.entries.front() {
         let too_big = queue.options.max_length_bytes.is_some_and(|limit| log.bytes > limit) && log.entries.len() > 1;
         let too_old = oldest_allowed.is_some_and(|oldest| front.stored_at_ms < oldest) && log.entries.len() > 1;
         if !too_big && !too_old {
