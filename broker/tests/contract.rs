@@ -472,13 +472,7 @@ async fn stream_next_delivers_only_new_messages(broker: Broker, test: &str) {
         conn.publish_confirmed("", &name, &text(&format!("before{i}")), true).await.expect("publish");
     }
     let mut reader = conn.consume(&name, &from(StreamOffset::Next)).await.expect("consume");
-    // The consumer is attached once the broker counts it; publish after that.
-    within("the stream consumer to register", async {
-        while conn.queue_info(&name).await.expect("info").expect("exists").consumers == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await;
+    // `consume` returns once the broker registered the consumer (consume-ok): publish after that.
     conn.publish_confirmed("", &name, &text("after"), true).await.expect("publish");
     let delivery = next(&mut reader).await;
     assert_eq!(body(&delivery), "after");
