@@ -12,14 +12,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+mod amqp;
+
 /// One figure of the table.
-struct Figure {
-    name: &'static str,
-    value: f64,
-    unit: &'static str,
-    ceiling: Option<f64>,
+pub(crate) struct Figure {
+    pub(crate) name: &'static str,
+    pub(crate) value: f64,
+    pub(crate) unit: &'static str,
+    pub(crate) ceiling: Option<f64>,
     /// What the ratio means, for the table.
-    note: &'static str,
+    pub(crate) note: &'static str,
 }
 
 fn main() -> Result<()> {
@@ -32,6 +34,8 @@ fn main() -> Result<()> {
     let mut figures = Vec::new();
     figures.extend(local_overhead(&runway, work.path())?);
     figures.extend(local_log_streaming(&runway, work.path())?);
+    let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
+    figures.extend(runtime.block_on(amqp::figures(&bin))?);
     print_and_save(&figures)
 }
 
@@ -54,7 +58,7 @@ fn time(mut command: Command) -> Result<Duration> {
     Ok(elapsed)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }

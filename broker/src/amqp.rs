@@ -48,6 +48,8 @@ const HEARTBEAT_SECS: u16 = 10;
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// How often to look whether a reconnect finished, where lapin offers nothing to wait on.
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
+/// How many times opening a channel is tried while the connection recovers.
+const OPEN_ATTEMPTS: u32 = 5;
 /// How many times one message is sent before its failure is final.
 const PUBLISH_ATTEMPTS: u32 = 3;
 /// The prefetch of a stream consumer that asked for no limit: RabbitMQ requires one for streams.
@@ -230,12 +232,22 @@ async fn recovered(channel: &lapin::Channel, error: lapin::Error) -> bool {
 impl Inner {
     /// A new channel, after waiting out a reconnect in progress.
     async fn open_channel(&self) -> Result<lapin::Channel> {
-        match self.conn.create_channel().await {
-            Ok(channel) => Ok(channel),
-            Err(_) if self.conn.status().reconnecting() && wait_connected(&self.conn).await => {
-                self.conn.create_channel().await.map_err(|err| self.closed(&err))
+        let mut attempt = 1;
+        loop {
+            let err = match self.conn.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(err) => err,
+            };
+            let status = self.conn.status();
+            if attempt >= OPEN_ATTEMPTS || !(status.connected() || status.reconnecting()) {
+                return Err(self.closed(&err));
             }
-            Err(err) => Err(self.closed(&err)),
+            attempt += 1;
+            // While lapin recovers, opening fails; it also fails with the error of another
+            // channel whose replay failed (a consumer of a queue that died with the old
+            // connection), after which lapin drops that channel and reconnects once more.
+            tokio::time::sleep(RECONNECT_POLL).await;
+            wait_connected(&self.conn).await;
         }
     }
 
@@ -1534,6 +1546,11 @@ mod scratch {
         eprintln!("C2 {:?} after {:?}", r2.map(|o| o.map(|r| r.map(|d| d.redelivered))), t.elapsed());
         let p = conn.publish_confirmed("", &durable_q, &Message::json(b"x".to_vec(), "t"), true).await;
         eprintln!("PUB {p:?} after {:?}", t.elapsed());
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let p = conn.publish_confirmed("", &durable_q, &Message::json(b"y".to_vec(), "t"), true).await;
+            eprintln!("PUB2 {p:?} after {:?} status {:?}", t.elapsed(), conn);
+        }
         let r3 = tokio::time::timeout(Duration::from_secs(20), c3.next()).await;
         eprintln!("C3 {:?} after {:?}", r3.map(|o| o.map(|r| r.map(|d| d.body))), t.elapsed());
         eprintln!("STATUS {:?}", conn);

@@ -251,6 +251,15 @@ impl Topology {
         Ok(info.name)
     }
 
+    /// Declare an exclusive queue that receives the `completed` event of every job (benchmarks
+    /// and tools that watch a whole namespace).
+    pub async fn declare_completions_queue(&self, conn: &Connection) -> Result<String> {
+        let options = QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() };
+        let info = conn.declare_queue("", &options).await?;
+        conn.bind_queue(&info.name, &self.events_exchange(), "job.*.completed").await?;
+        Ok(info.name)
+    }
+
     /// Publish a job persistently with `mandatory` and wait for the confirm. A target no queue
     /// serves comes back as [`Error::Unroutable`].
     pub async fn publish_job(&self, conn: &Connection, job: &Job) -> Result<()> {

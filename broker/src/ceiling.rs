@@ -1,0 +1,151 @@
+//! The benchmark's ceiling: what plain lapin achieves on the same broker for the same shape of
+//! traffic as a runway job, with none of runway's work in between.
+//!
+//! A "job" here is: a persistent, confirmed publish into a quorum queue; a consumer takes and
+//! acknowledges it and publishes `replies` reply messages (as a runner publishes events); the
+//! producer consumes the replies. It lives in broker/ because only broker/ may speak lapin; it is
+//! measurement code, not used by runway itself.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+/// The shape of one ceiling run.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// Jobs in all.
+    pub jobs: usize,
+    /// Jobs published before waiting for their replies (1 measures latency).
+    pub in_flight: usize,
+    /// Reply messages per job, like a runner's events.
+    pub replies: usize,
+    /// Consumers taking jobs (like runners), each with this prefetch.
+    pub consumers: usize,
+    pub prefetch: u16,
+}
+
+/// What one ceiling run measured.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub elapsed: Duration,
+    /// Queued-to-last-reply time of each job, in completion order.
+    pub round_trips: Vec<Duration>,
+}
+
+fn err(what: &str, error: impl std::fmt::Display) -> crate::Error {
+    crate::Error::Protocol(format!("ceiling: {what}: {error}"))
+}
+
+/// Run the plain-lapin equivalent of `shape.jobs` runway jobs on the broker at `url`.
+pub async fn run(url: &str, shape: &Shape) -> crate::Result<Measured> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let jobs_queue = format!("ceiling.jobs.{id}");
+    let replies_queue = format!("ceiling.replies.{id}");
+    let admin = conn.create_channel().await.map_err(|e| err("channel", e))?;
+    let mut quorum = FieldTable::default();
+    quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    admin.queue_declare(jobs_queue.as_str().into(), durable, quorum).await.map_err(|e| err("declare", e))?;
+    let exclusive = QueueDeclareOptions { exclusive: true, ..QueueDeclareOptions::default() };
+    admin
+        .queue_declare(replies_queue.as_str().into(), exclusive, FieldTable::default())
+        .await
+        .map_err(|e| err("declare", e))?;
+
+    // The "runners": take a job, publish its replies, acknowledge it.
+    let mut workers = Vec::new();
+    for _ in 0..shape.consumers {
+        let channel = conn.create_channel().await.map_err(|e| err("channel", e))?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| err("confirm", e))?;
+        channel.basic_qos(shape.prefetch, BasicQosOptions::default()).await.map_err(|e| err("qos", e))?;
+        let mut deliveries = channel
+            .basic_consume(jobs_queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+            .await
+            .map_err(|e| err("consume", e))?;
+        let replies = shape.replies;
+        let reply_to = replies_queue.clone();
+        workers.push(tokio::spawn(async move {
+            while let Some(Ok(delivery)) = deliveries.next().await {
+                let mut confirms = Vec::with_capacity(replies);
+                for _ in 0..replies {
+                    let properties = BasicProperties::default().with_delivery_mode(2);
+                    if let Ok(confirm) = channel
+                        .basic_publish(
+                            "".into(),
+                            reply_to.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &delivery.data,
+                            properties,
+                        )
+                        .await
+                    {
+                        confirms.push(confirm);
+                    }
+                }
+                for confirm in confirms {
+                    let _ = confirm.await;
+                }
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+        }));
+    }
+
+    let publisher = conn.create_channel().await.map_err(|e| err("channel", e))?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| err("confirm", e))?;
+    let reader = conn.create_channel().await.map_err(|e| err("channel", e))?;
+    let mut replies = reader
+        .basic_consume(
+            replies_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(|e| err("consume", e))?;
+
+    let started = Instant::now();
+    let mut sent_at = vec![started; shape.jobs];
+    let mut remaining = vec![shape.replies; shape.jobs];
+    let mut round_trips = Vec::with_capacity(shape.jobs);
+    let mut next = 0;
+    let mut done = 0;
+    while done < shape.jobs {
+        while next < shape.jobs && next - done < shape.in_flight.max(1) {
+            let body = (next as u64).to_le_bytes();
+            sent_at[next] = Instant::now();
+            let properties = BasicProperties::default().with_delivery_mode(2);
+            publisher
+                .basic_publish("".into(), jobs_queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
+                .await
+                .map_err(|e| err("publish", e))?
+                .await
+                .map_err(|e| err("confirm", e))?;
+            next += 1;
+        }
+        let Some(Ok(reply)) = replies.next().await else {
+            return Err(err("replies", "the reply consumer ended"));
+        };
+        let index = reply.data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) as usize;
+        if let Some(left) = remaining.get_mut(index) {
+            *left -= 1;
+            if *left == 0 {
+                round_trips.push(sent_at[index].elapsed());
+                done += 1;
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    for worker in workers {
+        worker.abort();
+    }
+    let _ = admin.queue_delete(jobs_queue.as_str().into(), QueueDeleteOptions::default()).await;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(Measured { elapsed, round_trips })
+}
