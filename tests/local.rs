@@ -99,9 +99,12 @@ async fn json_prints_every_event_with_gap_free_seq() {
     let run = project.runway(&["build", "--json"]).await;
     run.assert_code(0);
     let events = run.events();
-    let seqs: Vec<u64> = events.iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    let kinds: Vec<&str> = events.iter().map(|event| event["body"]["kind"].as_str().expect("kind")).collect();
+    assert_eq!(events[0]["body"]["kind"], "queued", "the producer's own record comes first");
+    assert_eq!(events[0]["seq"], 0);
+    let runner_events = &events[1..];
+    let seqs: Vec<u64> = runner_events.iter().map(|event| event["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "the runner's events are gap-free from 1");
+    let kinds: Vec<&str> = runner_events.iter().map(|event| event["body"]["kind"].as_str().expect("kind")).collect();
     assert_eq!(kinds.first(), Some(&"accepted"));
     assert_eq!(kinds.get(1), Some(&"started"));
     assert_eq!(kinds.last(), Some(&"completed"));

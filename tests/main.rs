@@ -1,5 +1,9 @@
 //! runway's end-to-end tests: the real binaries, in temporary projects, one test binary.
 
+// The support module is this binary's own; `pub` there just means "for the test modules".
+#![allow(unreachable_pub)]
+
+mod jobs;
 mod local;
 mod remote;
 mod support;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use runway_broker::protocol::{self, Command as JobCommand, Job, Target, VERSION};
 use runway_broker::topology::{Retention, Topology};
-use runway_broker::{Broker, ConsumeOptions, Connection, Consumer};
+use runway_broker::{Broker, Connection, ConsumeOptions, Consumer};
 
 use crate::{Figure, median};
 
@@ -81,7 +81,8 @@ impl Bench {
         let topology = Topology::new(namespace)?;
         topology.declare(&conn, &Retention::default()).await?;
         let queue = topology.declare_completions_queue(&conn).await?;
-        let completions = conn.consume(&queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
+        let completions =
+            conn.consume(&queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
         Ok(Bench { conn, topology, completions })
     }
 
@@ -155,7 +156,13 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
     // Latency: one job at a time.
     let rounds = 200;
     let (_, trips) = bench.dispatch(&["true"], rounds, 1).await?;
-    let shape = runway_broker::ceiling::Shape { jobs: rounds, in_flight: 1, replies: EVENTS_PER_JOB, consumers: 1, prefetch: 1 };
+    let shape = runway_broker::ceiling::Shape {
+        jobs: rounds,
+        in_flight: 1,
+        replies: EVENTS_PER_JOB,
+        consumers: 1,
+        prefetch: 1,
+    };
     let ceiling_trips = runway_broker::ceiling::run(&amqp_url(), &shape).await?.round_trips;
     let mut spawns = Vec::new();
     for _ in 0..rounds {

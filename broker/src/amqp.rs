@@ -48,6 +48,8 @@ const HEARTBEAT_SECS: u16 = 10;
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// How often to look whether a reconnect finished, where lapin offers nothing to wait on.
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
+/// How long opening a channel may take.
+const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(5);
 /// How many times opening a channel is tried while the connection recovers.
 const OPEN_ATTEMPTS: u32 = 5;
 /// How many times one message is sent before its failure is final.
@@ -234,9 +236,14 @@ impl Inner {
     async fn open_channel(&self) -> Result<lapin::Channel> {
         let mut attempt = 1;
         loop {
-            let err = match self.conn.create_channel().await {
-                Ok(channel) => return Ok(channel),
-                Err(err) => err,
+            eprintln!("DBG create attempt {attempt} conn {:?}", self.conn.status());
+            let err = match tokio::time::timeout(CHANNEL_OPEN_PATIENCE, self.conn.create_channel()).await {
+                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Err(err)) => err,
+                Err(_elapsed) => {
+                    eprintln!("DBG create timed out");
+                    lapin::Error::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+                }
             };
             let status = self.conn.status();
             if attempt >= OPEN_ATTEMPTS || !(status.connected() || status.reconnecting()) {
@@ -292,6 +299,7 @@ impl Inner {
                     channel
                 }
             };
+            eprintln!("DBG send attempt {attempt} channel {} status {:?}", channel.id(), channel.status());
             let sent = channel
                 .basic_publish(
                     outgoing.exchange.clone(),
@@ -302,6 +310,7 @@ impl Inner {
                 )
                 .await;
             drop(slot);
+            eprintln!("DBG sent {:?}", sent.as_ref().err());
             match sent {
                 Ok(confirm) => return Ok((channel, confirm)),
                 Err(err) if attempt < PUBLISH_ATTEMPTS => {
@@ -544,6 +553,7 @@ impl PendingConfirm {
         let PendingConfirm { connection, outgoing, mut channel, mut confirm, mut attempt } = self;
         let exchange = outgoing.exchange.as_str();
         loop {
+            eprintln!("DBG waiting confirm attempt {attempt}");
             let error = match confirm.await {
                 Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
                 // RabbitMQ returns a mandatory message it could route nowhere, then acks it.
@@ -556,6 +566,7 @@ impl PendingConfirm {
                 Ok(Confirmation::Nack(None)) => return Err(Error::Nacked { exchange: exchange.to_owned() }),
                 Err(error) => error,
             };
+            eprintln!("DBG confirm error {error}");
             let Some(inner) = connection.upgrade() else {
                 return Err(Error::ConnectionClosed(format!(
                     "the connection of a publish to exchange `{exchange}` was dropped before its confirm: {error}"

@@ -126,9 +126,10 @@ impl Connection {
     ) -> Result<Confirm> {
         match self {
             Connection::Memory(conn) => Ok(Confirm::Ready(conn.publish(exchange, routing_key, message, mandatory))),
-            Connection::Amqp(conn) => {
-                conn.publish(exchange, routing_key, message, mandatory).await.map(|pending| Confirm::Amqp(Box::new(pending)))
-            }
+            Connection::Amqp(conn) => conn
+                .publish(exchange, routing_key, message, mandatory)
+                .await
+                .map(|pending| Confirm::Amqp(Box::new(pending))),
         }
     }
 
@@ -146,7 +147,9 @@ impl Connection {
     pub async fn consume(&self, queue: &str, options: &ConsumeOptions) -> Result<Consumer> {
         match self {
             Connection::Memory(conn) => conn.consume(queue, options).map(Consumer::Memory),
-            Connection::Amqp(conn) => conn.consume(queue, options).await.map(|consumer| Consumer::Amqp(Box::new(consumer))),
+            Connection::Amqp(conn) => {
+                conn.consume(queue, options).await.map(|consumer| Consumer::Amqp(Box::new(consumer)))
+            }
         }
     }
 

@@ -19,6 +19,8 @@ pub const VERSION: u32 = 1;
 pub const KIND_JOB: &str = "job";
 /// The AMQP `type` property of a control message.
 pub const KIND_CONTROL: &str = "control";
+/// The AMQP `type` property of a runner's answer to a ping.
+pub const KIND_RUNNER: &str = "runner";
 
 /// Milliseconds since the Unix epoch, the unit of every timestamp on the wire.
 pub fn now_ms() -> u64 {
@@ -206,12 +208,54 @@ pub struct Completed {
     pub error: Option<String>,
 }
 
+/// What the producer records when a job is queued: the job without its environment values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub operation: String,
+    pub project: String,
+    pub command: Command,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The names of the job's environment variables; their values are never recorded.
+    #[serde(default)]
+    pub env_keys: Vec<String>,
+    pub target: Target,
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    #[serde(default)]
+    pub retry_on_lost: bool,
+    pub queued_by: String,
+    pub created_at_ms: u64,
+}
+
+impl Queued {
+    pub fn of(job: &Job) -> Queued {
+        Queued {
+            operation: job.operation.clone(),
+            project: job.project.clone(),
+            command: job.command.clone(),
+            args: job.args.clone(),
+            env_keys: job.env.keys().cloned().collect(),
+            target: job.target.clone(),
+            timeout_ms: job.timeout_ms,
+            retry_on_lost: job.retry_on_lost,
+            queued_by: job.queued_by.clone(),
+            created_at_ms: job.created_at_ms,
+        }
+    }
+}
+
 /// What happened, one variant per event kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum EventBody {
-    /// A runner took the job off its queue.
-    Accepted { hostname: String },
+    /// The producer queued the job (published by the producer, `seq` 0, `runner` empty).
+    Queued(Queued),
+    /// Someone asked to cancel the job (published by the canceller, `seq` 0).
+    CancelRequested { by: String, force: bool },
+    /// A runner took the job off its queue; it sends a heartbeat every `heartbeat_ms` while the
+    /// job runs.
+    Accepted { hostname: String, heartbeat_ms: u64 },
     /// The command is running.
     Started { pid: u32, argv: Vec<String> },
     /// A batch of output lines, in the order the runner read them.
@@ -228,6 +272,8 @@ impl EventBody {
     /// The event kind, as used in routing keys.
     pub fn kind(&self) -> &'static str {
         match self {
+            EventBody::Queued(_) => "queued",
+            EventBody::CancelRequested { .. } => "cancel_requested",
             EventBody::Accepted { .. } => "accepted",
             EventBody::Started { .. } => "started",
             EventBody::Log { .. } => "log",
@@ -262,8 +308,39 @@ pub struct Control {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]
 pub enum ControlBody {
-    /// Stop a job wherever it runs; `force` skips the SIGTERM grace period.
+    /// Stop a job wherever it runs, and never start it later; `force` skips the SIGTERM grace.
     Cancel { job: Uuid, force: bool },
+    /// Every runner answers with a [`RunnerInfo`] to the queue `reply_to`.
+    Ping { reply_to: String },
+}
+
+impl ControlBody {
+    /// The routing key on the control exchange.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlBody::Cancel { .. } => "cancel",
+            ControlBody::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// A runner's answer to a ping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerInfo {
+    pub v: u32,
+    pub id: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub concurrency: u32,
+    /// Jobs running (or waiting for a slot) now.
+    pub running: u32,
+    pub by_id_only: bool,
+    /// A runner inside a `runway` CLI rather than a daemon.
+    pub in_process: bool,
+    pub hostname: String,
+    /// The runway version of the runner.
+    pub version: String,
+    pub started_at_ms: u64,
 }
 
 /// Why bytes could not be decoded as a protocol message.
@@ -386,7 +463,9 @@ mod tests {
     #[test]
     fn every_event_kind_round_trips() {
         let bodies = vec![
-            EventBody::Accepted { hostname: "h".into() },
+            EventBody::Queued(Queued::of(&job())),
+            EventBody::CancelRequested { by: "me".into(), force: true },
+            EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 5000 },
             EventBody::Started { pid: 7, argv: vec!["true".into()] },
             EventBody::Log {
                 lines: vec![

@@ -10,11 +10,17 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::message::{ExchangeKind, Message, QueueInfo, QueueKind, QueueOptions};
-use crate::protocol::{self, Control, Event, Job, Target};
+use crate::protocol::{self, Control, Event, Job, RunnerInfo, Target};
 use crate::{Confirm, Connection, Error, HeaderValue, Result};
 
 /// The default namespace prefix.
 pub const DEFAULT_NAMESPACE: &str = "runway";
+
+/// The event kinds the index stream keeps: everything but log lines and outputs.
+const INDEX_KINDS: [&str; 6] = ["queued", "cancel_requested", "accepted", "started", "heartbeat", "completed"];
+
+/// The AMQP `type` of a stream marker (see [`Topology::mark_stream`]).
+pub const MARKER_KIND: &str = "marker";
 
 /// At most this many labels per runner: it consumes one queue per subset (2^n).
 pub const MAX_LABELS: usize = 6;
@@ -139,9 +145,21 @@ impl Topology {
         format!("{}.dead", self.ns)
     }
 
-    /// The durable history stream.
+    /// The durable history stream: every event of every job.
     pub fn history_queue(&self) -> String {
         format!("{}.history", self.ns)
+    }
+
+    /// The index stream: every event but log lines and outputs, so listing jobs does not read
+    /// their output.
+    pub fn index_queue(&self) -> String {
+        format!("{}.index", self.ns)
+    }
+
+    /// The stream of cancel requests, read by runners as they start so a job cancelled while
+    /// queued never runs.
+    pub fn cancels_queue(&self) -> String {
+        format!("{}.cancels", self.ns)
     }
 
     fn any_queue(&self) -> String {
@@ -189,7 +207,7 @@ impl Topology {
     pub async fn declare(&self, conn: &Connection, retention: &Retention) -> Result<()> {
         conn.declare_exchange(&self.jobs_exchange(), ExchangeKind::Direct, true).await?;
         conn.declare_exchange(&self.events_exchange(), ExchangeKind::Topic, true).await?;
-        conn.declare_exchange(&self.control_exchange(), ExchangeKind::Fanout, true).await?;
+        conn.declare_exchange(&self.control_exchange(), ExchangeKind::Topic, true).await?;
         conn.declare_exchange(&self.dead_exchange(), ExchangeKind::Fanout, true).await?;
         let dead = QueueOptions { durable: true, ..QueueOptions::default() };
         conn.declare_queue(&self.dead_queue(), &dead).await?;
@@ -205,6 +223,12 @@ impl Topology {
         };
         conn.declare_queue(&self.history_queue(), &history).await?;
         conn.bind_queue(&self.history_queue(), &self.events_exchange(), "job.#").await?;
+        conn.declare_queue(&self.index_queue(), &history).await?;
+        for kind in INDEX_KINDS {
+            conn.bind_queue(&self.index_queue(), &self.events_exchange(), &format!("job.*.{kind}")).await?;
+        }
+        conn.declare_queue(&self.cancels_queue(), &history).await?;
+        conn.bind_queue(&self.cancels_queue(), &self.control_exchange(), "cancel").await?;
         Ok(())
     }
 
@@ -238,7 +262,7 @@ impl Topology {
     pub async fn declare_control_queue(&self, conn: &Connection) -> Result<String> {
         let options = QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() };
         let info = conn.declare_queue("", &options).await?;
-        conn.bind_queue(&info.name, &self.control_exchange(), "").await?;
+        conn.bind_queue(&info.name, &self.control_exchange(), "#").await?;
         Ok(info.name)
     }
 
@@ -284,10 +308,33 @@ impl Topology {
         conn.publish(&self.events_exchange(), &routing_key, &message, false).await
     }
 
-    /// Broadcast a control message to every runner.
+    /// Broadcast a control message to every runner (and record cancels in the cancels stream).
     pub async fn publish_control(&self, conn: &Connection, control: &Control) -> Result<()> {
         let message = Message::json(protocol::encode(control), protocol::KIND_CONTROL);
-        conn.publish_confirmed(&self.control_exchange(), "", &message, false).await
+        conn.publish_confirmed(&self.control_exchange(), control.body.kind(), &message, false).await
+    }
+
+    /// Declare an exclusive, server-named queue for answers (pings).
+    pub async fn declare_reply_queue(&self, conn: &Connection) -> Result<String> {
+        let options = QueueOptions { exclusive: true, auto_delete: true, ..QueueOptions::default() };
+        Ok(conn.declare_queue("", &options).await?.name)
+    }
+
+    /// Answer a ping: send this runner's description to the asker's queue.
+    pub async fn reply_runner_info(&self, conn: &Connection, reply_to: &str, info: &RunnerInfo) -> Result<()> {
+        let message = Message::json(protocol::encode(info), protocol::KIND_RUNNER);
+        // Not mandatory: an asker that gave up has deleted its queue, and that is fine.
+        conn.publish_confirmed("", reply_to, &message, false).await
+    }
+
+    /// Append a marker to a stream and return its id: a reader that meets it has read
+    /// everything stored before this call.
+    pub async fn mark_stream(&self, conn: &Connection, stream: &str) -> Result<String> {
+        let id = format!("marker.{}", Uuid::now_v7());
+        let mut message = Message::json(b"{}".to_vec(), MARKER_KIND);
+        message.properties.message_id = Some(id.clone());
+        conn.publish_confirmed("", stream, &message, true).await?;
+        Ok(id)
     }
 
     /// Move an undecodable job to the dead-letter exchange with the reason in its headers.
@@ -306,7 +353,9 @@ impl Topology {
 
     /// Delete everything of this namespace that can be deleted (tests clean up with it).
     pub async fn delete_shared(&self, conn: &Connection) -> Result<(), Error> {
-        for queue in [self.any_queue(), self.history_queue(), self.dead_queue()] {
+        for queue in
+            [self.any_queue(), self.history_queue(), self.index_queue(), self.cancels_queue(), self.dead_queue()]
+        {
             conn.delete_queue(&queue).await?;
         }
         for exchange in [self.jobs_exchange(), self.events_exchange(), self.control_exchange(), self.dead_exchange()] {

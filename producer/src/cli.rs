@@ -51,6 +51,78 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find, inspect, read and cancel jobs (from the server's history).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+    },
+    /// The runners serving the server.
+    Runner {
+        #[command(subcommand)]
+        command: RunnerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Jobs, newest first.
+    List {
+        /// Only jobs in this state: queued, running, success, failed, cancelled, timed_out, lost, rejected.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<crate::history::State>,
+        /// Only jobs queued within this long (e.g. 1h, 24h, 7d).
+        #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "7d")]
+        since: Duration,
+        /// At most this many jobs.
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per job and line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything known about one job: target, attempts, exit code, outputs.
+    Inspect {
+        /// The job id, or a unique prefix of at least 8 characters.
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A job's whole log, stdout and stderr apart, in order.
+    Logs {
+        /// The job id, or a unique prefix of at least 8 characters.
+        id: String,
+        /// Keep going live until the job ends, then exit with its exit code.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Prefix each line with the time the runner read it.
+        #[arg(long)]
+        timestamps: bool,
+    },
+    /// Stop a job: a queued one never runs, a running one gets SIGTERM, then SIGKILL.
+    Cancel {
+        /// The job id, or a unique prefix of at least 8 characters.
+        id: String,
+        /// SIGKILL at once, without the grace period.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunnerCommand {
+    /// Every live runner, from a broadcast ping.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_state(text: &str) -> Result<crate::history::State, String> {
+    crate::history::State::parse(text).ok_or_else(|| {
+        format!(
+            "`{text}` is not a state; expected queued, running, success, failed, cancelled, timed_out, lost or rejected"
+        )
+    })
 }
 
 /// What shapes one job.

@@ -8,15 +8,17 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use runway_broker::protocol::{self, Completed, ControlBody, Job, Target, VERSION, now_ms};
+use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
 use runway_broker::topology::{DEFAULT_NAMESPACE, Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions};
 use runway_worker::{Runner, RunnerConfig, Shutdown};
 use uuid::Uuid;
 
-use crate::cli::{Cli, Command, JobArgs};
+use crate::cli::{Cli, Command, JobArgs, JobCommand, RunnerCommand};
 use crate::exit::{self, CliError};
 use crate::follow::{Printer, Style};
+use crate::history::JobRecord;
+use crate::jobs;
 use crate::project::{self, Operation, Project};
 
 /// How long to wait for the broker to answer a connect.
@@ -42,6 +44,16 @@ pub trait Interrupts: Send {
 }
 
 async fn dispatch(cli: Cli, mut interrupts: impl Interrupts) -> Result<u8, CliError> {
+    match &cli.command {
+        Command::Job { command } => return job_command(&cli, command).await,
+        Command::Runner { command: RunnerCommand::List { json } } => {
+            let (conn, topology) = connect_server(&cli).await?;
+            let code = jobs::runners(&conn, &topology, *json).await;
+            conn.close().await;
+            return code;
+        }
+        Command::Run { .. } | Command::Build(_) | Command::Deploy(_) | Command::Release(_) | Command::Up { .. } => {}
+    }
     let project = load_project(cli.file.as_deref())?;
     let (operations, json): (Vec<(String, JobArgs)>, bool) = match &cli.command {
         Command::Run { operation, job } => (vec![(operation.clone(), job.clone())], job.json),
@@ -49,6 +61,7 @@ async fn dispatch(cli: Cli, mut interrupts: impl Interrupts) -> Result<u8, CliEr
         Command::Deploy(job) => (vec![("deploy".to_owned(), job.clone())], job.json),
         Command::Release(job) => (vec![("release".to_owned(), job.clone())], job.json),
         Command::Up { json } => (up_operations(&project, cli.quiet || *json)?, *json),
+        Command::Job { .. } | Command::Runner { .. } => unreachable!("handled above"),
     };
     let server = cli.server.clone().or_else(|| project.server.as_ref().map(|server| server.url.clone()));
     let server = server.filter(|url| url != "local");
@@ -112,6 +125,51 @@ fn remote_target(args: &JobArgs, operation: &Operation, has_server: bool) -> Res
     Ok(target)
 }
 
+/// `runway job ...`: these read the server's history, so they need a server, not a project.
+async fn job_command(cli: &Cli, command: &JobCommand) -> Result<u8, CliError> {
+    let (conn, topology) = connect_server(cli).await?;
+    let code = match command {
+        JobCommand::List { state, since, limit, json } => {
+            let filter = jobs::ListFilter { state: *state, since: *since, limit: *limit };
+            jobs::list(&conn, &topology, &filter, *json).await
+        }
+        JobCommand::Inspect { id, json } => jobs::inspect(&conn, &topology, id, *json).await,
+        JobCommand::Logs { id, follow, timestamps } => {
+            jobs::logs(&conn, &topology, id, *follow, *timestamps, cli.quiet).await
+        }
+        JobCommand::Cancel { id, force } => jobs::cancel(&conn, &topology, id, *force).await,
+    };
+    conn.close().await;
+    code
+}
+
+/// Connect to the configured server (flags, environment, then the project file if there is one).
+async fn connect_server(cli: &Cli) -> Result<(Connection, Topology), CliError> {
+    let project = match load_project(cli.file.as_deref()) {
+        Ok(project) => Some(project),
+        Err(CliError::Project(err)) if err.is_not_found() && cli.file.is_none() => None,
+        Err(err) => return Err(err),
+    };
+    let server = cli.server.clone().or_else(|| project.as_ref().and_then(|p| p.server.as_ref().map(|s| s.url.clone())));
+    let Some(url) = server.filter(|url| url != "local") else {
+        return Err(CliError::Usage(
+            "job history and runners live on a server, and none is configured: pass --server URL, set RUNWAY_SERVER, \
+             or add [server] url to runway.toml (local mode keeps no history beyond one run)"
+                .to_owned(),
+        ));
+    };
+    let namespace = cli
+        .namespace
+        .clone()
+        .or_else(|| project.as_ref().and_then(|p| p.server.as_ref().and_then(|s| s.namespace.clone())))
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+    let topology = Topology::new(&namespace).map_err(|err| CliError::Usage(err.to_string()))?;
+    let broker = Broker::amqp(&url, CONNECT_TIMEOUT).map_err(|err| CliError::Usage(err.to_string()))?;
+    let conn = broker.connect().await?;
+    topology.declare(&conn, &Retention::default()).await?;
+    Ok((conn, topology))
+}
+
 fn load_project(file: Option<&Path>) -> Result<Project, CliError> {
     let path = match file {
         Some(path) => path.to_path_buf(),
@@ -172,7 +230,7 @@ fn build_job(project: &Project, operation: &Operation, args: &JobArgs, target: T
     }
 }
 
-fn queued_by() -> String {
+pub(crate) fn queued_by() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned());
     let host = nix_hostname();
     format!("{user}@{host}")
@@ -231,7 +289,7 @@ impl Session {
         }
     }
 
-    /// Publish `job` and wait for the broker's confirm.
+    /// Publish `job`, wait for the broker's confirm, and record it in the history.
     async fn submit(&self, job: &Job) -> Result<(), CliError> {
         self.topology.publish_job(&self.conn, job).await.map_err(|err| match err {
             runway_broker::Error::Unroutable { .. } => CliError::NoRunner(format!(
@@ -240,7 +298,18 @@ impl Session {
                 job.id
             )),
             other => CliError::Broker(other),
-        })
+        })?;
+        let event = Event {
+            v: VERSION,
+            job: job.id,
+            seq: 0,
+            ts: now_ms(),
+            runner: String::new(),
+            attempt: job.attempt,
+            body: EventBody::Queued(Queued::of(job)),
+        };
+        self.topology.publish_event(&self.conn, &event).await?.wait().await?;
+        Ok(())
     }
 
     /// Queue `job` and print its events until it completes. The first interrupt cancels the job
@@ -260,6 +329,10 @@ impl Session {
         let mut interrupted = 0;
         // Until a runner accepts the job, say after a while where it waits and who could take it.
         let mut waiting_check = Some(Box::pin(tokio::time::sleep(WAITING_NOTICE)));
+        // Once it runs, its runner must be heard from: three heartbeat intervals of silence is `lost`.
+        let mut record = JobRecord::new(job.id);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut silence_check = tokio::time::interval(Duration::from_millis(250));
         loop {
             let next = tokio::select! {
                 delivery = events.next() => Some(delivery),
@@ -269,10 +342,24 @@ impl Session {
                     self.report_waiting(&job.target, &mut printer).await;
                     continue;
                 }
+                _ = silence_check.tick(), if !record.attempts.is_empty() => {
+                    if let Some(lost) = lost(&record, last_heard) {
+                        printer.status(&lost.error.clone().unwrap_or_default());
+                        return Ok(lost);
+                    }
+                    continue;
+                }
             };
             match next {
                 Some(Some(Ok(delivery))) => {
-                    waiting_check = None;
+                    if let Ok(event) = protocol::decode::<Event>(&delivery.body, "event") {
+                        // Only a runner's events say the job left its queue (not our own record).
+                        if !event.runner.is_empty() {
+                            waiting_check = None;
+                            last_heard = tokio::time::Instant::now();
+                        }
+                        record.apply(&event);
+                    }
                     let completed = printer.event(&delivery.body);
                     if let Err(err) = delivery.acker.ack().await {
                         tracing::debug!(error = %err, "acknowledging an event failed");
@@ -295,8 +382,7 @@ impl Session {
                     } else {
                         "interrupted: cancelling the job (Ctrl-C again to kill it)"
                     });
-                    let control = protocol::Control { v: VERSION, body: ControlBody::Cancel { job: job.id, force } };
-                    self.topology.publish_control(&self.conn, &control).await?;
+                    jobs::request_cancel(&self.conn, &self.topology, job.id, force, job.attempt).await?;
                 }
             }
         }
@@ -332,13 +418,37 @@ impl Session {
     }
 }
 
-fn describe_target(target: &Target) -> String {
+/// The job as lost, if its runner has been silent for three heartbeat intervals (measured on
+/// this machine's clock from the last event received, so clock skew cannot fake it).
+fn lost(record: &JobRecord, last_heard: tokio::time::Instant) -> Option<Completed> {
+    let attempt = record.last_attempt()?;
+    if attempt.completed.is_some() {
+        return None;
+    }
+    let allowed = Duration::from_millis(attempt.heartbeat_ms.saturating_mul(3));
+    if last_heard.elapsed() <= allowed {
+        return None;
+    }
+    let since = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(attempt.last_seen_ms));
+    Some(Completed {
+        status: Status::Lost,
+        exit_code: None,
+        signal: None,
+        duration_ms: 0,
+        outputs: BTreeMap::new(),
+        error: Some(format!(
+            "job {} lost: no heartbeat from runner {} since {since} (three intervals of {})",
+            record.id,
+            attempt.runner,
+            crate::follow::format_duration(attempt.heartbeat_ms)
+        )),
+    })
+}
+
+pub(crate) fn describe_target(target: &Target) -> String {
     match target {
         Target::Any => "any runner".to_owned(),
         Target::Runner(id) => format!("runner `{id}`"),
-        Target::Labels(labels) => {
-            let labels: BTreeMap<_, _> = labels.iter().collect();
-            format!("labels {labels:?}")
-        }
+        Target::Labels(labels) => format!("labels {}", runway_broker::topology::canonical_labels(labels)),
     }
 }

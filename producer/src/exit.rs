@@ -17,6 +17,8 @@ pub const USAGE: u8 = 64;
 pub const PROJECT_INVALID: u8 = 65;
 /// No project file was found.
 pub const PROJECT_NOT_FOUND: u8 = 66;
+/// No job has that id.
+pub const NO_SUCH_JOB: u8 = 67;
 /// No runner serves the job's target.
 pub const NO_RUNNER: u8 = 68;
 /// The broker cannot be reached, or the connection to it was lost.
@@ -52,6 +54,7 @@ pub enum CliError {
     Project(ProjectError),
     UnknownOperation { name: String, defined: Vec<String> },
     NoRunner(String),
+    NoSuchJob(String),
     Broker(runway_broker::Error),
     Internal(String),
 }
@@ -63,6 +66,7 @@ impl CliError {
             CliError::Project(err) if err.is_not_found() => PROJECT_NOT_FOUND,
             CliError::Project(_) => PROJECT_INVALID,
             CliError::NoRunner(_) => NO_RUNNER,
+            CliError::NoSuchJob(_) => NO_SUCH_JOB,
             CliError::Broker(err) if err.is_unreachable() => BROKER_UNAVAILABLE,
             CliError::Broker(runway_broker::Error::Unroutable { .. }) => NO_RUNNER,
             CliError::Broker(_) | CliError::Internal(_) => INTERNAL,
@@ -73,9 +77,10 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(message) | CliError::NoRunner(message) | CliError::Internal(message) => {
-                f.write_str(message)
-            }
+            CliError::Usage(message)
+            | CliError::NoRunner(message)
+            | CliError::NoSuchJob(message)
+            | CliError::Internal(message) => f.write_str(message),
             CliError::Project(err) => write!(f, "{err}"),
             CliError::UnknownOperation { name, defined } if defined.is_empty() => {
                 write!(f, "unknown operation `{name}`: the project file defines no operations")

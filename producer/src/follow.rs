@@ -28,6 +28,8 @@ pub struct Printer {
     outputs: BTreeMap<String, String>,
     /// Set once stdout is gone (a closed pipe): stop writing, keep following.
     stdout_closed: bool,
+    /// Prefix each line with the time the runner read it.
+    timestamps: bool,
 }
 
 impl Printer {
@@ -40,7 +42,26 @@ impl Printer {
             next_seq: 1,
             outputs: BTreeMap::new(),
             stdout_closed: false,
+            timestamps: false,
         }
+    }
+
+    pub fn set_timestamps(&mut self, timestamps: bool) {
+        self.timestamps = timestamps;
+    }
+
+    /// Keep the job's output but drop runway's own status lines.
+    pub fn set_status_quiet(&mut self, quiet: bool) {
+        if let Style::Human { .. } = self.style {
+            self.style = Style::Human { quiet };
+        }
+    }
+
+    fn stamp(&self, t: u64) -> Option<String> {
+        self.timestamps.then(|| {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t);
+            format!("{} ", humantime::format_rfc3339_millis(at))
+        })
     }
 
     /// A status line on stderr (human style only).
@@ -60,15 +81,23 @@ impl Printer {
                 return None;
             }
         };
-        if event.seq != self.next_seq && event.attempt == 1 {
-            self.status(&format!("event {} arrived where {} was expected", event.seq, self.next_seq));
+        // Seq 0 is the producer's own record (queued, cancel requested); a runner's events count
+        // from 1 in each attempt.
+        if event.seq > 0 {
+            if event.seq == 1 {
+                self.next_seq = 1;
+            }
+            if event.seq != self.next_seq {
+                self.status(&format!("event {} arrived where {} was expected", event.seq, self.next_seq));
+            }
+            self.next_seq = event.seq + 1;
         }
-        self.next_seq = event.seq + 1;
         if self.style == Style::Json {
             self.json_line(body);
         }
         match event.body {
-            EventBody::Accepted { hostname } => {
+            EventBody::Queued(_) | EventBody::CancelRequested { .. } => None,
+            EventBody::Accepted { hostname, .. } => {
                 self.status(&format!("{} accepted by runner {} on {hostname}", self.operation, event.runner));
                 None
             }
@@ -106,8 +135,13 @@ impl Printer {
     fn lines(&mut self, lines: &[protocol::LogLine]) {
         for line in lines {
             let bytes = line.bytes();
+            let stamp = self.stamp(line.t);
             match line.s {
                 Stream::Stdout if !self.stdout_closed => {
+                    if let Some(stamp) = &stamp {
+                        let written = self.stdout.write_all(stamp.as_bytes());
+                        self.check(written);
+                    }
                     let written = self
                         .stdout
                         .write_all(&bytes)
@@ -119,6 +153,9 @@ impl Printer {
                     // Keep the two streams in the order the runner read them.
                     let _ = self.stdout.flush();
                     let mut err = self.stderr.lock();
+                    if let Some(stamp) = &stamp {
+                        let _ = err.write_all(stamp.as_bytes());
+                    }
                     let _ = err.write_all(&bytes);
                     if !line.p {
                         let _ = err.write_all(b"\n");

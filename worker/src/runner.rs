@@ -4,14 +4,14 @@
 //! The same runner serves the `runway-worker` daemon and the in-process runner of the CLI; only
 //! its configuration differs. It knows queues only through the topology's functions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runway_broker::protocol::{self, Completed, ControlBody, EventBody, Job, Status};
+use runway_broker::protocol::{self, Completed, ControlBody, EventBody, Job, RunnerInfo, Status};
 use runway_broker::topology::{RunnerQueues, Topology};
-use runway_broker::{Connection, ConsumeOptions, Delivery};
+use runway_broker::{Connection, ConsumeOptions, Delivery, StreamOffset};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
@@ -118,6 +118,14 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     };
     let names = topology.declare_runner(conn, &queues).await.map_err(setup)?;
     let control_queue = topology.declare_control_queue(conn).await.map_err(setup)?;
+    // Before taking any job, learn which were cancelled while queued. An in-process runner only
+    // ever gets jobs its own CLI queued after it started, so it has nothing to learn.
+    let (cancelled, cancels) = if config.in_process {
+        (HashSet::new(), None)
+    } else {
+        let (cancelled, consumer) = read_cancels(conn, topology).await.map_err(setup)?;
+        (cancelled, Some(consumer))
+    };
 
     let concurrency = config.concurrency.max(1);
     let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
@@ -150,9 +158,11 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         jobs: JoinSet::new(),
         hostname: hostname(),
         job_queues: names,
+        cancelled,
+        started_at_ms: protocol::now_ms(),
     };
     let id = state.config.id.clone();
-    let task = tokio::spawn(serve(state, deliveries, forwarders, control, shutdown_rx));
+    let task = tokio::spawn(serve(state, deliveries, forwarders, control, cancels, shutdown_rx));
     Ok(Runner { id, shutdown, task })
 }
 
@@ -166,6 +176,40 @@ struct Serving {
     jobs: JoinSet<Uuid>,
     hostname: String,
     job_queues: Vec<String>,
+    /// Jobs cancelled before they started: never run them.
+    cancelled: HashSet<Uuid>,
+    started_at_ms: u64,
+}
+
+/// Read the cancels stream up to now; returns the cancelled job ids and the consumer, which
+/// goes on delivering new cancels.
+async fn read_cancels(
+    conn: &Connection,
+    topology: &Topology,
+) -> runway_broker::Result<(HashSet<Uuid>, runway_broker::Consumer)> {
+    let stream = topology.cancels_queue();
+    let options = ConsumeOptions { offset: Some(StreamOffset::First), ..ConsumeOptions::with_prefetch(1000) };
+    let mut consumer = conn.consume(&stream, &options).await?;
+    let marker = topology.mark_stream(conn, &stream).await?;
+    let mut cancelled = HashSet::new();
+    while let Some(delivery) = consumer.next().await {
+        let delivery = delivery?;
+        delivery.acker.ack().await?;
+        if delivery.properties.message_id.as_deref() == Some(marker.as_str()) {
+            return Ok((cancelled, consumer));
+        }
+        if let Some(job) = cancelled_job(&delivery.body) {
+            cancelled.insert(job);
+        }
+    }
+    Err(runway_broker::Error::ConnectionClosed(format!("the stream `{stream}` ended while reading it")))
+}
+
+fn cancelled_job(body: &[u8]) -> Option<Uuid> {
+    match protocol::decode::<protocol::Control>(body, "control message") {
+        Ok(protocol::Control { body: ControlBody::Cancel { job, .. }, .. }) => Some(job),
+        _ => None,
+    }
 }
 
 async fn serve(
@@ -173,12 +217,14 @@ async fn serve(
     mut deliveries: mpsc::Receiver<runway_broker::Result<Delivery>>,
     mut forwarders: JoinSet<()>,
     mut control: runway_broker::Consumer,
+    mut cancels: Option<runway_broker::Consumer>,
     mut shutdown: watch::Receiver<Option<Shutdown>>,
 ) {
     enum Step {
         Shutdown,
         Delivery(Option<runway_broker::Result<Delivery>>),
         Control(Option<runway_broker::Result<Delivery>>),
+        Cancel(Option<runway_broker::Result<Delivery>>),
         JobEnded(Uuid),
     }
     let mut control_open = true;
@@ -193,6 +239,7 @@ async fn serve(
             },
             delivery = deliveries.recv(), if deliveries_open => Step::Delivery(delivery),
             message = control.next(), if control_open => Step::Control(message),
+            message = next_cancel(&mut cancels) => Step::Cancel(message),
             Some(ended) = state.jobs.join_next() => match ended {
                 Ok(id) => Step::JobEnded(id),
                 Err(err) => { tracing::error!(error = %err, "job task failed"); continue; }
@@ -206,7 +253,15 @@ async fn serve(
                 tracing::warn!(runner = %state.config.id, queues = ?state.job_queues, "job consumers ended");
                 deliveries_open = false;
             }
-            Step::Control(Some(Ok(message))) => state.control(&message.body),
+            Step::Control(Some(Ok(message))) => state.control(&message.body).await,
+            Step::Cancel(Some(Ok(message))) => {
+                settle(message.acker.ack().await);
+                if let Some(job) = cancelled_job(&message.body) {
+                    state.cancelled.insert(job);
+                }
+            }
+            Step::Cancel(Some(Err(err))) => tracing::warn!(error = %err, "reading the cancels stream failed"),
+            Step::Cancel(None) => cancels = None,
             Step::Control(Some(Err(err))) => tracing::warn!(error = %err, "consuming control messages failed"),
             Step::Control(None) => control_open = false,
             Step::JobEnded(id) => {
@@ -242,6 +297,22 @@ async fn serve(
 }
 
 impl Serving {
+    fn info(&self) -> RunnerInfo {
+        let config = &self.config;
+        RunnerInfo {
+            v: protocol::VERSION,
+            id: config.id.clone(),
+            labels: config.labels.clone(),
+            concurrency: u32::try_from(config.concurrency).unwrap_or(u32::MAX),
+            running: u32::try_from(self.running.len()).unwrap_or(u32::MAX),
+            by_id_only: config.by_id_only,
+            in_process: config.in_process,
+            hostname: self.hostname.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at_ms: self.started_at_ms,
+        }
+    }
+
     /// Decode a delivered job and start it, or dead-letter it with the reason.
     async fn take(&mut self, delivery: Delivery) {
         let job = match protocol::decode_job(&delivery.body, self.config.max_job_bytes) {
@@ -262,6 +333,10 @@ impl Serving {
             }
         };
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
+        if self.cancelled.contains(&job.id) {
+            // Cancelled while it was queued: it ends without running.
+            let _ = stop_tx.send(Stop { force: true });
+        }
         self.running.insert(job.id, stop_tx);
         let run = JobRun {
             conn: self.conn.clone(),
@@ -277,13 +352,20 @@ impl Serving {
         });
     }
 
-    fn control(&mut self, body: &[u8]) {
+    async fn control(&mut self, body: &[u8]) {
         match protocol::decode::<protocol::Control>(body, "control message") {
             Ok(control) => match control.body {
                 ControlBody::Cancel { job, force } => {
+                    self.cancelled.insert(job);
                     if let Some(stop) = self.running.get(&job) {
                         tracing::info!(%job, force, "cancelling");
                         let _ = stop.send(Stop { force });
+                    }
+                }
+                ControlBody::Ping { reply_to } => {
+                    let info = self.info();
+                    if let Err(err) = self.topology.reply_runner_info(&self.conn, &reply_to, &info).await {
+                        tracing::warn!(error = %err, "answering a ping failed");
                     }
                 }
             },
@@ -310,7 +392,8 @@ impl JobRun {
             permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
             Some(_) = stops.recv() => None,
         };
-        sink.emit(EventBody::Accepted { hostname: self.hostname.clone() }).await;
+        let heartbeat_ms = protocol::to_ms(self.config.limits.heartbeat);
+        sink.emit(EventBody::Accepted { hostname: self.hostname.clone(), heartbeat_ms }).await;
         let completed = match permit {
             Some(_permit) => {
                 let context = Context {
@@ -336,6 +419,14 @@ impl JobRun {
         }
         // Acknowledge even if events were lost: the job ran, and it must not run again.
         settle(delivery.acker.ack().await);
+    }
+}
+
+/// The next cancel from the stream, or never when there is no stream.
+async fn next_cancel(cancels: &mut Option<runway_broker::Consumer>) -> Option<runway_broker::Result<Delivery>> {
+    match cancels {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,317 @@
+//! Job state derived from events: fold a job's events (from the index or history stream, or
+//! live) into a record, and tell its state, including `lost` when its runner went silent.
+//!
+//! Nothing else stores job state. This module is pure: reading the streams is in `streams`.
+
+use std::collections::BTreeMap;
+
+use runway_broker::protocol::{Command, Completed, Event, EventBody, Status, Target};
+use uuid::Uuid;
+
+/// A job's state as an observer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    Queued,
+    Running,
+    Success,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Lost,
+    Rejected,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Success => "success",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::TimedOut => "timed_out",
+            State::Lost => "lost",
+            State::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<State> {
+        [
+            State::Queued,
+            State::Running,
+            State::Success,
+            State::Failed,
+            State::Cancelled,
+            State::TimedOut,
+            State::Lost,
+            State::Rejected,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+    }
+
+    pub fn is_final(self) -> bool {
+        match self {
+            State::Queued | State::Running => false,
+            State::Success | State::Failed | State::Cancelled | State::TimedOut | State::Lost | State::Rejected => true,
+        }
+    }
+
+    fn of(status: Status) -> State {
+        match status {
+            Status::Success => State::Success,
+            Status::Failed => State::Failed,
+            Status::Cancelled => State::Cancelled,
+            Status::TimedOut => State::TimedOut,
+            Status::Lost => State::Lost,
+            Status::Rejected => State::Rejected,
+        }
+    }
+}
+
+/// One attempt at running a job, on one runner.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attempt {
+    pub number: u32,
+    pub runner: String,
+    pub hostname: String,
+    pub accepted_at_ms: Option<u64>,
+    pub started_at_ms: Option<u64>,
+    pub pid: Option<u32>,
+    /// The time of the latest event of this attempt: a heartbeat, or any other.
+    pub last_seen_ms: u64,
+    pub heartbeat_ms: u64,
+    pub completed: Option<Completed>,
+    pub finished_at_ms: Option<u64>,
+}
+
+/// Everything known about one job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub operation: Option<String>,
+    pub project: Option<String>,
+    pub command: Option<Command>,
+    pub args: Vec<String>,
+    pub env_keys: Vec<String>,
+    pub target: Option<Target>,
+    pub queued_by: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub queued_at_ms: Option<u64>,
+    pub cancel_requested: Option<(u64, String)>,
+    pub attempts: BTreeMap<u32, Attempt>,
+    pub outputs: BTreeMap<String, String>,
+}
+
+/// Why a job counts as lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Silence {
+    pub runner: String,
+    pub last_seen_ms: u64,
+}
+
+impl JobRecord {
+    pub fn new(id: Uuid) -> JobRecord {
+        JobRecord { id, ..JobRecord::default() }
+    }
+
+    /// Take one event into account, in any order.
+    pub fn apply(&mut self, event: &Event) {
+        match &event.body {
+            EventBody::Queued(queued) => {
+                self.operation = Some(queued.operation.clone());
+                self.project = Some(queued.project.clone());
+                self.command = Some(queued.command.clone());
+                self.args = queued.args.clone();
+                self.env_keys = queued.env_keys.clone();
+                self.target = Some(queued.target.clone());
+                self.queued_by = Some(queued.queued_by.clone());
+                self.timeout_ms = queued.timeout_ms;
+                self.queued_at_ms = Some(queued.created_at_ms);
+                return;
+            }
+            EventBody::CancelRequested { by, .. } => {
+                self.cancel_requested.get_or_insert((event.ts, by.clone()));
+                return;
+            }
+            _ => {}
+        }
+        let attempt = self.attempts.entry(event.attempt).or_insert_with(|| Attempt {
+            number: event.attempt,
+            runner: event.runner.clone(),
+            heartbeat_ms: 5000,
+            ..Attempt::default()
+        });
+        attempt.last_seen_ms = attempt.last_seen_ms.max(event.ts);
+        match &event.body {
+            EventBody::Accepted { hostname, heartbeat_ms } => {
+                attempt.accepted_at_ms = Some(event.ts);
+                attempt.hostname = hostname.clone();
+                attempt.heartbeat_ms = *heartbeat_ms;
+            }
+            EventBody::Started { pid, .. } => {
+                attempt.started_at_ms = Some(event.ts);
+                attempt.pid = Some(*pid);
+            }
+            EventBody::Output { key, value } => {
+                self.outputs.insert(key.clone(), value.clone());
+            }
+            EventBody::Completed(completed) => {
+                // The first completion of an attempt is the one that counts.
+                if attempt.completed.is_none() {
+                    attempt.completed = Some(completed.clone());
+                    attempt.finished_at_ms = Some(event.ts);
+                    self.outputs.extend(completed.outputs.clone());
+                }
+            }
+            EventBody::Log { .. }
+            | EventBody::Heartbeat { .. }
+            | EventBody::Queued(_)
+            | EventBody::CancelRequested { .. } => {}
+        }
+    }
+
+    /// The latest attempt.
+    pub fn last_attempt(&self) -> Option<&Attempt> {
+        self.attempts.values().next_back()
+    }
+
+    /// The runner of the latest attempt has been silent for three heartbeat intervals.
+    pub fn silence(&self, now_ms: u64) -> Option<Silence> {
+        let attempt = self.last_attempt()?;
+        if attempt.completed.is_some() {
+            return None;
+        }
+        let allowed = attempt.heartbeat_ms.saturating_mul(3);
+        (now_ms.saturating_sub(attempt.last_seen_ms) > allowed)
+            .then(|| Silence { runner: attempt.runner.clone(), last_seen_ms: attempt.last_seen_ms })
+    }
+
+    pub fn state(&self, now_ms: u64) -> State {
+        match self.last_attempt() {
+            Some(Attempt { completed: Some(completed), .. }) => State::of(completed.status),
+            Some(_) if self.silence(now_ms).is_some() => State::Lost,
+            Some(_) => State::Running,
+            // Cancelled while queued: no runner will ever run it.
+            None if self.cancel_requested.is_some() => State::Cancelled,
+            None => State::Queued,
+        }
+    }
+
+    /// The completion of the latest attempt, if it ended.
+    pub fn completed(&self) -> Option<&Completed> {
+        self.last_attempt().and_then(|attempt| attempt.completed.as_ref())
+    }
+
+    pub fn finished_at_ms(&self) -> Option<u64> {
+        self.last_attempt().and_then(|attempt| attempt.finished_at_ms)
+    }
+
+    /// When the job was queued: recorded, or else read from its UUID v7 id.
+    pub fn created_at_ms(&self) -> u64 {
+        self.queued_at_ms.unwrap_or_else(|| uuid_ms(self.id))
+    }
+}
+
+/// The millisecond timestamp inside a UUID v7.
+pub fn uuid_ms(id: Uuid) -> u64 {
+    id.get_timestamp().map_or(0, |ts| {
+        let (secs, nanos) = ts.to_unix();
+        secs * 1000 + u64::from(nanos) / 1_000_000
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_broker::protocol::{Queued, VERSION};
+
+    use super::*;
+
+    fn event(job: Uuid, seq: u64, ts: u64, attempt: u32, body: EventBody) -> Event {
+        Event { v: VERSION, job, seq, ts, runner: "r1".into(), attempt, body }
+    }
+
+    fn queued(job: Uuid) -> Event {
+        let body = EventBody::Queued(Queued {
+            operation: "build".into(),
+            project: "shop".into(),
+            command: Command::Shell("make".into()),
+            args: vec![],
+            env_keys: vec!["SECRET".into()],
+            target: Target::Any,
+            timeout_ms: None,
+            retry_on_lost: false,
+            queued_by: "me@host".into(),
+            created_at_ms: 1_000,
+        });
+        Event { runner: String::new(), ..event(job, 0, 1_000, 1, body) }
+    }
+
+    fn completed(status: Status, code: i32) -> EventBody {
+        EventBody::Completed(Completed {
+            status,
+            exit_code: Some(code),
+            signal: None,
+            duration_ms: 10,
+            outputs: BTreeMap::from([("k".into(), "v".into())]),
+            error: None,
+        })
+    }
+
+    #[test]
+    fn a_job_moves_from_queued_to_running_to_done() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&queued(id));
+        assert_eq!(record.state(2_000), State::Queued);
+        record.apply(&event(id, 1, 2_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
+        record.apply(&event(id, 2, 2_001, 1, EventBody::Started { pid: 9, argv: vec![] }));
+        assert_eq!(record.state(2_500), State::Running);
+        record.apply(&event(id, 3, 2_010, 1, completed(Status::Failed, 3)));
+        assert_eq!(record.state(99_999), State::Failed, "a finished job is never lost");
+        assert_eq!(record.completed().and_then(|c| c.exit_code), Some(3));
+        assert_eq!(record.outputs["k"], "v");
+        assert_eq!(record.operation.as_deref(), Some("build"));
+    }
+
+    #[test]
+    fn a_silent_runner_makes_the_job_lost_after_three_intervals() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&event(id, 1, 10_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
+        record.apply(&event(id, 2, 11_000, 1, EventBody::Heartbeat { interval_ms: 1_000 }));
+        assert_eq!(record.state(14_000), State::Running, "exactly three intervals is not yet silence");
+        assert_eq!(record.state(14_001), State::Lost);
+        assert_eq!(record.silence(14_001), Some(Silence { runner: "r1".into(), last_seen_ms: 11_000 }));
+    }
+
+    #[test]
+    fn a_cancel_before_any_runner_took_it_is_cancelled() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&queued(id));
+        record.apply(&Event {
+            runner: String::new(),
+            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: "x".into(), force: false })
+        });
+        assert_eq!(record.state(2_000), State::Cancelled);
+    }
+
+    #[test]
+    fn the_latest_attempt_decides_and_order_does_not_matter() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&event(id, 2, 5_000, 2, completed(Status::Success, 0)));
+        record.apply(&event(id, 1, 1_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
+        assert_eq!(record.state(1_000_000), State::Success);
+        assert_eq!(record.attempts.len(), 2);
+    }
+
+    #[test]
+    fn uuid_v7_carries_its_creation_time() {
+        let before = runway_broker::protocol::now_ms();
+        let id = Uuid::now_v7();
+        let at = uuid_ms(id);
+        assert!(at >= before && at <= before + 1_000, "{at} vs {before}");
+    }
+}

@@ -1,0 +1,62 @@
+//! Reading the history and index streams: from a point in time up to "now" (a marker appended
+//! when the read starts), or on, live.
+//!
+//! It hands raw deliveries to the caller; what they mean is `history`'s business.
+
+use runway_broker::topology::{MARKER_KIND, Topology};
+use runway_broker::{Connection, ConsumeOptions, Consumer, Delivery, StreamOffset};
+
+/// Deliveries to take before acknowledging: large, since a stream read is a bulk read.
+const STREAM_PREFETCH: u16 = 2000;
+
+/// A reader of one stream.
+#[derive(Debug)]
+pub struct StreamReader {
+    consumer: Consumer,
+    marker: Option<String>,
+    /// Set once the marker went by: everything stored before the read began has been seen.
+    pub caught_up: bool,
+}
+
+impl StreamReader {
+    /// Start reading `stream` at `offset`; the reader reports `caught_up` once it has seen
+    /// everything stored before this call.
+    pub async fn open(
+        conn: &Connection,
+        topology: &Topology,
+        stream: &str,
+        offset: StreamOffset,
+    ) -> runway_broker::Result<StreamReader> {
+        let options = ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(STREAM_PREFETCH) };
+        let consumer = conn.consume(stream, &options).await?;
+        let marker = topology.mark_stream(conn, stream).await?;
+        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false })
+    }
+
+    /// The next stored message that is not a marker; `None` when the stream ends (the connection
+    /// closed). Passing our own marker sets `caught_up` and returns `Ok(None)`-like `Caught`.
+    pub async fn next(&mut self) -> runway_broker::Result<Option<Read>> {
+        loop {
+            let Some(delivery) = self.consumer.next().await else { return Ok(None) };
+            let delivery = delivery?;
+            // Acknowledging returns credit; it cannot lose anything on a stream.
+            delivery.acker.ack().await?;
+            if delivery.properties.kind.as_deref() == Some(MARKER_KIND) {
+                if delivery.properties.message_id.is_some() && delivery.properties.message_id == self.marker {
+                    self.caught_up = true;
+                    return Ok(Some(Read::CaughtUp));
+                }
+                continue;
+            }
+            return Ok(Some(Read::Message(delivery)));
+        }
+    }
+}
+
+/// One step of a stream read.
+#[derive(Debug)]
+pub enum Read {
+    Message(Delivery),
+    /// Everything stored before the read began has been delivered.
+    CaughtUp,
+}

@@ -1,0 +1,1 @@
+//! Job history and control: list, inspect, logs, cancel, runner list, lost.
