@@ -48,8 +48,10 @@ const HEARTBEAT_SECS: u16 = 10;
 const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 /// How often to look whether a reconnect finished, where lapin offers nothing to wait on.
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
-/// How long opening a channel may take.
-const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(5);
+/// How long opening a channel may take before the connection is deemed stuck.
+const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(10);
+/// How long to let a recovery settle before opening a channel again.
+const SETTLE: Duration = Duration::from_secs(1);
 /// How many times opening a channel is tried while the connection recovers.
 const OPEN_ATTEMPTS: u32 = 5;
 /// How many times one message is sent before its failure is final.
@@ -236,26 +238,36 @@ impl Inner {
     async fn open_channel(&self) -> Result<lapin::Channel> {
         let mut attempt = 1;
         loop {
-            eprintln!("DBG create attempt {attempt} conn {:?}", self.conn.status());
             let err = match tokio::time::timeout(CHANNEL_OPEN_PATIENCE, self.conn.create_channel()).await {
                 Ok(Ok(channel)) => return Ok(channel),
                 Ok(Err(err)) => err,
-                Err(_elapsed) => {
-                    eprintln!("DBG create timed out");
-                    lapin::Error::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
-                }
+                Err(_elapsed) => return Err(self.give_up("opening a channel got no answer")),
             };
             let status = self.conn.status();
             if attempt >= OPEN_ATTEMPTS || !(status.connected() || status.reconnecting()) {
                 return Err(self.closed(&err));
             }
             attempt += 1;
-            // While lapin recovers, opening fails; it also fails with the error of another
-            // channel whose replay failed (a consumer of a queue that died with the old
-            // connection), after which lapin drops that channel and reconnects once more.
-            tokio::time::sleep(RECONNECT_POLL).await;
+            // Opening fails while lapin recovers, and also with the error of another channel
+            // whose replay failed (a consumer of a queue that died with the old connection),
+            // after which lapin drops that channel and reconnects once more. Let that settle:
+            // a channel opened just as the connection fails is lost (see `give_up`).
+            tokio::time::sleep(SETTLE).await;
             wait_connected(&self.conn).await;
         }
+    }
+
+    /// Close a connection whose recovery is stuck, so that its owner sees it closed and
+    /// reconnects. lapin 4.12 loses a channel opened just as the connection failed, never answers
+    /// its opening, and then fails every recovery because that channel cannot be recovered.
+    fn give_up(&self, what: &str) -> Error {
+        let conn = Arc::clone(&self.conn);
+        tokio::spawn(async move { shut(&conn).await });
+        Error::ConnectionClosed(format!(
+            "{}: {what} within {}s while the connection recovered; it is closed, connect again",
+            self.host,
+            CHANNEL_OPEN_PATIENCE.as_secs()
+        ))
     }
 
     fn closed(&self, error: &lapin::Error) -> Error {
@@ -299,7 +311,7 @@ impl Inner {
                     channel
                 }
             };
-            eprintln!("DBG send attempt {attempt} channel {} status {:?}", channel.id(), channel.status());
+
             let sent = channel
                 .basic_publish(
                     outgoing.exchange.clone(),
@@ -310,7 +322,7 @@ impl Inner {
                 )
                 .await;
             drop(slot);
-            eprintln!("DBG sent {:?}", sent.as_ref().err());
+
             match sent {
                 Ok(confirm) => return Ok((channel, confirm)),
                 Err(err) if attempt < PUBLISH_ATTEMPTS => {
@@ -553,7 +565,7 @@ impl PendingConfirm {
         let PendingConfirm { connection, outgoing, mut channel, mut confirm, mut attempt } = self;
         let exchange = outgoing.exchange.as_str();
         loop {
-            eprintln!("DBG waiting confirm attempt {attempt}");
+
             let error = match confirm.await {
                 Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
                 // RabbitMQ returns a mandatory message it could route nowhere, then acks it.
@@ -566,7 +578,7 @@ impl PendingConfirm {
                 Ok(Confirmation::Nack(None)) => return Err(Error::Nacked { exchange: exchange.to_owned() }),
                 Err(error) => error,
             };
-            eprintln!("DBG confirm error {error}");
+
             let Some(inner) = connection.upgrade() else {
                 return Err(Error::ConnectionClosed(format!(
                     "the connection of a publish to exchange `{exchange}` was dropped before its confirm: {error}"
@@ -1555,16 +1567,14 @@ mod scratch {
         eprintln!("C1 {:?} after {:?}", r1.map(|o| o.map(|r| r.map(|d| d.redelivered))), t.elapsed());
         let r2 = tokio::time::timeout(Duration::from_secs(20), c2.next()).await;
         eprintln!("C2 {:?} after {:?}", r2.map(|o| o.map(|r| r.map(|d| d.redelivered))), t.elapsed());
-        let p = conn.publish_confirmed("", &durable_q, &Message::json(b"x".to_vec(), "t"), true).await;
-        eprintln!("PUB {p:?} after {:?}", t.elapsed());
-        for _ in 0..10 {
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            let p = conn.publish_confirmed("", &durable_q, &Message::json(b"y".to_vec(), "t"), true).await;
-            eprintln!("PUB2 {p:?} after {:?} status {:?}", t.elapsed(), conn);
+        for _ in 0..3 {
+            let r = tokio::time::timeout(Duration::from_secs(40), conn.queue_info(&durable_q)).await;
+            eprintln!("INFO {r:?} after {:?}", t.elapsed());
         }
+        let p = tokio::time::timeout(Duration::from_secs(40), conn.publish_confirmed("", &durable_q, &Message::json(b"x".to_vec(), "t"), true)).await;
+        eprintln!("PUB {p:?} after {:?}", t.elapsed());
         let r3 = tokio::time::timeout(Duration::from_secs(20), c3.next()).await;
         eprintln!("C3 {:?} after {:?}", r3.map(|o| o.map(|r| r.map(|d| d.body))), t.elapsed());
-        eprintln!("STATUS {:?}", conn);
         direct.delete_queue(&durable_q).await.unwrap();
     }
 }

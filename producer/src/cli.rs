@@ -92,7 +92,7 @@ pub enum JobCommand {
         /// The job id, or a unique prefix of at least 8 characters.
         id: String,
         /// Keep going live until the job ends, then exit with its exit code.
-        #[arg(long, short = 'f')]
+        #[arg(long)]
         follow: bool,
         /// Prefix each line with the time the runner read it.
         #[arg(long)]

@@ -387,10 +387,11 @@ impl JobRun {
     async fn run(self, job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
         let mut sink =
             EventSink::new(self.conn.clone(), self.topology.clone(), job.id, self.config.id.clone(), job.attempt);
-        // Wait for a free slot; a cancel while waiting ends the job without running it.
+        // Wait for a free slot; a cancel before or while waiting ends the job without running it.
         let permit = tokio::select! {
-            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
+            biased;
             Some(_) = stops.recv() => None,
+            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
         };
         let heartbeat_ms = protocol::to_ms(self.config.limits.heartbeat);
         sink.emit(EventBody::Accepted { hostname: self.hostname.clone(), heartbeat_ms }).await;

@@ -7,15 +7,25 @@ use runway_producer::cli::Cli;
 use runway_producer::commands::{self, Interrupts};
 use runway_producer::exit;
 
-/// Ctrl-C presses, from the terminal or a SIGINT.
-struct CtrlC;
+/// Ctrl-C presses, from the terminal or a SIGINT. One listener for the whole run, so a press
+/// that arrives while an event is being printed is kept, not lost.
+struct CtrlC(Option<tokio::signal::unix::Signal>);
+
+impl CtrlC {
+    fn listen() -> CtrlC {
+        CtrlC(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok())
+    }
+}
 
 impl Interrupts for CtrlC {
     async fn next(&mut self) {
-        if tokio::signal::ctrl_c().await.is_err() {
-            // No signal handling available: never report an interrupt.
-            std::future::pending::<()>().await;
+        if let Some(signal) = self.0.as_mut()
+            && signal.recv().await.is_some()
+        {
+            return;
         }
+        // No signal handling available: never report an interrupt.
+        std::future::pending::<()>().await;
     }
 }
 
@@ -45,5 +55,5 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    ExitCode::from(runtime.block_on(commands::run(cli, CtrlC)))
+    ExitCode::from(runtime.block_on(async { commands::run(cli, CtrlC::listen()).await }))
 }
