@@ -88,7 +88,9 @@ async fn job_list_shows_states_and_filters() {
     let jobs = list.events();
     let states: BTreeMap<String, String> = jobs
         .iter()
-        .map(|job| (job["operation"].as_str().expect("op").to_owned(), job["state"].as_str().expect("state").to_owned()))
+        .map(|job| {
+            (job["operation"].as_str().expect("op").to_owned(), job["state"].as_str().expect("state").to_owned())
+        })
         .collect();
     assert_eq!(states.get("good").map(String::as_str), Some("success"), "{jobs:?}");
     assert_eq!(states.get("bad").map(String::as_str), Some("failed"));

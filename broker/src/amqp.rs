@@ -565,7 +565,6 @@ impl PendingConfirm {
         let PendingConfirm { connection, outgoing, mut channel, mut confirm, mut attempt } = self;
         let exchange = outgoing.exchange.as_str();
         loop {
-
             let error = match confirm.await {
                 Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => return Ok(()),
                 // RabbitMQ returns a mandatory message it could route nowhere, then acks it.
@@ -1571,7 +1570,11 @@ mod scratch {
             let r = tokio::time::timeout(Duration::from_secs(40), conn.queue_info(&durable_q)).await;
             eprintln!("INFO {r:?} after {:?}", t.elapsed());
         }
-        let p = tokio::time::timeout(Duration::from_secs(40), conn.publish_confirmed("", &durable_q, &Message::json(b"x".to_vec(), "t"), true)).await;
+        let p = tokio::time::timeout(
+            Duration::from_secs(40),
+            conn.publish_confirmed("", &durable_q, &Message::json(b"x".to_vec(), "t"), true),
+        )
+        .await;
         eprintln!("PUB {p:?} after {:?}", t.elapsed());
         let r3 = tokio::time::timeout(Duration::from_secs(20), c3.next()).await;
         eprintln!("C3 {:?} after {:?}", r3.map(|o| o.map(|r| r.map(|d| d.body))), t.elapsed());

@@ -69,7 +69,7 @@ pub enum JobCommand {
     List {
         /// Only jobs in this state: queued, running, success, failed, cancelled, timed_out, lost, rejected.
         #[arg(long, value_parser = parse_state)]
-        state: Option<crate::history::State>,
+        state: Option<runway_worker::history::State>,
         /// Only jobs queued within this long (e.g. 1h, 24h, 7d).
         #[arg(long, value_name = "D", value_parser = parse_duration, default_value = "7d")]
         since: Duration,
@@ -117,8 +117,8 @@ pub enum RunnerCommand {
     },
 }
 
-fn parse_state(text: &str) -> Result<crate::history::State, String> {
-    crate::history::State::parse(text).ok_or_else(|| {
+fn parse_state(text: &str) -> Result<runway_worker::history::State, String> {
+    runway_worker::history::State::parse(text).ok_or_else(|| {
         format!(
             "`{text}` is not a state; expected queued, running, success, failed, cancelled, timed_out, lost or rejected"
         )

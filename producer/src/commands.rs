@@ -17,9 +17,9 @@ use uuid::Uuid;
 use crate::cli::{Cli, Command, JobArgs, JobCommand, RunnerCommand};
 use crate::exit::{self, CliError};
 use crate::follow::{Printer, Style};
-use crate::history::JobRecord;
 use crate::jobs;
 use crate::project::{self, Operation, Project};
+use runway_worker::history::JobRecord;
 
 /// How long to wait for the broker to answer a connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -333,6 +333,7 @@ impl Session {
         let mut record = JobRecord::new(job.id);
         let mut last_heard = tokio::time::Instant::now();
         let mut silence_check = tokio::time::interval(Duration::from_millis(250));
+        let mut announced_silence: Option<u32> = None;
         loop {
             let next = tokio::select! {
                 delivery = events.next() => Some(delivery),
@@ -344,8 +345,19 @@ impl Session {
                 }
                 _ = silence_check.tick(), if !record.attempts.is_empty() => {
                     if let Some(lost) = lost(&record, last_heard) {
-                        printer.status(&lost.error.clone().unwrap_or_default());
-                        return Ok(lost);
+                        let attempt = record.last_attempt().map_or(0, |attempt| attempt.number);
+                        if !job.retry_on_lost {
+                            printer.status(&lost.error.clone().unwrap_or_default());
+                            return Ok(lost);
+                        }
+                        // Another runner will take it up as the next attempt: keep following.
+                        if announced_silence != Some(attempt) {
+                            announced_silence = Some(attempt);
+                            printer.status(&format!(
+                                "{}; retry_on_lost is set, so it runs again when a runner takes it up",
+                                lost.error.unwrap_or_default()
+                            ));
+                        }
                     }
                     continue;
                 }

@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::exit::{self, CliError};
 use crate::follow::{Printer, Style, format_duration};
-use crate::history::{JobRecord, State, uuid_ms};
-use crate::streams::{Read, StreamReader};
+use runway_worker::history::{JobRecord, State, uuid_ms};
+use runway_worker::streams::{Read, StreamReader};
 
 /// Streams seek by chunk and clocks differ a little: start reading this much earlier.
 const SEEK_SLACK_MS: u64 = 5_000;

@@ -7,7 +7,5 @@ pub mod cli;
 pub mod commands;
 pub mod exit;
 pub mod follow;
-pub mod history;
 pub mod jobs;
 pub mod project;
-pub mod streams;

@@ -1,8 +1,10 @@
 //! The project file `runway.toml`: where it is, what it says, and every way it can be wrong,
 //! reported as `path:line:column: what was expected`.
 //!
-//! It only reads and validates; it does not decide the mode or build jobs (see `commands`).
+//! It only reads and validates; it does not pick the execution mode, apply flags or environment
+//! variables, or build jobs (see `commands`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -10,36 +12,55 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runway_broker::protocol::{Command, Target};
+use runway_broker::topology::{self, NameError, Topology};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 /// The file name searched for.
 pub const FILE_NAME: &str = "runway.toml";
 
+/// The longest operation name.
+const MAX_OPERATION_NAME: usize = 64;
+
+/// What every duration error suggests instead.
+const DURATION_EXAMPLES: &str = r#"expected e.g. "90s", "30m", "1h 30m""#;
+
+/// What every target error suggests instead.
+const TARGET_EXAMPLES: &str = r#""any", { runner = "ID" } or { labels = { KEY = "VALUE" } }"#;
+
 /// A parsed, validated project file.
 #[derive(Debug, Clone)]
 pub struct Project {
+    /// The file, as given to [`parse`] ([`load`] makes it canonical).
     pub path: PathBuf,
     /// The directory holding the file: jobs run there in local and CLI-runner modes.
     pub dir: PathBuf,
+    /// `[project] name`, or the name of [`Project::dir`].
     pub name: String,
+    /// `[server]`; `None` means local mode unless a flag or the environment names a server.
     pub server: Option<Server>,
     pub operations: BTreeMap<String, Operation>,
 }
 
+/// The `[server]` section.
 #[derive(Debug, Clone)]
 pub struct Server {
+    /// The broker's address; it may hold credentials, so it is never put in a message.
     pub url: String,
     pub namespace: Option<String>,
 }
 
-/// One operation.
+/// One `[operations.NAME]` table.
 #[derive(Debug, Clone)]
 pub struct Operation {
     pub name: String,
+    /// Never empty (see [`Command::is_empty`]).
     pub command: Command,
+    /// Never zero.
     pub timeout: Option<Duration>,
+    /// How long SIGTERM gets before SIGKILL on timeout or cancel; zero means SIGKILL at once.
     pub kill_grace: Option<Duration>,
     pub env: BTreeMap<String, String>,
     pub target: Option<Target>,
@@ -53,13 +74,15 @@ pub struct Operation {
 pub enum ProjectError {
     #[error("no {FILE_NAME} in {} or any parent directory; create one, or pass --file PATH", start.display())]
     NotFound { start: PathBuf },
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read project file {}: {source}", path.display())]
     Read { path: PathBuf, source: std::io::Error },
+    /// `line` and `column` are 1-based; the column counts characters, not bytes.
     #[error("{}:{line}:{column}: {message}", path.display())]
     Invalid { path: PathBuf, line: usize, column: usize, message: String },
 }
 
 impl ProjectError {
+    /// There is no project file: some commands can do without one.
     pub fn is_not_found(&self) -> bool {
         match self {
             ProjectError::NotFound { .. } => true,
@@ -68,7 +91,7 @@ impl ProjectError {
     }
 }
 
-/// The project file in `start` or the nearest parent directory.
+/// The project file in `start` or the nearest parent directory, as cargo and git find theirs.
 pub fn find(start: &Path) -> Result<PathBuf, ProjectError> {
     start
         .ancestors()
@@ -78,274 +101,524 @@ pub fn find(start: &Path) -> Result<PathBuf, ProjectError> {
 }
 
 /// Read, parse and validate the file at `path`.
+///
+/// The path is made canonical first, so [`Project::dir`] is the real, absolute directory that
+/// runners are sent to, whatever `..` or symlinks the caller's path went through.
 pub fn load(path: &Path) -> Result<Project, ProjectError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ProjectError::Read { path: path.to_path_buf(), source })?;
-    parse(path, &text)
+    let read_error = |source| ProjectError::Read { path: path.to_path_buf(), source };
+    let path = path.canonicalize().map_err(read_error)?;
+    let text = std::fs::read_to_string(&path).map_err(read_error)?;
+    parse(&path, &text)
 }
 
-/// Parse and validate `text`, read from `path`.
+/// Parse and validate `text`, the contents of `path`; this reads nothing from disk.
+///
+/// `path` names the file in errors, and its directory is the project's (made absolute against
+/// the current directory if it is relative).
 pub fn parse(path: &Path, text: &str) -> Result<Project, ProjectError> {
-    let invalid = |span: Option<Range<usize>>, message: String| {
-        let (line, column) = line_column(text, span.map_or(0, |span| span.start));
-        ProjectError::Invalid { path: path.to_path_buf(), line, column, message }
-    };
-    let file: File = toml::from_str(text).map_err(|err| invalid(err.span(), describe_toml_error(&err)))?;
-    let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    let dir = dir.canonicalize().unwrap_or(dir);
-    let name = match file.project.and_then(|project| project.name) {
-        Some(name) if name.get_ref().trim().is_empty() => {
-            return Err(invalid(Some(name.span()), "empty project name".to_owned()));
-        }
-        Some(name) => name.into_inner(),
-        None => dir.file_name().map_or_else(|| "project".to_owned(), |name| name.to_string_lossy().into_owned()),
-    };
-    let server = match file.server {
-        Some(server) => {
-            if server.url.get_ref().trim().is_empty() {
-                return Err(invalid(Some(server.url.span()), "empty server url".to_owned()));
-            }
-            Some(Server { url: server.url.into_inner(), namespace: server.namespace })
-        }
-        None => None,
-    };
+    let file = SourceFile { path, text };
+    let root = DeTable::parse(text).map_err(|err| file.syntax_error(&err))?;
+    let dir = directory_of(path);
+    let mut name = None;
+    let mut server = None;
     let mut operations = BTreeMap::new();
-    for (name, spanned) in file.operations {
-        let span = spanned.span();
-        let raw = spanned.into_inner();
-        if !valid_operation_name(&name) {
-            return Err(invalid(
-                Some(span),
-                format!("invalid operation name `{name}`: use 1 to 64 letters, digits, `-`, `_` or `.`"),
-            ));
-        }
-        let Some(run) = raw.run else {
-            return Err(invalid(
-                Some(span),
-                format!("operation `{name}` has no `run`: expected a command string or an array of strings"),
-            ));
-        };
-        let run_span = run.span();
-        let command = run.into_inner().0;
-        if command.is_empty() {
-            return Err(invalid(Some(run_span), format!("empty command in operation `{name}`")));
-        }
-        let timeout = raw
-            .timeout
-            .map(|value| duration(&value, "timeout"))
-            .transpose()
-            .map_err(|(span, message)| invalid(Some(span), message))?;
-        let kill_grace = raw
-            .kill_grace
-            .map(|value| duration(&value, "kill_grace"))
-            .transpose()
-            .map_err(|(span, message)| invalid(Some(span), message))?;
-        let mut env = BTreeMap::new();
-        for (key, value) in raw.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(invalid(
-                    Some(value.span()),
-                    format!("invalid env name `{key}` in operation `{name}`: it must be non-empty, without `=` or NUL"),
+    for (key, value) in in_file_order(root.into_inner()) {
+        match key.get_ref().as_ref() {
+            "project" => name = file.project_name(value)?,
+            "server" => server = Some(file.server(&key, value)?),
+            "operations" => operations = file.operations(value)?,
+            other => {
+                return Err(file.invalid(
+                    key.span(),
+                    format!(
+                        "unknown key `{other}` at the top level, expected one of `project`, `server`, `operations`"
+                    ),
                 ));
             }
-            env.insert(key, value.into_inner());
         }
-        let target = raw
-            .target
-            .map(|target| {
-                let span = target.span();
-                resolve_target(target.into_inner()).map_err(|message| invalid(Some(span), message))
-            })
-            .transpose()?;
-        operations.insert(
-            name.clone(),
-            Operation {
-                name,
-                command,
-                timeout,
-                kill_grace,
-                env,
-                target,
-                retry_on_lost: raw.retry_on_lost,
-                description: raw.description,
-            },
-        );
     }
+    let name = match name {
+        Some(name) => name,
+        None => match dir.file_name() {
+            Some(dir_name) => dir_name.to_string_lossy().into_owned(),
+            None => {
+                return Err(file.invalid(
+                    0..0,
+                    format!("cannot name the project after directory {}; set name in [project]", dir.display()),
+                ));
+            }
+        },
+    };
     Ok(Project { path: path.to_path_buf(), dir, name, server, operations })
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    project: Option<ProjectSection>,
-    server: Option<ServerSection>,
-    #[serde(default)]
-    operations: BTreeMap<String, Spanned<RawOperation>>,
-}
-
-#[derive(Debug, Deserialize)]
+/// The `[project]` table as written.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProjectSection {
     name: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// The `[server]` table as written.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServerSection {
-    url: Spanned<String>,
-    namespace: Option<String>,
+    url: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An `[operations.NAME]` table as written; [`SourceFile::operation`] validates it.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawOperation {
-    run: Option<Spanned<RunSpec>>,
-    timeout: Option<Spanned<String>>,
-    kill_grace: Option<Spanned<String>>,
+struct OperationSection {
+    run: Option<Spanned<Run>>,
+    timeout: Option<Spanned<DurationText>>,
+    kill_grace: Option<Spanned<DurationText>>,
     #[serde(default)]
-    env: BTreeMap<String, Spanned<String>>,
-    target: Option<Spanned<RawTarget>>,
+    env: BTreeMap<Spanned<String>, String>,
+    target: Option<Spanned<TargetSection>>,
     #[serde(default)]
     retry_on_lost: bool,
     description: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTargetTable {
-    runner: Option<String>,
-    labels: Option<BTreeMap<String, String>>,
+/// The text being parsed and where it came from, to turn byte spans into located errors.
+struct SourceFile<'a> {
+    path: &'a Path,
+    text: &'a str,
 }
 
-#[derive(Debug)]
-enum RawTarget {
-    Any,
-    Table(RawTargetTable),
-}
+impl SourceFile<'_> {
+    fn invalid(&self, span: Range<usize>, message: String) -> ProjectError {
+        let (line, column) = line_column(self.text, span.start);
+        ProjectError::Invalid { path: self.path.to_path_buf(), line, column, message }
+    }
 
-impl<'de> Deserialize<'de> for RawTarget {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TargetVisitor;
-        impl<'de> Visitor<'de> for TargetVisitor {
-            type Value = RawTarget;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("\"any\", { runner = \"ID\" } or { labels = { key = \"value\" } }")
+    fn syntax_error(&self, err: &toml::de::Error) -> ProjectError {
+        self.invalid(err.span().unwrap_or(0..0), format!("invalid TOML: {}", first_line(err.message())))
+    }
+
+    /// Deserialise the table `value` into `T`, naming `header` in every error.
+    fn section<'i, T: Deserialize<'i>>(&self, value: Spanned<DeValue<'i>>, header: &str) -> Result<T, ProjectError> {
+        let span = value.span();
+        if !value.get_ref().is_table() {
+            let found = value.get_ref().type_str();
+            return Err(self.invalid(span, format!("expected a table for {header}, found {found}")));
+        }
+        T::deserialize(ValueDeserializer::from(value))
+            .map_err(|err| self.invalid(err.span().unwrap_or(span), in_section(first_line(err.message()), header)))
+    }
+
+    fn project_name(&self, value: Spanned<DeValue<'_>>) -> Result<Option<String>, ProjectError> {
+        let section: ProjectSection = self.section(value, "[project]")?;
+        match section.name {
+            Some(name) if name.get_ref().trim().is_empty() => {
+                Err(self.invalid(name.span(), "empty project name in [project]".to_owned()))
             }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<RawTarget, E> {
-                if value == "any" {
-                    Ok(RawTarget::Any)
-                } else {
-                    Err(E::invalid_value(de::Unexpected::Str(value), &self))
+            Some(name) => Ok(Some(name.into_inner())),
+            None => Ok(None),
+        }
+    }
+
+    fn server(&self, key: &Spanned<Cow<'_, str>>, value: Spanned<DeValue<'_>>) -> Result<Server, ProjectError> {
+        let section: ServerSection = self.section(value, "[server]")?;
+        let Some(url) = section.url else {
+            return Err(self.invalid(
+                key.span(),
+                r#"missing `url` in [server], expected the broker's address, e.g. url = "amqp://127.0.0.1:5672/%2f""#
+                    .to_owned(),
+            ));
+        };
+        if url.get_ref().trim().is_empty() {
+            return Err(self.invalid(url.span(), "empty `url` in [server]".to_owned()));
+        }
+        let namespace = match section.namespace {
+            Some(namespace) => {
+                Topology::new(namespace.get_ref())
+                    .map_err(|err| self.invalid(namespace.span(), format!("{err} in [server]")))?;
+                Some(namespace.into_inner())
+            }
+            None => None,
+        };
+        Ok(Server { url: url.into_inner(), namespace })
+    }
+
+    fn operations(&self, value: Spanned<DeValue<'_>>) -> Result<BTreeMap<String, Operation>, ProjectError> {
+        let span = value.span();
+        let found = value.get_ref().type_str();
+        let DeValue::Table(table) = value.into_inner() else {
+            return Err(self.invalid(span, format!("expected a table for [operations], found {found}")));
+        };
+        let mut operations = BTreeMap::new();
+        for (name, value) in in_file_order(table) {
+            let operation = self.operation(&name, value)?;
+            operations.insert(operation.name.clone(), operation);
+        }
+        Ok(operations)
+    }
+
+    fn operation(&self, key: &Spanned<Cow<'_, str>>, value: Spanned<DeValue<'_>>) -> Result<Operation, ProjectError> {
+        let name = key.get_ref().as_ref();
+        if !is_operation_name(name) {
+            return Err(self.invalid(
+                key.span(),
+                format!(
+                    "invalid operation name `{name}`: use 1 to {MAX_OPERATION_NAME} letters, digits, `-`, `_` or `.`"
+                ),
+            ));
+        }
+        let header = operation_header(name);
+        if !value.get_ref().is_table() {
+            let found = value.get_ref().type_str();
+            return Err(self.invalid(
+                value.span(),
+                format!(r#"expected a table for operation `{name}`, e.g. {header} with run = "...", found {found}"#),
+            ));
+        }
+        let section: OperationSection = self.section(value, &header)?;
+        let Some(run) = section.run else {
+            return Err(self.invalid(
+                key.span(),
+                format!("missing `run` in operation `{name}`, expected a command string or an array of strings"),
+            ));
+        };
+        if run.get_ref().0.is_empty() {
+            return Err(self.invalid(run.span(), format!("empty command in operation `{name}`")));
+        }
+        let timeout = match section.timeout {
+            Some(text) => {
+                let timeout = self.duration(&text, "timeout")?;
+                if timeout.is_zero() {
+                    return Err(self.invalid(
+                        text.span(),
+                        format!(
+                            "zero `timeout` in operation `{name}`, expected a positive duration; {DURATION_EXAMPLES}"
+                        ),
+                    ));
                 }
+                Some(timeout)
             }
-            fn visit_map<M: de::MapAccess<'de>>(self, map: M) -> Result<RawTarget, M::Error> {
-                RawTargetTable::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawTarget::Table)
+            None => None,
+        };
+        let kill_grace = section.kill_grace.map(|text| self.duration(&text, "kill_grace")).transpose()?;
+        let mut env = BTreeMap::new();
+        for (key, value) in section.env {
+            let valid = !key.get_ref().is_empty() && !key.get_ref().contains(['=', '\0']);
+            if !valid {
+                return Err(self.invalid(
+                    key.span(),
+                    format!(
+                        "invalid environment variable name `{}` in operation `{name}`: it must be non-empty, \
+                         without `=` or NUL",
+                        key.get_ref().escape_debug()
+                    ),
+                ));
+            }
+            env.insert(key.into_inner(), value);
+        }
+        let target = section.target.map(|target| self.target(target.into_inner(), name)).transpose()?;
+        Ok(Operation {
+            name: name.to_owned(),
+            command: run.into_inner().0,
+            timeout,
+            kill_grace,
+            env,
+            target,
+            retry_on_lost: section.retry_on_lost,
+            description: section.description,
+        })
+    }
+
+    fn duration(&self, text: &Spanned<DurationText>, key: &str) -> Result<Duration, ProjectError> {
+        let value = &text.get_ref().0;
+        humantime::parse_duration(value).map_err(|err| {
+            self.invalid(text.span(), format!("invalid duration `{value}` for `{key}`: {err}; {DURATION_EXAMPLES}"))
+        })
+    }
+
+    fn target(&self, target: TargetSection, operation: &str) -> Result<Target, ProjectError> {
+        match target {
+            TargetSection::Any => Ok(Target::Any),
+            TargetSection::Runner(id) => {
+                topology::check_runner_id(id.get_ref()).map_err(|err| {
+                    self.invalid(id.span(), format!("{err} in the target of operation `{operation}`"))
+                })?;
+                Ok(Target::Runner(id.into_inner()))
+            }
+            TargetSection::Labels(labels) => {
+                let plain: BTreeMap<String, String> = labels
+                    .get_ref()
+                    .iter()
+                    .map(|(key, value)| (key.get_ref().clone(), value.get_ref().clone()))
+                    .collect();
+                if let Err(err) = topology::check_labels(&plain) {
+                    let span = offending_label(&labels, &err).unwrap_or_else(|| labels.span());
+                    return Err(self.invalid(span, format!("{err} in the target of operation `{operation}`")));
+                }
+                Ok(Target::Labels(plain))
             }
         }
-        deserializer.deserialize_any(TargetVisitor)
     }
 }
 
-fn resolve_target(raw: RawTarget) -> Result<Target, String> {
-    match raw {
-        RawTarget::Any => Ok(Target::Any),
-        RawTarget::Table(RawTargetTable { runner: Some(id), labels: None }) => {
-            runway_broker::topology::check_runner_id(&id).map_err(|err| format!("invalid target: {err}"))?;
-            Ok(Target::Runner(id))
+/// Where in the `labels` table the value that `err` complains about is written, if it names one.
+fn offending_label(
+    labels: &Spanned<BTreeMap<Spanned<String>, Spanned<String>>>,
+    err: &NameError,
+) -> Option<Range<usize>> {
+    let NameError::Invalid { value: bad, .. } = err else {
+        return None;
+    };
+    labels.get_ref().iter().find_map(|(key, value)| {
+        if key.get_ref() == bad {
+            Some(key.span())
+        } else if value.get_ref() == bad {
+            Some(value.span())
+        } else {
+            None
         }
-        RawTarget::Table(RawTargetTable { runner: None, labels: Some(labels) }) => {
-            runway_broker::topology::check_labels(&labels).map_err(|err| format!("invalid target: {err}"))?;
-            Ok(Target::Labels(labels))
-        }
-        RawTarget::Table(_) => {
-            Err("invalid target: expected exactly one of `runner` or `labels`, e.g. { labels = { env = \"prod\" } }"
-                .to_owned())
-        }
-    }
+    })
 }
 
-/// The `run` value: a shell string or an argv array.
-#[derive(Debug)]
-struct RunSpec(Command);
+/// The entries of a table in the order they are written, so the first problem reported is the
+/// first one in the file whatever order toml's map keeps.
+fn in_file_order<'i>(table: DeTable<'i>) -> Vec<(Spanned<Cow<'i, str>>, Spanned<DeValue<'i>>)> {
+    let mut entries: Vec<_> = table.into_iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    entries
+}
 
-impl<'de> Deserialize<'de> for RunSpec {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+/// Prefix a deserialisation message with where it happened, in TOML's own words: "unknown field"
+/// becomes "unknown key `tiemout` in [operations.build], expected one of ...".
+fn in_section(message: &str, header: &str) -> String {
+    if let Some((key, expected)) = message.strip_prefix("unknown field ").and_then(|rest| rest.split_once("`, ")) {
+        return format!("unknown key {key}` in {header}, {expected}");
+    }
+    if let Some(key) = message.strip_prefix("missing field ") {
+        return format!("missing key {key} in {header}");
+    }
+    format!("{header}: {message}")
+}
+
+/// toml's messages may go on over several lines; a located error keeps the first.
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or(message).trim().trim_end_matches('.')
+}
+
+/// The table header of an operation, quoting a name that holds a `.`.
+fn operation_header(name: &str) -> String {
+    if name.contains('.') { format!("[operations.\"{name}\"]") } else { format!("[operations.{name}]") }
+}
+
+fn is_operation_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_OPERATION_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The absolute directory holding `path`.
+fn directory_of(path: &Path) -> PathBuf {
+    let parent = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // `absolute` fails only on an empty path or without a current directory; the relative
+    // directory then still names the right place for this process.
+    std::path::absolute(parent).unwrap_or_else(|_| parent.to_path_buf())
+}
+
+/// 1-based line and column (in characters) of a byte offset into `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut line = 1;
+    let mut column = 1;
+    for (index, character) in text.char_indices() {
+        if index >= offset {
+            break;
+        }
+        if character == '\n' {
+            line += 1;
+            column = 1;
+        } else {
+            column += 1;
+        }
+    }
+    (line, column)
+}
+
+/// The `run` value: a shell string or an argv array. A hand-written visitor rather than an
+/// untagged enum, whose error ("data did not match any variant") says nothing useful.
+struct Run(Command);
+
+impl<'de> Deserialize<'de> for Run {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Run, D::Error> {
         struct RunVisitor;
+
         impl<'de> Visitor<'de> for RunVisitor {
-            type Value = RunSpec;
+            type Value = Run;
+
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a command string or an array of strings")
             }
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<RunSpec, E> {
-                Ok(RunSpec(Command::Shell(value.to_owned())))
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Run, E> {
+                Ok(Run(Command::Shell(value.to_owned())))
             }
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<RunSpec, S::Error> {
+
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Run, S::Error> {
                 let mut argv = Vec::new();
-                while let Some(arg) = seq.next_element::<String>()? {
-                    argv.push(arg);
+                while let Some(Argument(argument)) = seq.next_element()? {
+                    argv.push(argument);
                 }
-                Ok(RunSpec(Command::Argv(argv)))
+                Ok(Run(Command::Argv(argv)))
             }
         }
+
         deserializer.deserialize_any(RunVisitor)
     }
 }
 
-fn duration(value: &Spanned<String>, key: &str) -> Result<Duration, (Range<usize>, String)> {
-    let text = value.get_ref();
-    match humantime::parse_duration(text) {
-        Ok(duration) if duration.is_zero() => {
-            Err((value.span(), format!("`{key}` is zero; expected a positive duration")))
+/// One element of a `run` array.
+struct Argument(String);
+
+impl<'de> Deserialize<'de> for Argument {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Argument, D::Error> {
+        struct ArgumentVisitor;
+
+        impl Visitor<'_> for ArgumentVisitor {
+            type Value = Argument;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string (each element of a `run` array is one argument)")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Argument, E> {
+                Ok(Argument(value.to_owned()))
+            }
         }
-        Ok(duration) => Ok(duration),
-        Err(err) => Err((
-            value.span(),
-            format!("invalid duration `{text}` for `{key}`: {err}; expected e.g. \"90s\", \"30m\", \"1h 30m\""),
-        )),
+
+        deserializer.deserialize_any(ArgumentVisitor)
     }
 }
 
-fn valid_operation_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// A duration as written, parsed by [`SourceFile::duration`] so the error can name the key.
+struct DurationText(String);
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DurationText, D::Error> {
+        struct DurationVisitor;
+
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationText;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a duration string such as "90s", "30m" or "1h 30m""#)
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<DurationText, E> {
+                Ok(DurationText(value.to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(DurationVisitor)
+    }
 }
 
-/// toml's message is multi-line with a source excerpt; keep its first line, in our words.
-fn describe_toml_error(err: &toml::de::Error) -> String {
-    let message = err.message().trim().trim_end_matches('.').to_owned();
-    let message = message.replace("unknown field", "unknown key");
-    message.lines().next().unwrap_or("invalid TOML").to_owned()
+/// `target` as written, before its runner id or labels are checked. The parts keep their
+/// positions so a bad id or label is reported where it is written.
+enum TargetSection {
+    Any,
+    Runner(Spanned<String>),
+    Labels(Spanned<BTreeMap<Spanned<String>, Spanned<String>>>),
 }
 
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..text.floor_char_boundary(offset)];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |last| last.chars().count()) + 1;
-    (line, column)
+impl<'de> Deserialize<'de> for TargetSection {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TargetSection, D::Error> {
+        struct TargetVisitor;
+
+        impl<'de> Visitor<'de> for TargetVisitor {
+            type Value = TargetSection;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a target: {TARGET_EXAMPLES}")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<TargetSection, E> {
+                if value == "any" {
+                    Ok(TargetSection::Any)
+                } else {
+                    Err(E::custom(format!("invalid target \"{}\", expected {TARGET_EXAMPLES}", value.escape_debug())))
+                }
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<TargetSection, M::Error> {
+                let mut runner = None;
+                let mut labels = None;
+                while let Some(key) = map.next_key()? {
+                    match key {
+                        TargetKey::Runner => runner = Some(map.next_value()?),
+                        TargetKey::Labels => labels = Some(map.next_value()?),
+                    }
+                }
+                match (runner, labels) {
+                    (Some(runner), None) => Ok(TargetSection::Runner(runner)),
+                    (None, Some(labels)) => Ok(TargetSection::Labels(labels)),
+                    (Some(_), Some(_)) => Err(de::Error::custom(format!(
+                        "a target names `runner` or `labels`, not both, expected {TARGET_EXAMPLES}"
+                    ))),
+                    (None, None) => Err(de::Error::custom(format!("empty target, expected {TARGET_EXAMPLES}"))),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(TargetVisitor)
+    }
+}
+
+/// A key of a `target` table. Its own type, so an unknown key is reported at the key itself and
+/// as part of the target rather than of the operation.
+enum TargetKey {
+    Runner,
+    Labels,
+}
+
+impl<'de> Deserialize<'de> for TargetKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TargetKey, D::Error> {
+        let key = Cow::<str>::deserialize(deserializer)?;
+        match key.as_ref() {
+            "runner" => Ok(TargetKey::Runner),
+            "labels" => Ok(TargetKey::Labels),
+            other => {
+                Err(de::Error::custom(format!("unknown key `{other}` in `target`, expected `runner` or `labels`")))
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PATH: &str = "/nonexistent/shop/runway.toml";
+
     fn parse_text(text: &str) -> Result<Project, ProjectError> {
-        parse(Path::new("/nonexistent/shop/runway.toml"), text)
+        parse(Path::new(PATH), text)
     }
 
+    /// The line, column and message of the error `text` must give.
     #[track_caller]
     fn error(text: &str) -> (usize, usize, String) {
         match parse_text(text) {
-            Err(ProjectError::Invalid { line, column, message, .. }) => (line, column, message),
+            Err(ProjectError::Invalid { path, line, column, message }) => {
+                assert_eq!(path, Path::new(PATH));
+                (line, column, message)
+            }
             other => panic!("expected an invalid-file error, got {other:?}"),
         }
     }
 
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(key, value)| ((*key).to_owned(), (*value).to_owned())).collect()
+    }
+
     #[test]
-    fn a_full_file_parses() {
+    fn a_file_with_every_field_parses() {
         let project = parse_text(
             r#"
 [project]
@@ -358,40 +631,50 @@ namespace = "ci"
 [operations.build]
 run = "cargo build --release"
 timeout = "30m"
-kill_grace = "5s"
-env = { RUST_LOG = "info" }
-description = "compile"
+kill_grace = "10s"
+env = { RUST_LOG = "info", "A_B" = "x=y" }
+description = "compile everything"
+target = "any"
+retry_on_lost = true
 
 [operations.deploy]
 run = ["./deploy.sh", "production"]
-target = { labels = { env = "prod" } }
-retry_on_lost = true
+target = { labels = { env = "prod", region = "eu-1" } }
 
 [operations.pinned]
 run = "true"
 target = { runner = "build-01" }
-
-[operations.anywhere]
-run = "true"
-target = "any"
 "#,
         )
         .expect("valid");
+        assert_eq!(project.path, Path::new(PATH));
+        assert_eq!(project.dir, Path::new("/nonexistent/shop"));
         assert_eq!(project.name, "shop");
-        let server = project.server.expect("server");
+        let server = project.server.expect("a server");
+        assert_eq!(server.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
         assert_eq!(server.namespace.as_deref(), Some("ci"));
+        assert_eq!(project.operations.keys().collect::<Vec<_>>(), ["build", "deploy", "pinned"]);
+
         let build = &project.operations["build"];
-        assert_eq!(build.command, Command::Shell("cargo build --release".into()));
-        assert_eq!(build.timeout, Some(Duration::from_secs(1800)));
-        assert_eq!(build.kill_grace, Some(Duration::from_secs(5)));
-        assert_eq!(build.env["RUST_LOG"], "info");
-        assert_eq!(build.description.as_deref(), Some("compile"));
+        assert_eq!(build.name, "build");
+        assert_eq!(build.command, Command::Shell("cargo build --release".to_owned()));
+        assert_eq!(build.timeout, Some(Duration::from_secs(30 * 60)));
+        assert_eq!(build.kill_grace, Some(Duration::from_secs(10)));
+        assert_eq!(build.env, labels(&[("A_B", "x=y"), ("RUST_LOG", "info")]));
+        assert_eq!(build.description.as_deref(), Some("compile everything"));
+        assert_eq!(build.target, Some(Target::Any));
+        assert!(build.retry_on_lost);
+
         let deploy = &project.operations["deploy"];
-        assert_eq!(deploy.command, Command::Argv(vec!["./deploy.sh".into(), "production".into()]));
-        assert_eq!(deploy.target, Some(Target::Labels(BTreeMap::from([("env".into(), "prod".into())]))));
-        assert!(deploy.retry_on_lost);
-        assert_eq!(project.operations["pinned"].target, Some(Target::Runner("build-01".into())));
-        assert_eq!(project.operations["anywhere"].target, Some(Target::Any));
+        assert_eq!(deploy.command, Command::Argv(vec!["./deploy.sh".to_owned(), "production".to_owned()]));
+        assert_eq!(deploy.target, Some(Target::Labels(labels(&[("env", "prod"), ("region", "eu-1")]))));
+        assert_eq!(deploy.timeout, None);
+        assert_eq!(deploy.kill_grace, None);
+        assert!(deploy.env.is_empty());
+        assert_eq!(deploy.description, None);
+        assert!(!deploy.retry_on_lost);
+
+        assert_eq!(project.operations["pinned"].target, Some(Target::Runner("build-01".to_owned())));
     }
 
     #[test]
@@ -399,97 +682,337 @@ target = "any"
         let project = parse_text("[operations.a]\nrun = \"true\"\n").expect("valid");
         assert_eq!(project.name, "shop");
         assert!(project.server.is_none());
+        assert_eq!(project.operations["a"].target, None);
+    }
+
+    #[test]
+    fn a_relative_path_gets_an_absolute_directory() {
+        let project = parse(Path::new(FILE_NAME), "").expect("valid");
+        assert!(project.dir.is_absolute(), "{}", project.dir.display());
+        assert_eq!(project.path, Path::new(FILE_NAME));
     }
 
     #[test]
     fn an_empty_file_is_an_empty_project() {
-        assert!(parse_text("").expect("valid").operations.is_empty());
+        let project = parse_text("").expect("valid");
+        assert!(project.operations.is_empty());
+        assert!(parse_text("[operations]\n").expect("valid").operations.is_empty());
     }
 
     #[test]
-    fn unknown_keys_are_named_at_their_position() {
-        let (line, column, message) = error("[operations.build]\nrun = \"make\"\ntiemout = \"1m\"\n");
-        assert_eq!((line, column), (3, 1));
-        assert!(message.contains("tiemout") && message.contains("timeout"), "{message}");
+    fn run_is_a_shell_string_or_an_argv() {
+        let project = parse_text(
+            "[operations.shell]\nrun = \"echo $HOME | wc -c\"\n\n[operations.argv]\nrun = [\"echo\", \"$HOME\", \"\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(project.operations["shell"].command, Command::Shell("echo $HOME | wc -c".to_owned()));
+        assert_eq!(
+            project.operations["argv"].command,
+            Command::Argv(vec!["echo".to_owned(), "$HOME".to_owned(), String::new()])
+        );
+    }
+
+    #[test]
+    fn dotted_keys_and_inline_tables_are_the_same_file() {
+        let project = parse_text("operations.build.run = \"make\"\noperations.test = { run = [\"make\", \"test\"] }\n")
+            .expect("valid");
+        assert_eq!(project.operations["build"].command, Command::Shell("make".to_owned()));
+        assert_eq!(project.operations["test"].command, Command::Argv(vec!["make".to_owned(), "test".to_owned()]));
+    }
+
+    #[test]
+    fn an_unknown_top_level_key_is_named_at_the_key() {
         let (line, column, message) = error("[project]\nname = \"x\"\n\n[sever]\nurl = \"amqp://x\"\n");
         assert_eq!((line, column), (4, 2));
-        assert!(message.contains("sever") && message.contains("server"), "{message}");
+        assert_eq!(message, "unknown key `sever` at the top level, expected one of `project`, `server`, `operations`");
     }
 
     #[test]
-    fn syntax_errors_have_a_position() {
-        let (line, _, message) = error("[operations.build]\nrun = \"make\n");
-        assert_eq!(line, 2);
-        assert!(!message.is_empty());
+    fn an_unknown_operation_key_is_named_at_the_key() {
+        let (line, column, message) = error("[operations.build]\nrun = \"make\"\n  tiemout = \"1m\"\n");
+        assert_eq!((line, column), (3, 3));
+        assert_eq!(
+            message,
+            "unknown key `tiemout` in [operations.build], expected one of `run`, `timeout`, `kill_grace`, `env`, \
+             `target`, `retry_on_lost`, `description`"
+        );
     }
 
     #[test]
-    fn run_is_required_and_typed() {
-        let (line, _, message) = error("[operations.build]\ntimeout = \"1m\"\n");
-        assert_eq!(line, 1, "the operation's table is named: {message}");
-        assert!(message.contains("no `run`"), "{message}");
+    fn unknown_keys_in_project_and_server_name_their_section() {
+        let (line, column, message) = error("[project]\nnmae = \"x\"\n");
+        assert_eq!((line, column), (2, 1));
+        assert_eq!(message, "unknown key `nmae` in [project], expected `name`");
+        let (line, column, message) = error("[server]\nurl = \"amqp://x\"\nnamespce = \"y\"\n");
+        assert_eq!((line, column), (3, 1));
+        assert_eq!(message, "unknown key `namespce` in [server], expected `url` or `namespace`");
+    }
+
+    #[test]
+    fn a_syntax_error_is_located() {
+        let (line, column, message) = error("[operations.build]\nrun = \"make\ntimeout = \"1m\"\n");
+        assert_eq!((line, column), (2, 7));
+        assert!(message.starts_with("invalid TOML: "), "{message}");
+        let (line, column, message) = error("[operations.build]\nrun = \"a\"\nrun = \"b\"\n");
+        assert_eq!((line, column), (3, 1));
+        assert!(message.contains("duplicate key"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_run_is_reported_at_the_operation_name() {
+        let (line, column, message) = error("[operations.build]\ntimeout = \"1m\"\n");
+        assert_eq!((line, column), (1, 13));
+        assert_eq!(message, "missing `run` in operation `build`, expected a command string or an array of strings");
+    }
+
+    #[test]
+    fn a_run_of_the_wrong_type_says_what_was_expected() {
         let (line, column, message) = error("[operations.build]\nrun = 42\n");
         assert_eq!((line, column), (2, 7));
-        assert!(message.contains("a command string or an array of strings"), "{message}");
+        assert_eq!(
+            message,
+            "[operations.build]: invalid type: integer `42`, expected a command string or an array of strings"
+        );
+        let (line, column, message) = error("[operations.build]\nrun = [\"make\", 1]\n");
+        assert_eq!((line, column), (2, 15));
+        assert!(message.contains("expected a string (each element of a `run` array is one argument)"), "{message}");
     }
 
     #[test]
     fn empty_commands_are_rejected() {
-        for run in ["\"   \"", "[]", "[\"\", \"x\"]"] {
+        for run in ["\"\"", "\" \\t \"", "[]", "[\"\", \"x\"]"] {
             let (line, column, message) = error(&format!("[operations.build]\nrun = {run}\n"));
-            assert_eq!((line, column), (2, 7), "{run}");
-            assert!(message.contains("empty command in operation `build`"), "{message}");
+            assert_eq!((line, column), (2, 7), "run = {run}");
+            assert_eq!(message, "empty command in operation `build`", "run = {run}");
         }
     }
 
     #[test]
-    fn bad_and_zero_durations_are_rejected() {
+    fn a_bad_duration_says_why_and_what_would_do() {
         let (line, column, message) = error("[operations.build]\nrun = \"x\"\ntimeout = \"soon\"\n");
         assert_eq!((line, column), (3, 11));
+        assert!(message.starts_with("invalid duration `soon` for `timeout`: "), "{message}");
+        assert!(message.ends_with(r#"; expected e.g. "90s", "30m", "1h 30m""#), "{message}");
+        let reason = humantime::parse_duration("soon").expect_err("not a duration").to_string();
+        assert!(message.contains(&reason), "{message}");
+
+        let (line, column, message) = error("[operations.build]\nrun = \"x\"\nkill_grace = \"10 parsecs\"\n");
+        assert_eq!((line, column), (3, 14));
+        assert!(message.starts_with("invalid duration `10 parsecs` for `kill_grace`: "), "{message}");
+
+        let (line, column, message) = error("[operations.build]\nrun = \"x\"\ntimeout = 90\n");
+        assert_eq!((line, column), (3, 11));
+        assert!(message.contains(r#"expected a duration string such as "90s""#), "{message}");
+    }
+
+    #[test]
+    fn a_zero_timeout_is_rejected_but_a_zero_kill_grace_is_not() {
+        let (line, column, message) = error("[operations.build]\nrun = \"x\"\ntimeout = \"0s\"\n");
+        assert_eq!((line, column), (3, 11));
+        assert!(message.starts_with("zero `timeout` in operation `build`, expected a positive duration"), "{message}");
+        let project = parse_text("[operations.build]\nrun = \"x\"\nkill_grace = \"0s\"\n").expect("valid");
+        assert_eq!(project.operations["build"].kill_grace, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_bad_label_is_reported_where_it_is_written() {
+        let (line, column, message) = error("[operations.d]\nrun = \"x\"\ntarget = { labels = { env = \"pr od\" } }\n");
+        assert_eq!((line, column), (3, 29));
+        let reason = topology::check_labels(&labels(&[("env", "pr od")])).expect_err("bad label").to_string();
+        assert_eq!(message, format!("{reason} in the target of operation `d`"));
+        assert!(message.contains("label value `pr od`"), "{message}");
+
+        let (line, column, message) =
+            error("[operations.d]\nrun = \"x\"\ntarget = { labels = { \"e nv\" = \"prod\" } }\n");
+        assert_eq!((line, column), (3, 23));
+        assert!(message.contains("label key `e nv`"), "{message}");
+    }
+
+    #[test]
+    fn too_many_labels_are_reported_at_the_labels() {
+        let (line, column, message) = error(
+            "[operations.d]\nrun = \"x\"\ntarget = { labels = { a = \"1\", b = \"1\", c = \"1\", d = \"1\", e = \"1\", f = \"1\", g = \"1\" } }\n",
+        );
+        assert_eq!((line, column), (3, 21));
+        assert!(message.contains("too many labels (7)"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_runner_id_is_reported_at_the_id() {
+        let (line, column, message) = error("[operations.d]\nrun = \"x\"\ntarget = { runner = \"a/b\" }\n");
+        assert_eq!((line, column), (3, 21));
         assert!(
-            message.contains("invalid duration `soon` for `timeout`") && message.contains("expected e.g."),
+            message.contains("runner id `a/b`") && message.ends_with("in the target of operation `d`"),
             "{message}"
         );
-        let (_, _, message) = error("[operations.build]\nrun = \"x\"\nkill_grace = \"0s\"\n");
-        assert!(message.contains("`kill_grace` is zero"), "{message}");
     }
 
     #[test]
-    fn bad_targets_are_rejected() {
-        let (line, _, message) = error("[operations.d]\nrun = \"x\"\ntarget = { labels = { env = \"pr od\" } }\n");
-        assert_eq!(line, 3);
-        assert!(message.contains("invalid target") && message.contains("label value"), "{message}");
-        let (_, _, message) =
+    fn a_target_of_the_wrong_shape_says_what_would_do() {
+        let expected = r#"expected "any", { runner = "ID" } or { labels = { KEY = "VALUE" } }"#;
+
+        let (line, column, message) = error("[operations.d]\nrun = \"x\"\ntarget = \"everywhere\"\n");
+        assert_eq!((line, column), (3, 10));
+        assert_eq!(message, format!("[operations.d]: invalid target \"everywhere\", {expected}"));
+
+        let (line, column, message) =
             error("[operations.d]\nrun = \"x\"\ntarget = { runner = \"a\", labels = { a = \"b\" } }\n");
-        assert!(message.contains("exactly one of"), "{message}");
-        let (_, _, message) = error("[operations.d]\nrun = \"x\"\ntarget = \"everywhere\"\n");
-        assert!(message.contains("\"any\""), "{message}");
+        assert_eq!((line, column), (3, 10));
+        assert_eq!(message, format!("[operations.d]: a target names `runner` or `labels`, not both, {expected}"));
+
+        let (line, column, message) = error("[operations.d]\nrun = \"x\"\ntarget = {}\n");
+        assert_eq!((line, column), (3, 10));
+        assert_eq!(message, format!("[operations.d]: empty target, {expected}"));
+
+        let (line, column, message) = error("[operations.d]\nrun = \"x\"\ntarget = { runer = \"a\" }\n");
+        assert_eq!((line, column), (3, 12));
+        assert_eq!(message, "[operations.d]: unknown key `runer` in `target`, expected `runner` or `labels`");
+
+        let (line, column, message) = error("[operations.d]\nrun = \"x\"\ntarget = 3\n");
+        assert_eq!((line, column), (3, 10));
+        assert_eq!(
+            message,
+            format!("[operations.d]: invalid type: integer `3`, expected a target: {}", &expected[9..])
+        );
     }
 
     #[test]
-    fn bad_names_are_rejected() {
-        let (_, _, message) = error("[operations.\"a b\"]\nrun = \"x\"\n");
-        assert!(message.contains("invalid operation name `a b`"), "{message}");
-        let (_, _, message) = error("[operations.a]\nrun = \"x\"\nenv = { \"A=B\" = \"c\" }\n");
-        assert!(message.contains("invalid env name `A=B`"), "{message}");
+    fn bad_operation_and_environment_names_are_rejected() {
+        let (line, column, message) = error("[operations.\"a b\"]\nrun = \"x\"\n");
+        assert_eq!((line, column), (1, 13));
+        assert_eq!(message, "invalid operation name `a b`: use 1 to 64 letters, digits, `-`, `_` or `.`");
+        let long = "a".repeat(65);
+        let (_, _, message) = error(&format!("[operations.{long}]\nrun = \"x\"\n"));
+        assert!(message.starts_with(&format!("invalid operation name `{long}`")), "{message}");
+        assert!(parse_text(&format!("[operations.\"v1.2_x-{}\"]\nrun = \"x\"\n", "a".repeat(57))).is_ok());
+
+        let (line, column, message) = error("[operations.a]\nrun = \"x\"\nenv = { \"A=B\" = \"c\" }\n");
+        assert_eq!((line, column), (3, 9));
+        assert!(message.starts_with("invalid environment variable name `A=B` in operation `a`"), "{message}");
+        let (_, _, message) = error("[operations.a]\nrun = \"x\"\nenv = { \"\" = \"c\" }\n");
+        assert!(message.starts_with("invalid environment variable name `` in operation `a`"), "{message}");
+        let (_, _, message) = error("[operations.a]\nrun = \"x\"\nenv = { \"A\\u0000\" = \"c\" }\n");
+        assert!(message.starts_with("invalid environment variable name `A\\u{0}`"), "{message}");
+        let (line, column, message) = error("[operations.a]\nrun = \"x\"\nenv = { A = 1 }\n");
+        assert_eq!((line, column), (3, 13));
+        assert_eq!(message, "[operations.a]: invalid type: integer `1`, expected a string");
     }
 
     #[test]
-    fn find_walks_up_and_names_the_start_when_absent() {
-        let root = tempfile::tempdir().expect("temp dir");
-        let nested = root.path().join("a/b");
-        std::fs::create_dir_all(&nested).expect("mkdir");
-        let err = find(&nested).expect_err("none yet");
-        assert!(err.is_not_found());
-        assert!(err.to_string().contains(&nested.display().to_string()), "{err}");
-        std::fs::write(root.path().join(FILE_NAME), "").expect("write");
-        assert_eq!(find(&nested).expect("found"), root.path().join(FILE_NAME));
+    fn operations_must_be_tables() {
+        let (line, column, message) = error("[operations]\nbuild = \"cargo build\"\n");
+        assert_eq!((line, column), (2, 9));
+        assert_eq!(
+            message,
+            r#"expected a table for operation `build`, e.g. [operations.build] with run = "...", found string"#
+        );
+        let (line, column, message) = error("operations = [\"build\"]\n");
+        assert_eq!((line, column), (1, 14));
+        assert_eq!(message, "expected a table for [operations], found array");
+        let (line, column, message) = error("server = \"amqp://x\"\n");
+        assert_eq!((line, column), (1, 10));
+        assert_eq!(message, "expected a table for [server], found string");
     }
 
     #[test]
-    fn line_columns_count_characters() {
+    fn the_server_needs_a_url_and_a_valid_namespace() {
+        let (line, column, message) = error("[server]\nnamespace = \"ci\"\n");
+        assert_eq!((line, column), (1, 2));
+        assert!(message.starts_with("missing `url` in [server], expected the broker's address"), "{message}");
+        let (line, column, message) = error("[server]\nurl = \" \"\n");
+        assert_eq!((line, column), (2, 7));
+        assert_eq!(message, "empty `url` in [server]");
+        let (line, column, message) = error("[server]\nurl = \"amqp://x\"\nnamespace = \"a b\"\n");
+        assert_eq!((line, column), (3, 13));
+        assert!(message.starts_with("invalid namespace `a b`") && message.ends_with(" in [server]"), "{message}");
+    }
+
+    #[test]
+    fn an_empty_project_name_is_rejected() {
+        let (line, column, message) = error("[project]\nname = \"\"\n");
+        assert_eq!((line, column), (2, 8));
+        assert_eq!(message, "empty project name in [project]");
+    }
+
+    #[test]
+    fn the_first_problem_in_the_file_is_reported() {
+        let (line, _, message) = error("[operations.zz]\nrun = \"\"\n[operations.aa]\nrun = 1\n[zzz]\n");
+        assert_eq!(line, 2, "{message}");
+    }
+
+    #[test]
+    fn an_invalid_file_displays_as_path_line_column_message() {
+        let err = parse_text("[operations.build]\nrun = []\n").expect_err("invalid");
+        assert_eq!(err.to_string(), format!("{PATH}:2:7: empty command in operation `build`"));
+        assert!(!err.is_not_found());
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_column("é\nx", 3), (2, 1));
+        assert_eq!(line_column("éé = 1", 4), (1, 3));
         assert_eq!(line_column("", 0), (1, 1));
+        let (line, column, _) = error("# café\n[operations.é]\nrun = \"x\"\n");
+        assert_eq!((line, column), (2, 13));
+    }
+
+    #[test]
+    fn find_walks_up_from_a_nested_directory() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let nested = root.path().join("a/b/c");
+        std::fs::create_dir_all(&nested).expect("create nested directories");
+        std::fs::write(root.path().join(FILE_NAME), "").expect("write the project file");
+        assert_eq!(find(&nested).expect("found"), root.path().join(FILE_NAME));
+        std::fs::write(root.path().join("a").join(FILE_NAME), "").expect("write the nearer project file");
+        assert_eq!(find(&nested).expect("found"), root.path().join("a").join(FILE_NAME));
+        assert_eq!(find(root.path()).expect("found"), root.path().join(FILE_NAME));
+    }
+
+    #[test]
+    fn find_names_the_start_directory_when_there_is_no_file() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let nested = root.path().join("a/b");
+        std::fs::create_dir_all(&nested).expect("create nested directories");
+        // A directory named like the file is not the file.
+        std::fs::create_dir(root.path().join("a").join(FILE_NAME)).expect("create a decoy directory");
+        let err = find(&nested).expect_err("no project file");
+        assert!(err.is_not_found());
+        assert!(matches!(&err, ProjectError::NotFound { start } if *start == nested), "{err:?}");
+        assert!(err.to_string().contains(&nested.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn load_reads_the_file_and_makes_its_directory_canonical() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let dir = root.path().join("shop");
+        std::fs::create_dir_all(dir.join("sub")).expect("create directories");
+        std::fs::write(dir.join(FILE_NAME), "[operations.build]\nrun = \"make\"\n").expect("write the project file");
+        let project = load(&dir.join("sub/..").join(FILE_NAME)).expect("valid");
+        let canonical = dir.canonicalize().expect("canonical directory");
+        assert_eq!(project.dir, canonical);
+        assert_eq!(project.path, canonical.join(FILE_NAME));
+        assert_eq!(project.name, "shop");
+        assert_eq!(project.operations["build"].command, Command::Shell("make".to_owned()));
+    }
+
+    #[test]
+    fn load_reports_an_unreadable_file_with_its_path() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let path = root.path().join(FILE_NAME);
+        let err = load(&path).expect_err("no file");
+        assert!(matches!(&err, ProjectError::Read { path: reported, .. } if *reported == path), "{err:?}");
+        assert!(!err.is_not_found());
+        assert!(err.to_string().starts_with(&format!("cannot read project file {}: ", path.display())), "{err}");
+    }
+
+    #[test]
+    fn load_reports_an_invalid_file_at_its_canonical_path() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let path = root.path().join(FILE_NAME);
+        std::fs::write(&path, "[operations.build]\nrun = 1\n").expect("write the project file");
+        let err = load(&path).expect_err("invalid");
+        let canonical = path.canonicalize().expect("canonical path");
+        assert!(err.to_string().starts_with(&format!("{}:2:7: ", canonical.display())), "{err}");
     }
 }

@@ -292,9 +292,9 @@ impl Namespace {
 /// A running `runway-worker`, killed when dropped.
 pub struct Worker {
     pub child: tokio::process::Child,
-    pub id: String,
     /// Its stderr lines after "serving", collected in the background.
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines_seen: tokio::sync::watch::Receiver<usize>,
 }
 
 impl Worker {
@@ -325,13 +325,19 @@ impl Worker {
         .await
         .expect("runway-worker did not start serving");
         let sink = std::sync::Arc::clone(&log);
+        let (grew, lines_seen) = tokio::sync::watch::channel(0usize);
         // Keep draining its stderr so the worker never blocks on a full pipe.
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().expect("lock").push(line);
+                let count = {
+                    let mut log = sink.lock().expect("lock");
+                    log.push(line);
+                    log.len()
+                };
+                let _ = grew.send(count);
             }
         });
-        Worker { child, id: id.to_owned(), log }
+        Worker { child, log, lines_seen }
     }
 
     pub fn pid(&self) -> i32 {
@@ -341,6 +347,28 @@ impl Worker {
     /// Send a signal to the worker.
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal).expect("signal the worker");
+    }
+
+    /// What the worker logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().expect("lock").join("\n")
+    }
+
+    /// Wait until the worker logs a line containing `needle`.
+    pub async fn wait_for_log(&mut self, needle: &str) {
+        let log = std::sync::Arc::clone(&self.log);
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if log.lock().expect("lock").iter().any(|line| line.contains(needle)) {
+                    return;
+                }
+                if self.lines_seen.changed().await.is_err() {
+                    panic!("the worker's log ended without `{needle}`");
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the worker never logged `{needle}`"));
     }
 
     /// Wait for the worker to exit; its exit code.

@@ -7,8 +7,11 @@
 pub mod daemon;
 mod events;
 mod execute;
+pub mod history;
 mod lines;
+mod redelivery;
 mod runner;
+pub mod streams;
 
 pub use execute::Limits;
 pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, start};

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runway_broker::protocol::{self, Completed, ControlBody, EventBody, Job, RunnerInfo, Status};
+use runway_broker::protocol::{self, Completed, ControlBody, Event, EventBody, Job, RunnerInfo, Status};
 use runway_broker::topology::{RunnerQueues, Topology};
 use runway_broker::{Connection, ConsumeOptions, Delivery, StreamOffset};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::events::EventSink;
 use crate::execute::{Context, Limits, Stop, execute};
+use crate::redelivery::{self, Decision};
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -132,15 +133,9 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
     let mut forwarders = JoinSet::new();
     for name in &names {
-        let mut consumer = conn.consume(name, &ConsumeOptions::with_prefetch(prefetch)).await.map_err(setup)?;
-        let tx = deliveries_tx.clone();
-        forwarders.spawn(async move {
-            while let Some(delivery) = consumer.next().await {
-                if tx.send(delivery).await.is_err() {
-                    break;
-                }
-            }
-        });
+        let options = ConsumeOptions::with_prefetch(prefetch);
+        let consumer = conn.consume(name, &options).await.map_err(setup)?;
+        forwarders.spawn(forward(conn.clone(), name.clone(), options, consumer, deliveries_tx.clone()));
     }
     drop(deliveries_tx);
     let control = conn
@@ -159,11 +154,44 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         hostname: hostname(),
         job_queues: names,
         cancelled,
+        shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
     };
     let id = state.config.id.clone();
     let task = tokio::spawn(serve(state, deliveries, forwarders, control, cancels, shutdown_rx));
     Ok(Runner { id, shutdown, task })
+}
+
+/// Hand a queue's deliveries to the serving loop; when the broker ends the consumer (a channel
+/// closed under it, a reconnect), consume again, with a growing pause between tries.
+async fn forward(
+    conn: Connection,
+    queue: String,
+    options: ConsumeOptions,
+    mut consumer: runway_broker::Consumer,
+    tx: mpsc::Sender<runway_broker::Result<Delivery>>,
+) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        while let Some(delivery) = consumer.next().await {
+            pause = Duration::from_millis(100);
+            if tx.send(delivery).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            tracing::warn!(%queue, retry_in = ?pause, "the job consumer ended; consuming again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            match conn.consume(&queue, &options).await {
+                Ok(again) => {
+                    consumer = again;
+                    break;
+                }
+                Err(err) => tracing::warn!(%queue, error = %err, "consuming again failed"),
+            }
+        }
+    }
 }
 
 struct Serving {
@@ -178,6 +206,7 @@ struct Serving {
     job_queues: Vec<String>,
     /// Jobs cancelled before they started: never run them.
     cancelled: HashSet<Uuid>,
+    shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
 }
 
@@ -339,6 +368,7 @@ impl Serving {
         }
         self.running.insert(job.id, stop_tx);
         let run = JobRun {
+            shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
             topology: self.topology.clone(),
             config: Arc::clone(&self.config),
@@ -376,6 +406,7 @@ impl Serving {
 
 /// What one job's task needs.
 struct JobRun {
+    shutdown: watch::Receiver<Option<Shutdown>>,
     conn: Connection,
     topology: Topology,
     config: Arc<RunnerConfig>,
@@ -384,13 +415,29 @@ struct JobRun {
 }
 
 impl JobRun {
-    async fn run(self, job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
+    async fn run(self, mut job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
+        if delivery.redelivered || delivery.delivery_count > 0 {
+            match self.resolve_redelivery(&job).await {
+                Some(attempt) => job.attempt = attempt,
+                None => {
+                    settle(delivery.acker.ack().await);
+                    return;
+                }
+            }
+        }
         let mut sink =
             EventSink::new(self.conn.clone(), self.topology.clone(), job.id, self.config.id.clone(), job.attempt);
-        // Wait for a free slot; a cancel before or while waiting ends the job without running it.
+        // Wait for a free slot; a cancel before or while waiting ends the job without running it,
+        // and a shutdown before it got one hands it back to the broker for another runner.
+        let mut shutdown = self.shutdown.clone();
         let permit = tokio::select! {
             biased;
             Some(_) = stops.recv() => None,
+            () = async { drop(shutdown.wait_for(Option::is_some).await) } => {
+                tracing::info!(job = %job.id, "stopping before it started: handing the job back");
+                settle(delivery.acker.nack(true).await);
+                return;
+            }
             permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
         };
         let heartbeat_ms = protocol::to_ms(self.config.limits.heartbeat);
@@ -420,6 +467,58 @@ impl JobRun {
         }
         // Acknowledge even if events were lost: the job ran, and it must not run again.
         settle(delivery.acker.ack().await);
+    }
+}
+
+impl JobRun {
+    /// Decide from the history what a redelivered job is; the attempt to run it as, or `None`
+    /// to drop it (acknowledged, never run here).
+    async fn resolve_redelivery(&self, job: &Job) -> Option<u32> {
+        match redelivery::resolve(&self.conn, &self.topology, job).await {
+            Ok(Decision::Run { attempt }) => Some(attempt),
+            Ok(Decision::Drop { why }) => {
+                tracing::info!(job = %job.id, why, "dropping a redelivered job");
+                None
+            }
+            Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
+                tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
+                let completed = Completed {
+                    status: Status::Lost,
+                    exit_code: None,
+                    signal: None,
+                    duration_ms: 0,
+                    outputs: BTreeMap::new(),
+                    error: Some(format!(
+                        "runner {runner} went silent (last heard from at {} ms since the epoch); {}",
+                        last_seen_ms,
+                        if retry {
+                            "running it again"
+                        } else {
+                            "not retried: the operation does not set retry_on_lost"
+                        }
+                    )),
+                };
+                let record = Event {
+                    v: protocol::VERSION,
+                    job: job.id,
+                    seq: 0,
+                    ts: protocol::now_ms(),
+                    runner: String::new(),
+                    attempt,
+                    body: EventBody::Completed(completed),
+                };
+                match self.topology.publish_event(&self.conn, &record).await {
+                    Ok(confirm) => settle(confirm.wait().await),
+                    Err(err) => settle(Err(err)),
+                }
+                retry.then_some(attempt + 1)
+            }
+            Err(err) => {
+                // Without the history we cannot rule out that it runs elsewhere: never risk twice.
+                tracing::warn!(job = %job.id, error = %err, "cannot resolve a redelivered job; dropping it");
+                None
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! live) into a record, and tell its state, including `lost` when its runner went silent.
 //!
 //! Nothing else stores job state. This module is pure: reading the streams is in `streams`.
+//! It lives in the runner library because runners resolve redelivered jobs with it too.
 
 use std::collections::BTreeMap;
 

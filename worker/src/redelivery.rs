@@ -1,0 +1,175 @@
+//! Resolving a redelivered job from the history before it runs, so a job never runs twice at
+//! once: never started, run it; completed, drop it; started and its runner still heartbeating, a
+//! duplicate, drop it; started and its runner silent, record `lost`, and run it again as the next
+//! attempt only if the operation allows (`retry_on_lost`).
+//!
+//! The decision is a pure function of the job's record; reading the index is the only I/O here.
+
+use std::time::Duration;
+
+use runway_broker::protocol::{Event, Job, now_ms};
+use runway_broker::topology::Topology;
+use runway_broker::{Connection, StreamOffset};
+
+use crate::history::{JobRecord, uuid_ms};
+use crate::streams::{Read, StreamReader};
+
+/// Streams seek by chunk and clocks differ: read from a little before the job was created.
+const SEEK_SLACK_MS: u64 = 5_000;
+
+/// What to do with a redelivered job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// Nobody started it: run it as this attempt.
+    Run { attempt: u32 },
+    /// It completed, or it is running elsewhere: acknowledge and forget it.
+    Drop { why: &'static str },
+    /// Its runner went silent mid-job: record attempt `attempt` as lost on `runner`, then run it
+    /// again as `attempt + 1` if `retry`.
+    Lost { attempt: u32, runner: String, last_seen_ms: u64, retry: bool },
+}
+
+/// Decide from what the history says now; `None` means "still heard from recently: wait until
+/// `until_ms` for a sign of life before calling it lost".
+pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Result<Decision, u64> {
+    let Some(attempt) = record.last_attempt() else {
+        return Ok(Decision::Run { attempt: job.attempt });
+    };
+    if attempt.completed.is_some() {
+        return Ok(Decision::Drop { why: "it already completed" });
+    }
+    match record.silence(now) {
+        Some(silence) => Ok(Decision::Lost {
+            attempt: attempt.number,
+            runner: silence.runner,
+            last_seen_ms: silence.last_seen_ms,
+            retry: job.retry_on_lost,
+        }),
+        None => Err(attempt.last_seen_ms + attempt.heartbeat_ms.saturating_mul(3) + 1),
+    }
+}
+
+/// Read the job's events from the index and decide; waits (reading live) while its runner might
+/// still be alive.
+pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -> runway_broker::Result<Decision> {
+    let from = uuid_ms(job.id).min(job.created_at_ms).saturating_sub(SEEK_SLACK_MS);
+    let mut reader = StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from)).await?;
+    let mut record = JobRecord::new(job.id);
+    let job_text = job.id.to_string();
+    let mut deadline: Option<u64> = None;
+    loop {
+        let read = match deadline {
+            None => reader.next().await?,
+            Some(until) => {
+                let wait = Duration::from_millis(until.saturating_sub(now_ms()));
+                match tokio::time::timeout(wait, reader.next()).await {
+                    Ok(read) => read?,
+                    // Nothing from its runner within three intervals: decide again, now silent.
+                    Err(_) => {
+                        let now = now_ms().max(until);
+                        return Ok(decide(&record, job, now).unwrap_or(Decision::Drop { why: "undecided" }));
+                    }
+                }
+            }
+        };
+        match read {
+            Some(Read::Message(delivery)) => {
+                if delivery.properties.correlation_id.as_deref() != Some(job_text.as_str()) {
+                    continue;
+                }
+                let Ok(event) = runway_broker::protocol::decode::<Event>(&delivery.body, "event") else { continue };
+                let before = record.last_attempt().map(|attempt| attempt.last_seen_ms);
+                record.apply(&event);
+                if deadline.is_some() && record.last_attempt().map(|attempt| attempt.last_seen_ms) > before {
+                    // A sign of life (or its end) after we started waiting.
+                    return Ok(match decide(&record, job, now_ms()) {
+                        Ok(decision) => decision,
+                        Err(_) => Decision::Drop { why: "its runner is still running it" },
+                    });
+                }
+            }
+            Some(Read::CaughtUp) => match decide(&record, job, now_ms()) {
+                Ok(decision) => return Ok(decision),
+                Err(until) => deadline = Some(until),
+            },
+            None => {
+                return Err(runway_broker::Error::ConnectionClosed(
+                    "the index stream ended while reading it".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use runway_broker::protocol::{Command, Completed, EventBody, Status, Target, VERSION};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn job(retry_on_lost: bool) -> Job {
+        Job {
+            v: VERSION,
+            id: Uuid::now_v7(),
+            operation: "deploy".into(),
+            project: "p".into(),
+            command: Command::Shell("true".into()),
+            args: vec![],
+            env: BTreeMap::new(),
+            workdir: None,
+            timeout_ms: None,
+            kill_grace_ms: None,
+            target: Target::Any,
+            retry_on_lost,
+            attempt: 1,
+            created_at_ms: 0,
+            queued_by: "t".into(),
+        }
+    }
+
+    fn event(job: &Job, ts: u64, body: EventBody) -> Event {
+        Event { v: VERSION, job: job.id, seq: 1, ts, runner: "old".into(), attempt: 1, body }
+    }
+
+    #[test]
+    fn never_started_runs() {
+        let job = job(false);
+        assert_eq!(decide(&JobRecord::new(job.id), &job, 10), Ok(Decision::Run { attempt: 1 }));
+    }
+
+    #[test]
+    fn completed_is_dropped() {
+        let job = job(false);
+        let mut record = JobRecord::new(job.id);
+        record.apply(&event(&job, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }));
+        let completed = Completed {
+            status: Status::Success,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: 1,
+            outputs: BTreeMap::new(),
+            error: None,
+        };
+        record.apply(&event(&job, 2, EventBody::Completed(completed)));
+        assert!(matches!(decide(&record, &job, 1_000_000), Ok(Decision::Drop { .. })));
+    }
+
+    #[test]
+    fn a_heartbeating_runner_means_wait_then_a_silent_one_means_lost() {
+        let job = job(true);
+        let mut record = JobRecord::new(job.id);
+        record.apply(&event(&job, 10_000, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }));
+        assert_eq!(
+            decide(&record, &job, 11_000),
+            Err(13_001),
+            "recently heard from: wait until three intervals passed"
+        );
+        assert_eq!(
+            decide(&record, &job, 13_001),
+            Ok(Decision::Lost { attempt: 1, runner: "old".into(), last_seen_ms: 10_000, retry: true })
+        );
+    }
+}
