@@ -69,7 +69,7 @@ pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, j
         .filter(|record| filter.state.is_none_or(|state| record.state(now) == state))
         .collect();
     // UUID v7 ids sort by creation time: newest first.
-    records.sort_by(|a, b| b.id.cmp(&a.id));
+    records.sort_by_key(|record| std::cmp::Reverse(record.id));
     records.truncate(filter.limit);
     if json {
         for record in &records {
