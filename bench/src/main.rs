@@ -134,7 +134,7 @@ fn local_log_streaming(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
 }
 
 fn print_and_save(figures: &[Figure]) -> Result<()> {
-    println!("{:<28} {:>14} {:>14} {:>8}  {}", "figure", "value", "ceiling", "ratio", "unit / what");
+    println!("{:<28} {:>14} {:>14} {:>8}  unit / what", "figure", "value", "ceiling", "ratio");
     let mut json = BTreeMap::new();
     for figure in figures {
         let ratio = figure.ceiling.filter(|c| *c != 0.0).map(|ceiling| figure.value / ceiling);

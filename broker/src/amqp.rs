@@ -646,7 +646,7 @@ impl Consumer {
 
     fn delivery(&self, delivery: lapin::message::Delivery) -> Delivery {
         let headers = delivery.properties.headers().as_ref();
-        let delivery_count = header_int(headers, "x-delivery-count").map_or(0, |count| clamp_u32(count));
+        let delivery_count = header_int(headers, "x-delivery-count").map_or(0, clamp_u32);
         let stream_offset = header_int(headers, "x-stream-offset").and_then(|offset| u64::try_from(offset).ok());
         let stream_timestamp_ms = stream_offset.and_then(|_| {
             header_int(headers, "x-stream-timestamp")
@@ -859,7 +859,7 @@ fn queue_arguments(options: &QueueOptions) -> Result<FieldTable> {
 fn max_age(age: Duration) -> String {
     let secs = (age.as_secs() + u64::from(age.subsec_nanos() > 0)).max(1);
     for (unit, size) in [("D", 86_400), ("h", 3_600), ("m", 60)] {
-        if secs % size == 0 {
+        if secs.is_multiple_of(size) {
             return format!("{}{unit}", secs / size);
         }
     }

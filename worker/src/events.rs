@@ -50,10 +50,10 @@ impl EventSink {
             Err(err) => self.record(err),
         }
         while self.in_flight.len() > MAX_IN_FLIGHT {
-            if let Some(confirm) = self.in_flight.pop_front() {
-                if let Err(err) = confirm.wait().await {
-                    self.record(err);
-                }
+            if let Some(confirm) = self.in_flight.pop_front()
+                && let Err(err) = confirm.wait().await
+            {
+                self.record(err);
             }
         }
     }

@@ -48,7 +48,7 @@ impl StreamReader {
                 }
                 continue;
             }
-            return Ok(Some(Read::Message(delivery)));
+            return Ok(Some(Read::Message(Box::new(delivery))));
         }
     }
 }
@@ -56,7 +56,8 @@ impl StreamReader {
 /// One step of a stream read.
 #[derive(Debug)]
 pub enum Read {
-    Message(Delivery),
+    // Boxed: a delivery is large, and a read returns one per message.
+    Message(Box<Delivery>),
     /// Everything stored before the read began has been delivered.
     CaughtUp,
 }
