@@ -289,25 +289,38 @@ impl Session {
         }
     }
 
-    /// Publish `job`, wait for the broker's confirm, and record it in the history.
+    /// Record `job` in the history, publish it, and wait for the broker's confirm. The record
+    /// goes first so that it precedes every event of the job; a job no runner serves gets a
+    /// `rejected` completion on the record, so the history does not show it waiting forever.
     async fn submit(&self, job: &Job) -> Result<(), CliError> {
-        self.topology.publish_job(&self.conn, job).await.map_err(|err| match err {
-            runway_broker::Error::Unroutable { .. } => CliError::NoRunner(format!(
-                "no runner serves {}: no queue is bound for it, so job {} was not queued",
-                describe_target(&job.target),
-                job.id
-            )),
-            other => CliError::Broker(other),
-        })?;
-        let event = Event {
-            v: VERSION,
-            job: job.id,
-            seq: 0,
-            ts: now_ms(),
-            runner: String::new(),
-            attempt: job.attempt,
-            body: EventBody::Queued(Queued::of(job)),
-        };
+        self.record(job, EventBody::Queued(Queued::of(job))).await?;
+        match self.topology.publish_job(&self.conn, job).await {
+            Ok(()) => Ok(()),
+            Err(runway_broker::Error::Unroutable { .. }) => {
+                let message = format!(
+                    "no runner serves {}: no queue is bound for it, so job {} was not queued",
+                    describe_target(&job.target),
+                    job.id
+                );
+                let rejected = Completed {
+                    status: Status::Rejected,
+                    exit_code: None,
+                    signal: None,
+                    duration_ms: 0,
+                    outputs: BTreeMap::new(),
+                    error: Some(message.clone()),
+                };
+                self.record(job, EventBody::Completed(rejected)).await?;
+                Err(CliError::NoRunner(message))
+            }
+            Err(other) => Err(CliError::Broker(other)),
+        }
+    }
+
+    /// Publish an event about `job` on behalf of the producer (`seq` 0, no runner).
+    async fn record(&self, job: &Job, body: EventBody) -> Result<(), CliError> {
+        let event =
+            Event { v: VERSION, job: job.id, seq: 0, ts: now_ms(), runner: String::new(), attempt: job.attempt, body };
         self.topology.publish_event(&self.conn, &event).await?.wait().await?;
         Ok(())
     }
