@@ -50,10 +50,6 @@ const RECOVERY_PATIENCE: Duration = Duration::from_secs(30);
 const RECONNECT_POLL: Duration = Duration::from_millis(100);
 /// How long opening a channel may take before the connection is deemed stuck.
 const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(10);
-/// How long to let a recovery settle before opening a channel again.
-const SETTLE: Duration = Duration::from_secs(1);
-/// How many times opening a channel is tried while the connection recovers.
-const OPEN_ATTEMPTS: u32 = 5;
 /// How many times one message is sent before its failure is final.
 const PUBLISH_ATTEMPTS: u32 = 3;
 /// The prefetch of a stream consumer that asked for no limit: RabbitMQ requires one for streams.
@@ -234,32 +230,24 @@ async fn recovered(channel: &lapin::Channel, error: lapin::Error) -> bool {
 }
 
 impl Inner {
-    /// A new channel, after waiting out a reconnect in progress.
+    /// A new channel, after waiting out a reconnect in progress. Not retried: a channel opened
+    /// while lapin recovers can be lost, which wedges the recovery (see `give_up`).
     async fn open_channel(&self) -> Result<lapin::Channel> {
-        let mut attempt = 1;
-        loop {
-            let err = match tokio::time::timeout(CHANNEL_OPEN_PATIENCE, self.conn.create_channel()).await {
-                Ok(Ok(channel)) => return Ok(channel),
-                Ok(Err(err)) => err,
-                Err(_elapsed) => return Err(self.give_up("opening a channel got no answer")),
-            };
-            let status = self.conn.status();
-            if attempt >= OPEN_ATTEMPTS || !(status.connected() || status.reconnecting()) {
-                return Err(self.closed(&err));
-            }
-            attempt += 1;
-            // Opening fails while lapin recovers, and also with the error of another channel
-            // whose replay failed (a consumer of a queue that died with the old connection),
-            // after which lapin drops that channel and reconnects once more. Let that settle:
-            // a channel opened just as the connection fails is lost (see `give_up`).
-            tokio::time::sleep(SETTLE).await;
+        if self.conn.status().reconnecting() {
             wait_connected(&self.conn).await;
+        }
+        match tokio::time::timeout(CHANNEL_OPEN_PATIENCE, self.conn.create_channel()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(err)) => Err(self.closed(&err)),
+            Err(_elapsed) => Err(self.give_up("opening a channel got no answer")),
         }
     }
 
-    /// Close a connection whose recovery is stuck, so that its owner sees it closed and
-    /// reconnects. lapin 4.12 loses a channel opened just as the connection failed, never answers
-    /// its opening, and then fails every recovery because that channel cannot be recovered.
+    /// Close a connection whose channel opening got no answer, so that its owner sees it closed
+    /// and reconnects. lapin 4.12.3 loses a channel.open sent just as the connection fails, and
+    /// when it later recovers that channel it drops the lost open's reply while holding the
+    /// channel's status lock, which deadlocks the recovering thread and every task touching that
+    /// channel. A connection closed first is never recovered.
     fn give_up(&self, what: &str) -> Error {
         let conn = Arc::clone(&self.conn);
         tokio::spawn(async move { shut(&conn).await });
