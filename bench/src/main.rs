@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod amqp;
+mod history;
 
 /// One figure of the table.
 pub(crate) struct Figure {
@@ -36,6 +37,8 @@ fn main() -> Result<()> {
     figures.extend(local_log_streaming(&runway, work.path())?);
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     figures.extend(runtime.block_on(amqp::figures(&bin))?);
+    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
+    figures.extend(runtime.block_on(history::figures(&bin, &url))?);
     print_and_save(&figures)
 }
 
