@@ -208,35 +208,3 @@ async fn an_unreachable_broker_is_a_clear_error_without_the_password() {
     assert!(run.stderr.contains("127.0.0.1:1"), "{}", run.stderr);
     assert!(!run.stderr.contains("s3cret"), "the password leaked: {}", run.stderr);
 }
-
-#[tokio::test]
-async fn a_busy_worker_does_not_hoard_jobs_an_idle_worker_could_take() {
-    let ns = Namespace::new().await;
-    let flags = ns.flags();
-    let _busy = ns.worker("w-busy", &["--label", "env=prod", "--concurrency", "1"]).await;
-    let gate = tempfile::tempdir().expect("temp dir");
-    let gate_file = gate.path().join("open");
-    let script = format!("while [ ! -e {} ]; do sleep 0.02; done; echo \"$RUNWAY_RUNNER_ID\"", gate_file.display());
-    let project = Project::new(&format!("{}{}", op("hold", &script), op("next", "echo \"$RUNWAY_RUNNER_ID\"")));
-    let mut holder = project.spawn_runway(&args(&flags, &["run", "hold", "--remote"]));
-    holder.stderr_line_containing("started (pid").await;
-    // Full, the busy worker stops consuming: its label queue has no consumer left.
-    let labels: BTreeMap<String, String> = [("env".to_owned(), "prod".to_owned())].into();
-    let queue = ns.topology.job_queue(&Target::Labels(labels));
-    tokio::time::timeout(crate::support::PATIENCE, async {
-        while ns.conn().queue_info(&queue).await.expect("info").expect("queue").consumers > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the busy worker kept consuming its label queue");
-    let run = project.runway(&args(&flags, &["run", "next", "--label", "env=prod", "--detach"])).await;
-    run.assert_code(0);
-    let job = run.stdout().trim().to_owned();
-    let _idle = ns.worker("w-idle", &["--label", "env=prod"]).await;
-    let events = ns.completed_events(&job).await;
-    assert_eq!(events.last().expect("events")["runner"], "w-idle", "the busy worker held the job");
-    std::fs::write(&gate_file, "").expect("open the gate");
-    holder.finish().await.assert_code(0);
-    ns.cleanup().await;
-}

@@ -1,5 +1,5 @@
-//! The broker interface on RabbitMQ: AMQP 0-9-1 over lapin, with publisher confirms, lapin's
-//! automatic connection recovery, and RabbitMQ's classic, quorum and stream queues.
+//! The broker interface on RabbitMQ: AMQP 0-9-1 over lapin, with publisher confirms and
+//! RabbitMQ's classic, quorum and stream queues.
 //!
 //! One [`Connection`] is one AMQP connection, dialled for its owner and closed when its last clone
 //! drops, so RabbitMQ does what the interface promises: the connection's exclusive queues vanish
@@ -11,13 +11,13 @@
 //! Inside a connection: one channel in confirm mode carries every publish (pipelined: confirms
 //! come back in order); each consumer has a channel of its own; each declaration, binding, deletion
 //! or passive check opens a short-lived channel. A refused declaration closes its channel, so it
-//! cannot break anything else, and lapin records the topology declared on a long-lived channel to
-//! replay it after a reconnect, which would resurrect queues deleted since.
+//! cannot break anything else; and lapin's recovery replays the topology declared on a long-lived
+//! channel, which would resurrect queues deleted since.
 //!
-//! This module does not choose names or topology (`topology.rs` does) and keeps no messages. It
-//! reconnects only as far as lapin's recovery goes: the connection, the confirm channel, and each
-//! consumer. A consumer whose queue died with the old connection (an exclusive one) ends with an
-//! error after a reconnect, and its owner has to set it up again.
+//! This module does not choose names or topology (`topology.rs` does), keeps no messages, and does
+//! not reconnect: lapin's automatic recovery is wired up but switched off ([`AUTO_RECOVER`] says
+//! why), so a dropped connection ends its consumers and fails its operations with a retryable
+//! error, and the owner connects again.
 
 use std::fmt;
 use std::future::Future;
@@ -42,6 +42,24 @@ use crate::message::{
 };
 use crate::{Delivery, Error, Result};
 
+/// Whether lapin reconnects a dropped connection by itself and replays its channels, consumers
+/// and publisher confirms (`enable_auto_recover`), with the waiting and resending below.
+///
+/// Off, because lapin 4.12.3's recovery is not safe for runway (reproduced against RabbitMQ 3.10
+/// through a TCP relay whose connections are cut):
+/// - a channel opened around the moment the connection drops (any declaration, consume or queue
+///   check) never gets its channel.open answered; when lapin then recovers that channel it drops
+///   the lost open's reply while holding the channel's status lock, and the recovering thread and
+///   the caller's runtime thread deadlock on it (5 runs out of 6);
+/// - replaying a consumer of a queue that died with the old connection (exclusive, auto-delete:
+///   every runner's control queue, every attached CLI's event queue) fails, which aborts the
+///   recovery of the connection's other channels and makes lapin reconnect again, during which
+///   opening a channel hits the deadlock above.
+///
+/// Off, a dropped connection fails every operation with [`Error::ConnectionClosed`] (retryable),
+/// consumers end, and the owner connects again and sets up its queues, as it must anyway for
+/// exclusive ones. The recovery handling stays, exercised by turning this on.
+const AUTO_RECOVER: bool = false;
 /// Seconds between heartbeats, unless the URL says otherwise (`?heartbeat=N`).
 const HEARTBEAT_SECS: u16 = 10;
 /// How long an operation that failed because the connection dropped waits for lapin to reconnect.
@@ -100,24 +118,26 @@ impl AmqpBroker {
         }
         let runtime = lapin::runtime::default_runtime()
             .map_err(|err| Error::Unreachable { host: host.clone(), reason: err.to_string() })?;
-        let properties = ConnectionProperties::default()
-            .with_connection_name("runway".into())
-            // Reconnect within 5 s of the broker coming back, for about two minutes; jitter keeps
-            // many runners from reconnecting in lockstep. Set before `enable_auto_recover`, which
-            // would otherwise pick its own.
-            .configure_backoff(|backoff| {
-                backoff
-                    .with_min_delay(Duration::from_millis(500))
-                    .with_max_delay(Duration::from_secs(5))
-                    .with_max_times(24)
-                    .with_jitter()
-            })
-            .enable_auto_recover();
+        let mut properties = ConnectionProperties::default().with_connection_name("runway".into());
+        if AUTO_RECOVER {
+            properties = properties
+                // Reconnect within 5 s of the broker coming back, for about two minutes; jitter
+                // keeps many runners from reconnecting in lockstep. Set before
+                // `enable_auto_recover`, which would otherwise pick its own.
+                .configure_backoff(|backoff| {
+                    backoff
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_delay(Duration::from_secs(5))
+                        .with_max_times(24)
+                        .with_jitter()
+                })
+                .enable_auto_recover();
+        }
 
-        // lapin retries a failed dial with the backoff above, the first dial included, so a
-        // refused connection would only fail at the timeout, and lapin's thread would keep
-        // dialling after that. So the first dial (TCP, and TLS for amqps) is made here and its
-        // stream handed to lapin; lapin dials itself only to reconnect.
+        // With recovery on, lapin retries a failed dial with the backoff above, the first dial
+        // included, so a refused connection would only fail at the timeout, and lapin's thread
+        // would keep dialling after that. So the first dial (TCP, and TLS for amqps) is made here
+        // and its stream handed to lapin; lapin dials itself only to reconnect.
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let timed_out = || Error::ConnectTimeout { host: host.clone(), after: self.connect_timeout };
         let stream =
@@ -135,7 +155,8 @@ impl AmqpBroker {
                 if let Some(stream) = lock(&first).take() {
                     return Ok(stream);
                 }
-                // A handshake that failed (a refused login) is retried too: not once we gave up.
+                // With recovery on, lapin also redials after a failed handshake (a refused login):
+                // not once we gave up.
                 if given_up.load(Ordering::Acquire) {
                     return Err(std::io::Error::other("connection attempt abandoned").into());
                 }
@@ -243,16 +264,14 @@ impl Inner {
         }
     }
 
-    /// Close a connection whose channel opening got no answer, so that its owner sees it closed
-    /// and reconnects. lapin 4.12.3 loses a channel.open sent just as the connection fails, and
-    /// when it later recovers that channel it drops the lost open's reply while holding the
-    /// channel's status lock, which deadlocks the recovering thread and every task touching that
-    /// channel. A connection closed first is never recovered.
+    /// Close a connection on which opening a channel got no answer, so that its owner sees it
+    /// closed and reconnects instead of waiting on it (with recovery on, see [`AUTO_RECOVER`],
+    /// such a channel would also deadlock lapin's next recovery of it).
     fn give_up(&self, what: &str) -> Error {
         let conn = Arc::clone(&self.conn);
         tokio::spawn(async move { shut(&conn).await });
         Error::ConnectionClosed(format!(
-            "{}: {what} within {}s while the connection recovered; it is closed, connect again",
+            "{}: {what} within {}s; the connection is closed, connect again",
             self.host,
             CHANNEL_OPEN_PATIENCE.as_secs()
         ))
@@ -299,7 +318,6 @@ impl Inner {
                     channel
                 }
             };
-
             let sent = channel
                 .basic_publish(
                     outgoing.exchange.clone(),
@@ -310,7 +328,6 @@ impl Inner {
                 )
                 .await;
             drop(slot);
-
             match sent {
                 Ok(confirm) => return Ok((channel, confirm)),
                 Err(err) if attempt < PUBLISH_ATTEMPTS => {
@@ -565,7 +582,6 @@ impl PendingConfirm {
                 Ok(Confirmation::Nack(None)) => return Err(Error::Nacked { exchange: exchange.to_owned() }),
                 Err(error) => error,
             };
-
             let Some(inner) = connection.upgrade() else {
                 return Err(Error::ConnectionClosed(format!(
                     "the connection of a publish to exchange `{exchange}` was dropped before its confirm: {error}"
@@ -1472,8 +1488,11 @@ mod tests {
         }
     }
 
+    /// What a dropped connection does to its publishes, consumers and deliveries: with lapin's
+    /// recovery on, they carry on over the new connection; off, they fail at once with a
+    /// retryable error.
     #[tokio::test]
-    async fn publishing_and_consuming_survive_a_dropped_connection() {
+    async fn a_dropped_connection_is_recovered_or_fails_fast() {
         let direct = broker().connect().await.expect("connect");
         let relay = Relay::start().await;
         let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relay.port);
@@ -1485,23 +1504,55 @@ mod tests {
         let before = next(&mut consumer).await;
         assert_eq!(body(&before), "before");
         relay.cut();
-        // Pending when the connection dropped, or sent while it reconnects: confirmed either way.
-        let pending = conn.publish("", &queue, &text("during"), true).await.expect("publish");
-        pending.wait().await.expect("confirmed after the reconnect");
-        let err = before.acker.ack().await.expect_err("its channel was lost");
-        assert!(matches!(err, Error::ConnectionClosed(_)), "got {err:?}");
-        // The consumer was replayed on the new connection; "before" came back, unacked.
-        let mut seen = Vec::new();
-        while seen.len() < 2 {
+        if AUTO_RECOVER {
+            // Pending when the connection dropped, or sent while it reconnects: confirmed.
+            let pending = conn.publish("", &queue, &text("during"), true).await.expect("publish");
+            pending.wait().await.expect("confirmed after the reconnect");
+            let err = before.acker.ack().await.expect_err("its channel was lost");
+            assert!(matches!(err, Error::ConnectionClosed(_)), "got {err:?}");
+            // The consumer was replayed on the new connection; "before" came back, unacked.
+            let mut seen = Vec::new();
+            while seen.len() < 2 {
+                let delivery = next(&mut consumer).await;
+                seen.push(body(&delivery));
+                delivery.acker.ack().await.expect("ack");
+            }
+            seen.sort();
+            assert_eq!(seen, ["before", "during"]);
+            conn.declare_queue(&queue, &durable()).await.expect("declarations work again");
+        } else {
+            let ended = tokio::time::timeout(PATIENCE, consumer.next()).await.expect("the consumer ends");
+            assert!(matches!(ended, Some(Err(Error::ConnectionClosed(_)))), "got {ended:?}");
+            assert!(tokio::time::timeout(PATIENCE, consumer.next()).await.expect("ended").is_none());
+            let err = conn.publish_confirmed("", &queue, &text("during"), true).await.expect_err("dropped");
+            assert!(matches!(&err, Error::ConnectionClosed(_)) && err.is_retryable(), "got {err:?}");
+            let err = before.acker.ack().await.expect_err("its channel was lost");
+            assert!(matches!(err, Error::ConnectionClosed(_)), "got {err:?}");
+            // The broker requeued what the dropped connection held.
+            let again = broker().connect().await.expect("connect again");
+            let mut consumer = again.consume(&queue, &ConsumeOptions::with_prefetch(10)).await.expect("consume");
             let delivery = next(&mut consumer).await;
-            seen.push(body(&delivery));
-            delivery.acker.ack().await.expect("ack");
+            assert_eq!((body(&delivery), delivery.redelivered), ("before".to_owned(), true));
         }
-        seen.sort();
-        assert_eq!(seen, ["before", "during"]);
-        conn.declare_queue(&queue, &durable()).await.expect("declarations work again");
         drop(consumer);
         direct.delete_queue(&queue).await.expect("delete");
+    }
+
+    /// Regression: with lapin's recovery on, opening a channel just as the connection dropped
+    /// deadlocked the runtime thread (see [`AUTO_RECOVER`]).
+    #[tokio::test]
+    async fn opening_channels_as_the_connection_drops_does_not_hang() {
+        let relay = Relay::start().await;
+        let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", relay.port);
+        let conn = Broker::amqp(&url, Duration::from_secs(10)).expect("valid").connect().await.expect("connect");
+        let queue = unique("q");
+        conn.declare_queue(&queue, &durable()).await.expect("declare");
+        relay.cut();
+        for _ in 0..5 {
+            let checked = tokio::time::timeout(PATIENCE, conn.queue_info(&queue)).await.expect("no hang");
+            assert!(matches!(checked, Ok(Some(_)) | Err(Error::ConnectionClosed(_))), "got {checked:?}");
+        }
+        broker().connect().await.expect("connect").delete_queue(&queue).await.expect("delete");
     }
 
     #[tokio::test]
@@ -1509,63 +1560,5 @@ mod tests {
         let conn: AnyConnection = broker().connect().await.expect("connect");
         assert!(matches!(conn, AnyConnection::Amqp(_)));
         assert!(broker().display_name().starts_with("amqp://127.0.0.1:5672"));
-    }
-}
-#[cfg(test)]
-mod scratch {
-    use super::*;
-    #[tokio::test]
-    async fn scratch_exclusive_recovery() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (cut, _) = tokio::sync::watch::channel(0u64);
-        let cuts = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else { return };
-                    tokio::select! { _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {} _ = cut.changed() => {} }
-                });
-            }
-        });
-        let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
-        let conn = crate::Broker::amqp(&url, Duration::from_secs(5)).unwrap().connect().await.unwrap();
-        let direct = crate::Broker::amqp("amqp://guest:guest@127.0.0.1:5672/%2f", Duration::from_secs(5))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let durable_q = format!("test.amqp.scratch.{}", uuid::Uuid::now_v7().simple());
-        direct.declare_queue(&durable_q, &QueueOptions { durable: true, ..Default::default() }).await.unwrap();
-        let ex = conn
-            .declare_queue("", &QueueOptions { exclusive: true, auto_delete: true, ..Default::default() })
-            .await
-            .unwrap()
-            .name;
-        let named = format!("test.amqp.scratch.{}", uuid::Uuid::now_v7().simple());
-        conn.declare_queue(&named, &QueueOptions { exclusive: true, ..Default::default() }).await.unwrap();
-        let mut c1 = conn.consume(&ex, &ConsumeOptions::with_prefetch(1)).await.unwrap();
-        let mut c2 = conn.consume(&named, &ConsumeOptions::with_prefetch(1)).await.unwrap();
-        let mut c3 = conn.consume(&durable_q, &ConsumeOptions::with_prefetch(1)).await.unwrap();
-        cut.send_modify(|g| *g += 1);
-        let t = Instant::now();
-        let r1 = tokio::time::timeout(Duration::from_secs(20), c1.next()).await;
-        eprintln!("C1 {:?} after {:?}", r1.map(|o| o.map(|r| r.map(|d| d.redelivered))), t.elapsed());
-        let r2 = tokio::time::timeout(Duration::from_secs(20), c2.next()).await;
-        eprintln!("C2 {:?} after {:?}", r2.map(|o| o.map(|r| r.map(|d| d.redelivered))), t.elapsed());
-        for _ in 0..3 {
-            let r = tokio::time::timeout(Duration::from_secs(40), conn.queue_info(&durable_q)).await;
-            eprintln!("INFO {r:?} after {:?}", t.elapsed());
-        }
-        let p = tokio::time::timeout(
-            Duration::from_secs(40),
-            conn.publish_confirmed("", &durable_q, &Message::json(b"x".to_vec(), "t"), true),
-        )
-        .await;
-        eprintln!("PUB {p:?} after {:?}", t.elapsed());
-        let r3 = tokio::time::timeout(Duration::from_secs(20), c3.next()).await;
-        eprintln!("C3 {:?} after {:?}", r3.map(|o| o.map(|r| r.map(|d| d.body))), t.elapsed());
-        direct.delete_queue(&durable_q).await.unwrap();
     }
 }

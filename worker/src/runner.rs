@@ -131,11 +131,11 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     let concurrency = config.concurrency.max(1);
     let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
-    let (credit, credit_rx) = watch::channel(prefetch);
     let mut forwarders = JoinSet::new();
     for name in &names {
-        let consumer = conn.consume(name, &ConsumeOptions::with_prefetch(prefetch)).await.map_err(setup)?;
-        forwarders.spawn(forward(conn.clone(), name.clone(), consumer, credit_rx.clone(), deliveries_tx.clone()));
+        let options = ConsumeOptions::with_prefetch(prefetch);
+        let consumer = conn.consume(name, &options).await.map_err(setup)?;
+        forwarders.spawn(forward(conn.clone(), name.clone(), options, consumer, deliveries_tx.clone()));
     }
     drop(deliveries_tx);
     let control = conn
@@ -154,10 +154,6 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         hostname: hostname(),
         job_queues: names.clone(),
         cancelled,
-        // With one queue, its prefetch already bounds what the runner holds; with several, each
-        // would hold up to `concurrency`, so the consumers pause while the runner is full.
-        pauses: names.len() > 1,
-        credit,
         shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
     };
@@ -166,66 +162,33 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     Ok(Runner { id, shutdown, task })
 }
 
-/// Hand a queue's deliveries to the serving loop. `credit` is the runner's free slots: at zero
-/// the consumer is cancelled, so a busy runner does not hoard jobs an idle one could take, and it
-/// consumes again with the free slots as prefetch once there are some. When the broker ends the
-/// consumer (a channel closed under it, a reconnect), it consumes again after a growing pause.
+/// Hand a queue's deliveries to the serving loop; when the broker ends the consumer (a channel
+/// closed under it, a reconnect), consume again, with a growing pause between tries.
 async fn forward(
     conn: Connection,
     queue: String,
-    consumer: runway_broker::Consumer,
-    mut credit: watch::Receiver<u16>,
+    options: ConsumeOptions,
+    mut consumer: runway_broker::Consumer,
     tx: mpsc::Sender<runway_broker::Result<Delivery>>,
 ) {
-    let mut consumer = Some(consumer);
-    let mut prefetch = *credit.borrow_and_update();
     let mut pause = Duration::from_millis(100);
     loop {
-        let Some(active) = consumer.as_mut() else {
-            let free = *credit.borrow_and_update();
-            if free == 0 {
-                if credit.changed().await.is_err() {
-                    return;
-                }
-                continue;
+        while let Some(delivery) = consumer.next().await {
+            pause = Duration::from_millis(100);
+            if tx.send(delivery).await.is_err() {
+                return;
             }
-            match conn.consume(&queue, &ConsumeOptions::with_prefetch(free)).await {
+        }
+        loop {
+            tracing::warn!(%queue, retry_in = ?pause, "the job consumer ended; consuming again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
+            match conn.consume(&queue, &options).await {
                 Ok(again) => {
-                    consumer = Some(again);
-                    prefetch = free;
+                    consumer = again;
+                    break;
                 }
-                Err(err) => {
-                    tracing::warn!(%queue, error = %err, retry_in = ?pause, "consuming jobs failed");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            }
-            continue;
-        };
-        tokio::select! {
-            delivery = active.next() => match delivery {
-                Some(delivery) => {
-                    pause = Duration::from_millis(100);
-                    if tx.send(delivery).await.is_err() {
-                        return;
-                    }
-                }
-                None => {
-                    tracing::warn!(%queue, retry_in = ?pause, "the job consumer ended; consuming again");
-                    consumer = None;
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-            },
-            changed = credit.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                // Prefetch equals free slots: consume again with the new count (none at zero).
-                // Dropping cancels the consumer; deliveries already taken stay ours to settle.
-                if *credit.borrow_and_update() != prefetch {
-                    consumer = None;
-                }
+                Err(err) => tracing::warn!(%queue, error = %err, "consuming again failed"),
             }
         }
     }
@@ -243,11 +206,6 @@ struct Serving {
     job_queues: Vec<String>,
     /// Jobs cancelled before they started: never run them.
     cancelled: HashSet<Uuid>,
-    /// Free slots, told to the job consumers (kept alive even when unused: dropping it would
-    /// end them).
-    credit: watch::Sender<u16>,
-    /// Whether the consumers follow the free slots: only when they are several.
-    pauses: bool,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
 }
@@ -337,7 +295,6 @@ async fn serve(
             Step::Control(None) => control_open = false,
             Step::JobEnded(id) => {
                 state.running.remove(&id);
-                state.tell_credit();
             }
         }
     }
@@ -377,20 +334,6 @@ async fn serve(
 }
 
 impl Serving {
-    /// Tell the consumers how many slots are free (zero pauses them).
-    fn tell_credit(&self) {
-        if self.pauses {
-            let credit = &self.credit;
-            let free = self.config.concurrency.max(1).saturating_sub(self.running.len());
-            let free = u16::try_from(free).unwrap_or(u16::MAX);
-            credit.send_if_modified(|current| {
-                let changed = *current != free;
-                *current = free;
-                changed
-            });
-        }
-    }
-
     fn info(&self) -> RunnerInfo {
         let config = &self.config;
         RunnerInfo {
@@ -432,7 +375,6 @@ impl Serving {
             let _ = stop_tx.send(Stop { force: true });
         }
         self.running.insert(job.id, stop_tx);
-        self.tell_credit();
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
