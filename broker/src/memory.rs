@@ -211,7 +211,13 @@ impl State {
             self.dead_letter(exchange.as_deref(), queue_name, stored, "delivery_limit");
             return;
         }
-        queue.ready.push_front(stored);
+        // RabbitMQ puts a returned message back at the head of a classic queue and at the back
+        // of a quorum queue.
+        if queue.options.kind == QueueKind::Quorum {
+            queue.ready.push_back(stored);
+        } else {
+            queue.ready.push_front(stored);
+        }
     }
 
     fn dead_letter(&mut self, exchange: Option<&str>, queue_name: &str, stored: Stored, reason: &str) {
@@ -269,8 +275,13 @@ impl State {
             let is_stream = queue.options.kind == QueueKind::Stream;
             let orphaned = queue.options.auto_delete && queue.had_consumer && queue.consumers.is_empty();
             if !is_stream {
-                // Newest first onto the head, so the oldest ends up first again.
-                returned.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
+                // Newest first onto the head of a classic queue, so the oldest ends up first again;
+                // oldest first onto the back of a quorum queue, for the same reason.
+                if queue.options.kind == QueueKind::Quorum {
+                    returned.sort_by_key(|(tag, _)| *tag);
+                } else {
+                    returned.sort_by_key(|(tag, _)| std::cmp::Reverse(*tag));
+                }
                 for (_, stored) in returned {
                     self.requeue(&name, stored);
                 }

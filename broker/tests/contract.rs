@@ -90,7 +90,35 @@ contract!(
     stream_replays_from_a_timestamp,
     stream_next_delivers_only_new_messages,
     queue_info_counts_ready_messages_and_consumers,
+    a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_a_quorum_queue,
 );
+
+async fn a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_a_quorum_queue(
+    broker: Broker,
+    test: &str,
+) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    for (kind, expected) in [(QueueKind::Classic, ["a", "a", "b", "c"]), (QueueKind::Quorum, ["a", "b", "c", "a"])] {
+        let queue_name = names.name(&format!("{kind:?}"));
+        conn.declare_queue(&queue_name, &QueueOptions { kind, ..durable() }).await.expect("queue");
+        for body in ["a", "b", "c"] {
+            conn.publish_confirmed("", &queue_name, &text(body), true).await.expect("publish");
+        }
+        let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+        let first = next(&mut consumer).await;
+        let mut order = vec![body(&first)];
+        first.acker.nack(true).await.expect("nack");
+        for _ in 0..3 {
+            let delivery = next(&mut consumer).await;
+            order.push(body(&delivery));
+            delivery.acker.ack().await.expect("ack");
+        }
+        assert_eq!(order, expected, "{kind:?}");
+        drop(consumer);
+        cleanup(&conn, &[&queue_name], &[]).await;
+    }
+}
 
 async fn direct_exchange_routes_by_exact_key(broker: Broker, test: &str) {
     let names = Names::new(test);
