@@ -434,7 +434,9 @@ impl Session {
     async fn close(mut self) {
         if let Some(mut runner) = self.runner.take() {
             runner.shutdown(Shutdown::Cancel);
-            runner.wait().await;
+            if let Err(err) = runner.wait().await {
+                tracing::debug!(error = %err, "the in-process runner stopped on its own");
+            }
         }
         if let Some(conn) = self.runner_conn.take() {
             conn.close().await;

@@ -60,14 +60,25 @@ pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<
         labels = ?config.runner.labels,
         "serving"
     );
-    // Serve until the first stop request (or until nobody can send one).
-    let _ = stops.recv().await;
+    // Serve until the first stop request (or until nobody can send one), or until the runner
+    // stops by itself because the broker connection was lost: then exit with that error, so a
+    // supervisor (systemd's Restart=on-failure) starts a fresh daemon with a fresh connection.
+    tokio::select! {
+        result = runner.wait() => {
+            conn.close().await;
+            return result.map_err(DaemonError::Broker);
+        }
+        _ = stops.recv() => {}
+    }
     tracing::info!(timeout = ?config.drain_timeout, "draining: no new jobs, running ones may finish");
     runner.shutdown(Shutdown::Drain { timeout: config.drain_timeout });
     let mut stops_open = true;
     loop {
         tokio::select! {
-            () = runner.wait() => break,
+            result = runner.wait() => {
+                conn.close().await;
+                return result.map_err(DaemonError::Broker);
+            }
             stop = stops.recv(), if stops_open => match stop {
                 Some(()) => {
                     tracing::warn!("stopping again: cancelling running jobs now");
@@ -77,6 +88,4 @@ pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<
             },
         }
     }
-    conn.close().await;
-    Ok(())
 }

@@ -78,7 +78,7 @@ pub enum RunnerError {
 pub struct Runner {
     id: String,
     shutdown: watch::Sender<Option<Shutdown>>,
-    task: tokio::task::JoinHandle<()>,
+    task: tokio::task::JoinHandle<Result<(), runway_broker::Error>>,
 }
 
 impl Runner {
@@ -98,10 +98,16 @@ impl Runner {
         });
     }
 
-    /// Wait until every job has ended and the runner let go of its queues.
-    pub async fn wait(&mut self) {
-        if let Err(err) = (&mut self.task).await {
-            tracing::error!(error = %err, "runner task failed");
+    /// Wait until every job has ended and the runner let go of its queues. An error says the
+    /// runner stopped by itself because its broker connection was lost (its jobs were cancelled:
+    /// the broker hands them to other runners).
+    pub async fn wait(&mut self) -> Result<(), runway_broker::Error> {
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!(error = %err, "runner task failed");
+                Ok(())
+            }
         }
     }
 }
@@ -188,6 +194,11 @@ async fn forward(
                     consumer = again;
                     break;
                 }
+                Err(err) if err.is_unreachable() => {
+                    // The connection is gone: tell the serving loop, which stops the runner.
+                    let _ = tx.send(Err(err)).await;
+                    return;
+                }
                 Err(err) => tracing::warn!(%queue, error = %err, "consuming again failed"),
             }
         }
@@ -248,7 +259,7 @@ async fn serve(
     mut control: runway_broker::Consumer,
     mut cancels: Option<runway_broker::Consumer>,
     mut shutdown: watch::Receiver<Option<Shutdown>>,
-) {
+) -> Result<(), runway_broker::Error> {
     enum Step {
         Shutdown,
         Delivery(Option<runway_broker::Result<Delivery>>),
@@ -258,6 +269,7 @@ async fn serve(
     }
     let mut control_open = true;
     let mut deliveries_open = true;
+    let mut lost: Option<runway_broker::Error> = None;
     loop {
         let step = tokio::select! {
             changed = shutdown.changed() => match changed {
@@ -277,6 +289,11 @@ async fn serve(
         match step {
             Step::Shutdown => break,
             Step::Delivery(Some(Ok(delivery))) => state.take(delivery).await,
+            Step::Delivery(Some(Err(err))) if err.is_unreachable() => {
+                tracing::error!(error = %err, "lost the broker connection: cancelling running jobs and stopping");
+                lost = Some(err);
+                break;
+            }
             Step::Delivery(Some(Err(err))) => tracing::warn!(error = %err, "consuming jobs failed"),
             Step::Delivery(None) => {
                 tracing::warn!(runner = %state.config.id, queues = ?state.job_queues, "job consumers ended");
@@ -299,7 +316,7 @@ async fn serve(
         }
     }
 
-    let how = (*shutdown.borrow()).unwrap_or(Shutdown::Cancel);
+    let how = if lost.is_some() { Shutdown::Cancel } else { (*shutdown.borrow()).unwrap_or(Shutdown::Cancel) };
     if how == Shutdown::Cancel {
         // Stop the running jobs while the consumers still exist: an in-process runner's queue is
         // auto-delete, and a job must still be able to acknowledge its delivery.
@@ -323,7 +340,7 @@ async fn serve(
         tracing::info!(running = state.running.len(), "draining");
         let drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }).await;
         if drained.is_ok() {
-            return;
+            return Ok(());
         }
         tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
     }
@@ -331,6 +348,10 @@ async fn serve(
         let _ = stop.send(Stop { force: false });
     }
     while state.jobs.join_next().await.is_some() {}
+    match lost {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
 }
 
 impl Serving {
