@@ -693,6 +693,7 @@ pub struct Acker {
 
 enum Settle {
     Ack,
+    AckThrough,
     Nack { requeue: bool },
     Reject { requeue: bool },
 }
@@ -700,6 +701,11 @@ enum Settle {
 impl Acker {
     pub async fn ack(&self) -> Result<()> {
         self.settle(Settle::Ack).await
+    }
+
+    /// Acknowledge this delivery and every earlier one of its consumer (AMQP `multiple`).
+    pub async fn ack_through(&self) -> Result<()> {
+        self.settle(Settle::AckThrough).await
     }
 
     pub async fn nack(&self, requeue: bool) -> Result<()> {
@@ -713,6 +719,7 @@ impl Acker {
     async fn settle(&self, how: Settle) -> Result<()> {
         let sent = match how {
             Settle::Ack => self.acker.ack(BasicAckOptions { multiple: false }).await,
+            Settle::AckThrough => self.acker.ack(BasicAckOptions { multiple: true }).await,
             Settle::Nack { requeue } => self.acker.nack(BasicNackOptions { multiple: false, requeue }).await,
             Settle::Reject { requeue } => self.acker.reject(BasicRejectOptions { requeue }).await,
         };

@@ -234,6 +234,16 @@ impl Acker {
         }
     }
 
+    /// Acknowledge this delivery and every earlier one of the same consumer (AMQP `multiple`):
+    /// one frame for a whole batch, which a bulk reader of a stream needs.
+    pub async fn ack_through(&self) -> Result<()> {
+        match self {
+            Acker::Memory(acker) => acker.settle(memory::Settle::AckThrough),
+            Acker::Amqp(acker) => acker.ack_through().await,
+            Acker::None => Ok(()),
+        }
+    }
+
     /// Negative acknowledgement; with `requeue` the message goes back to the queue, marked
     /// redelivered, otherwise it is dead-lettered (or dropped without a dead-letter exchange).
     pub async fn nack(&self, requeue: bool) -> Result<()> {

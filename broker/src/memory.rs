@@ -310,7 +310,7 @@ fn dispatch_queue(queue_name: &str, queue: &mut Queue, counter: &mut u64) {
         let acker = if slot.no_ack {
             AnyAcker::None
         } else {
-            AnyAcker::Memory(Acker { state: Weak::new(), queue: queue_name.to_owned(), tag })
+            AnyAcker::Memory(Acker { state: Weak::new(), queue: queue_name.to_owned(), tag, offset: None })
         };
         let delivery = to_delivery(&stored, None, acker);
         if slot.tx.send(delivery).is_err() {
@@ -339,7 +339,12 @@ fn dispatch_stream(queue_name: &str, queue: &mut Queue) {
                 AnyAcker::None
             } else {
                 // Stream acks only return credit; the tag is the consumer id.
-                AnyAcker::Memory(Acker { state: Weak::new(), queue: queue_name.to_owned(), tag: slot.id })
+                AnyAcker::Memory(Acker {
+                    state: Weak::new(),
+                    queue: queue_name.to_owned(),
+                    tag: slot.id,
+                    offset: Some(cursor),
+                })
             };
             let delivery = to_delivery(stored, Some(cursor), acker);
             if slot.tx.send(delivery).is_err() {
@@ -642,7 +647,11 @@ impl Drop for Consumer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
     Ack,
-    Nack { requeue: bool },
+    /// This delivery and every earlier one of the same consumer.
+    AckThrough,
+    Nack {
+        requeue: bool,
+    },
 }
 
 /// Settles one delivery of the in-memory broker.
@@ -651,6 +660,8 @@ pub struct Acker {
     state: Weak<Mutex<State>>,
     queue: String,
     tag: u64,
+    /// For a stream delivery: its offset (the tag is then the consumer's id).
+    offset: Option<u64>,
 }
 
 impl Acker {
@@ -663,7 +674,13 @@ impl Acker {
         if queue.options.kind == QueueKind::Stream {
             // A stream delivery's tag is its consumer id: settling only returns credit.
             if let Some(slot) = queue.consumers.iter_mut().find(|slot| slot.id == self.tag) {
-                slot.in_flight = slot.in_flight.saturating_sub(1);
+                slot.in_flight = match (how, self.offset, slot.cursor) {
+                    // Everything delivered up to this offset is settled: what is left is after it.
+                    (Settle::AckThrough, Some(offset), Some(cursor)) => {
+                        u32::try_from(cursor.saturating_sub(offset + 1)).unwrap_or(u32::MAX).min(slot.in_flight)
+                    }
+                    _ => slot.in_flight.saturating_sub(1),
+                };
             }
             state.dispatch(&self.queue);
             return Ok(());
@@ -677,8 +694,24 @@ impl Acker {
         if let Some(slot) = queue.consumers.iter_mut().find(|slot| slot.id == unacked.consumer) {
             slot.in_flight = slot.in_flight.saturating_sub(1);
         }
+        if how == Settle::AckThrough {
+            // Every earlier unacknowledged delivery of the same consumer, too.
+            let consumer = unacked.consumer;
+            let earlier: Vec<u64> = queue
+                .unacked
+                .iter()
+                .filter(|(tag, other)| **tag < self.tag && other.consumer == consumer)
+                .map(|(tag, _)| *tag)
+                .collect();
+            for tag in earlier {
+                queue.unacked.remove(&tag);
+                if let Some(slot) = queue.consumers.iter_mut().find(|slot| slot.id == consumer) {
+                    slot.in_flight = slot.in_flight.saturating_sub(1);
+                }
+            }
+        }
         match how {
-            Settle::Ack => {}
+            Settle::Ack | Settle::AckThrough => {}
             Settle::Nack { requeue: true } => state.requeue(&self.queue, unacked.stored),
             Settle::Nack { requeue: false } => {
                 let exchange = queue.options.dead_letter_exchange.clone();

@@ -91,7 +91,34 @@ contract!(
     stream_next_delivers_only_new_messages,
     queue_info_counts_ready_messages_and_consumers,
     a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_a_quorum_queue,
+    ack_through_settles_every_earlier_delivery_of_the_consumer,
 );
+
+async fn ack_through_settles_every_earlier_delivery_of_the_consumer(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("queue");
+    for i in 0..6 {
+        conn.publish_confirmed("", &queue_name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(3)).await.expect("consume");
+    let batch = [next(&mut consumer).await, next(&mut consumer).await, next(&mut consumer).await];
+    // One acknowledgement for the three frees all three slots.
+    batch[2].acker.ack_through().await.expect("ack through");
+    let rest = [next(&mut consumer).await, next(&mut consumer).await, next(&mut consumer).await];
+    let bodies: Vec<String> = batch.iter().chain(&rest).map(body).collect();
+    assert_eq!(bodies, ["0", "1", "2", "3", "4", "5"]);
+    rest[2].acker.ack_through().await.expect("ack through");
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 0);
+    drop(consumer);
+    // Nothing comes back: all six were settled.
+    let mut again = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(3)).await.expect("consume");
+    conn.publish_confirmed("", &queue_name, &text("last"), true).await.expect("publish");
+    assert_eq!(body(&next(&mut again).await), "last");
+    drop(again);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
 
 async fn a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_a_quorum_queue(
     broker: Broker,

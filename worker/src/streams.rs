@@ -16,7 +16,12 @@ pub struct StreamReader {
     marker: Option<String>,
     /// Set once the marker went by: everything stored before the read began has been seen.
     pub caught_up: bool,
+    /// Deliveries taken since the last acknowledgement.
+    unacked: u16,
 }
+
+/// Acknowledge every this many deliveries (a quarter of the prefetch).
+const ACK_EVERY: u16 = STREAM_PREFETCH / 4;
 
 impl StreamReader {
     /// Start reading `stream` at `offset`; the reader reports `caught_up` once it has seen
@@ -30,7 +35,7 @@ impl StreamReader {
         let options = ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(STREAM_PREFETCH) };
         let consumer = conn.consume(stream, &options).await?;
         let marker = topology.mark_stream(conn, stream).await?;
-        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false })
+        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false, unacked: 0 })
     }
 
     /// The next stored message that is not a marker; `None` when the stream ends (the connection
@@ -39,8 +44,13 @@ impl StreamReader {
         loop {
             let Some(delivery) = self.consumer.next().await else { return Ok(None) };
             let delivery = delivery?;
-            // Acknowledging returns credit; it cannot lose anything on a stream.
-            delivery.acker.ack().await?;
+            // Acknowledging returns credit and cannot lose anything on a stream: do it for a
+            // batch at a time (one frame), well before the prefetch runs out.
+            self.unacked += 1;
+            if self.unacked >= ACK_EVERY {
+                delivery.acker.ack_through().await?;
+                self.unacked = 0;
+            }
             if delivery.properties.kind.as_deref() == Some(MARKER_KIND) {
                 if delivery.properties.message_id.is_some() && delivery.properties.message_id == self.marker {
                     self.caught_up = true;
