@@ -1,5 +1,5 @@
 //! The RabbitMQ figures: dispatch throughput and round-trip latency of runway jobs through real
-//! `runway-worker` processes, beside plain lapin doing the same messages (`runway_broker::ceiling`).
+//! `runway-worker` processes, beside a plain AMQP client doing the same messages (`runway_broker::ceiling`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -189,14 +189,14 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
             value: runway_rate,
             unit: "jobs/s",
             ceiling: Some(ceiling_rate),
-            note: "1000 `true` jobs, 64 in flight, 2 workers (ceiling: plain lapin, same messages)",
+            note: "1000 `true` jobs, 64 in flight, 2 workers (ceiling: plain AMQP client, same messages)",
         },
         Figure {
             name: "rtt_true_p50_ms",
             value: ms(p50),
             unit: "ms",
             ceiling: Some(ms(c50)),
-            note: "one `true` job at a time, queued to completed (ceiling: plain lapin round trip)",
+            note: "one `true` job at a time, queued to completed (ceiling: plain AMQP client round trip)",
         },
         Figure {
             name: "rtt_true_p99_ms",

@@ -245,6 +245,21 @@ impl Queued {
     }
 }
 
+impl Completed {
+    /// A job that ended without an exit of its own (cancelled before it started, rejected,
+    /// lost), and why.
+    pub fn without_exit(status: Status, error: String) -> Completed {
+        Completed {
+            status,
+            exit_code: None,
+            signal: None,
+            duration_ms: 0,
+            outputs: BTreeMap::new(),
+            error: Some(error),
+        }
+    }
+}
+
 /// What happened, one variant per event kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]

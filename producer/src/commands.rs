@@ -302,14 +302,7 @@ impl Session {
                     describe_target(&job.target),
                     job.id
                 );
-                let rejected = Completed {
-                    status: Status::Rejected,
-                    exit_code: None,
-                    signal: None,
-                    duration_ms: 0,
-                    outputs: BTreeMap::new(),
-                    error: Some(message.clone()),
-                };
+                let rejected = Completed::without_exit(Status::Rejected, message.clone());
                 self.record(job, EventBody::Completed(rejected)).await?;
                 Err(CliError::NoRunner(message))
             }
@@ -457,19 +450,15 @@ fn lost(record: &JobRecord, last_heard: tokio::time::Instant) -> Option<Complete
         return None;
     }
     let since = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(attempt.last_seen_ms));
-    Some(Completed {
-        status: Status::Lost,
-        exit_code: None,
-        signal: None,
-        duration_ms: 0,
-        outputs: BTreeMap::new(),
-        error: Some(format!(
+    Some(Completed::without_exit(
+        Status::Lost,
+        format!(
             "job {} lost: no heartbeat from runner {} since {since} (three intervals of {})",
             record.id,
             attempt.runner,
             crate::follow::format_duration(attempt.heartbeat_ms)
-        )),
-    })
+        ),
+    ))
 }
 
 pub(crate) fn describe_target(target: &Target) -> String {

@@ -480,14 +480,7 @@ impl JobRun {
                 };
                 execute(&job, &context, &mut sink, stops).await
             }
-            None => Completed {
-                status: Status::Cancelled,
-                exit_code: None,
-                signal: None,
-                duration_ms: 0,
-                outputs: BTreeMap::new(),
-                error: Some("cancelled before it started".to_owned()),
-            },
+            None => Completed::without_exit(Status::Cancelled, "cancelled before it started".to_owned()),
         };
         tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
         sink.emit(EventBody::Completed(completed)).await;
@@ -511,13 +504,9 @@ impl JobRun {
             }
             Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
                 tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
-                let completed = Completed {
-                    status: Status::Lost,
-                    exit_code: None,
-                    signal: None,
-                    duration_ms: 0,
-                    outputs: BTreeMap::new(),
-                    error: Some(format!(
+                let completed = Completed::without_exit(
+                    Status::Lost,
+                    format!(
                         "runner {runner} went silent (last heard from at {} ms since the epoch); {}",
                         last_seen_ms,
                         if retry {
@@ -525,8 +514,8 @@ impl JobRun {
                         } else {
                             "not retried: the operation does not set retry_on_lost"
                         }
-                    )),
-                };
+                    ),
+                );
                 let record = Event {
                     v: protocol::VERSION,
                     job: job.id,
