@@ -190,6 +190,7 @@ pub enum Consumer {
 
 impl Consumer {
     /// The next delivery; `None` once the consumer is cancelled or its connection closed.
+    /// Cancel-safe: dropping the future before it resolves loses no delivery.
     pub async fn next(&mut self) -> Option<Result<Delivery>> {
         match self {
             Consumer::Memory(consumer) => consumer.next().await.map(Ok),

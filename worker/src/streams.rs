@@ -16,8 +16,9 @@ pub struct StreamReader {
     marker: Option<String>,
     /// Set once the marker went by: everything stored before the read began has been seen.
     pub caught_up: bool,
-    /// Deliveries taken since the last acknowledgement.
+    /// Deliveries taken since the last acknowledgement, and the acker of the latest.
     unacked: u16,
+    last: Option<runway_broker::Acker>,
 }
 
 /// Acknowledge every this many deliveries (a quarter of the prefetch).
@@ -35,22 +36,30 @@ impl StreamReader {
         let options = ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(STREAM_PREFETCH) };
         let consumer = conn.consume(stream, &options).await?;
         let marker = topology.mark_stream(conn, stream).await?;
-        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false, unacked: 0 })
+        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false, unacked: 0, last: None })
     }
 
-    /// The next stored message that is not a marker; `None` when the stream ends (the connection
-    /// closed). Passing our own marker sets `caught_up` and returns `Ok(None)`-like `Caught`.
+    /// The next stored message that is not a marker, `Read::CaughtUp` when our own marker went
+    /// by, or `None` when the stream ends (the connection closed).
+    ///
+    /// Cancel-safe, so it can race a timer in `select!`: a delivery is only taken from the
+    /// consumer in the last step, and the batch acknowledgement happens before it.
     pub async fn next(&mut self) -> runway_broker::Result<Option<Read>> {
         loop {
-            let Some(delivery) = self.consumer.next().await else { return Ok(None) };
-            let delivery = delivery?;
-            // Acknowledging returns credit and cannot lose anything on a stream: do it for a
-            // batch at a time (one frame), well before the prefetch runs out.
-            self.unacked += 1;
             if self.unacked >= ACK_EVERY {
-                delivery.acker.ack_through().await?;
+                // Taken out first: if this future is cancelled mid-ack, the next batch's
+                // acknowledgement (AMQP `multiple`) covers these deliveries anyway.
+                if let Some(acker) = self.last.take() {
+                    acker.ack_through().await?;
+                }
                 self.unacked = 0;
             }
+            let Some(delivery) = self.consumer.next().await else { return Ok(None) };
+            let mut delivery = delivery?;
+            // Acknowledging returns credit and cannot lose anything on a stream: keep the acker
+            // and acknowledge a batch at a time (one frame), well before the prefetch runs out.
+            self.last = Some(std::mem::replace(&mut delivery.acker, runway_broker::Acker::None));
+            self.unacked += 1;
             if delivery.properties.kind.as_deref() == Some(MARKER_KIND) {
                 if delivery.properties.message_id.is_some() && delivery.properties.message_id == self.marker {
                     self.caught_up = true;
