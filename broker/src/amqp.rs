@@ -166,7 +166,12 @@ impl AmqpBroker {
         );
         match tokio::time::timeout_at(deadline, connecting).await {
             Ok(Ok(conn)) => Ok(Connection {
-                inner: Arc::new(Inner { conn: Arc::new(conn), host, publisher: tokio::sync::Mutex::new(None) }),
+                inner: Arc::new(Inner {
+                    conn: Arc::new(conn),
+                    host,
+                    publisher: tokio::sync::Mutex::new(None),
+                    broker: self.clone(),
+                }),
             }),
             Ok(Err(err)) => {
                 abandoned.store(true, Ordering::Release);
@@ -194,6 +199,8 @@ struct Inner {
     /// the broker closed it (a publish to a missing exchange does). The lock also keeps a publish's
     /// sequence number and its frames together, which lapin does not do for concurrent callers.
     publisher: tokio::sync::Mutex<Option<lapin::Channel>>,
+    /// Where it was dialled, to dial again.
+    broker: AmqpBroker,
 }
 
 impl fmt::Debug for Inner {
@@ -345,6 +352,16 @@ impl Inner {
 }
 
 impl Connection {
+    /// Dial a new connection to the same broker, with the same settings (after this one dropped).
+    pub async fn redial(&self) -> Result<Connection> {
+        self.inner.broker.connect().await
+    }
+
+    /// `scheme://host:port/vhost`, without user or password.
+    pub fn display_name(&self) -> String {
+        self.inner.host.clone()
+    }
+
     pub async fn declare_exchange(&self, name: &str, kind: ExchangeKind, durable: bool) -> Result<()> {
         let exchange = short("exchange name", name)?;
         let kind = match kind {

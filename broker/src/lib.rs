@@ -62,6 +62,23 @@ pub enum Connection {
 }
 
 impl Connection {
+    /// Dial a new connection to the same broker with the same settings: how an owner whose
+    /// connection dropped (a broker restart) connects again.
+    pub async fn redial(&self) -> Result<Connection> {
+        match self {
+            Connection::Memory(conn) => Ok(Connection::Memory(conn.redial())),
+            Connection::Amqp(conn) => Ok(Connection::Amqp(conn.redial().await?)),
+        }
+    }
+
+    /// Where this connection goes, safe to print.
+    pub fn display_name(&self) -> String {
+        match self {
+            Connection::Memory(_) => "local (in-memory)".to_owned(),
+            Connection::Amqp(conn) => conn.display_name(),
+        }
+    }
+
     pub async fn declare_exchange(&self, name: &str, kind: ExchangeKind, durable: bool) -> Result<()> {
         match self {
             Connection::Memory(conn) => conn.declare_exchange(name, kind, durable),

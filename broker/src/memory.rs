@@ -416,6 +416,13 @@ pub struct Connection {
     inner: Arc<ConnectionInner>,
 }
 
+impl Connection {
+    /// A new connection to the same broker.
+    pub fn redial(&self) -> Connection {
+        MemoryBroker { state: Arc::clone(&self.inner.state) }.connect()
+    }
+}
+
 #[derive(Debug)]
 struct ConnectionInner {
     id: u64,

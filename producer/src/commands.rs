@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
 use runway_broker::topology::{DEFAULT_NAMESPACE, Retention, Topology};
-use runway_broker::{Broker, Connection, ConsumeOptions};
+use runway_broker::{Broker, Connection, ConsumeOptions, StreamOffset};
+use runway_worker::streams::{Read, StreamReader};
 use runway_worker::{Runner, RunnerConfig, Shutdown};
 use uuid::Uuid;
 
@@ -23,6 +24,9 @@ use runway_worker::history::JobRecord;
 
 /// How long to wait for the broker to answer a connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an attached CLI tries to connect again after its connection dropped.
+const REJOIN_PATIENCE: Duration = Duration::from_secs(300);
 
 /// How long a job may wait for a runner before the CLI says where it waits.
 const WAITING_NOTICE: Duration = Duration::from_secs(3);
@@ -73,7 +77,7 @@ async fn dispatch(cli: Cli, mut interrupts: impl Interrupts) -> Result<u8, CliEr
         planned.push((operation.clone(), args.clone(), target));
     }
     let needs_runner = planned.iter().any(|(_, _, target)| target.is_none());
-    let session = Session::open(&cli, &project, server.as_deref(), needs_runner).await?;
+    let mut session = Session::open(&cli, &project, server.as_deref(), needs_runner).await?;
     let style = if json { Style::Json } else { Style::Human { quiet: cli.quiet } };
     let mut code = exit::SUCCESS;
     for (operation, args, target) in planned {
@@ -321,7 +325,7 @@ impl Session {
     /// Queue `job` and print its events until it completes. The first interrupt cancels the job
     /// and keeps following it to its end; the second kills it at once.
     async fn submit_and_follow(
-        &self,
+        &mut self,
         job: &Job,
         style: Style,
         interrupts: &mut impl Interrupts,
@@ -386,11 +390,15 @@ impl Session {
                         return Ok(completed);
                     }
                 }
-                Some(Some(Err(err))) => return Err(CliError::Broker(err)),
-                Some(None) => {
-                    return Err(CliError::Broker(runway_broker::Error::ConnectionClosed(
-                        "the event stream of the job ended before the job did".to_owned(),
-                    )));
+                Some(Some(Err(err))) if !err.is_unreachable() => return Err(CliError::Broker(err)),
+                // The connection dropped (a broker restart): connect again and pick up the job's
+                // events where they were, from the history.
+                Some(Some(Err(_)) | None) => {
+                    match self.rejoin(job, &mut printer, &mut record, interrupts).await? {
+                        Rejoined::Following(again) => events = again,
+                        Rejoined::Ended(completed) => return Ok(completed),
+                    }
+                    last_heard = tokio::time::Instant::now();
                 }
                 None => {
                     interrupted += 1;
@@ -403,6 +411,62 @@ impl Session {
                     jobs::request_cancel(&self.conn, &self.topology, job.id, force, job.attempt).await?;
                 }
             }
+        }
+    }
+
+    /// After the connection dropped: dial again (with a growing pause, for up to
+    /// [`REJOIN_PATIENCE`]), bind a new event queue for the job, then read the events missed
+    /// from the history; the printer skips what it printed already.
+    async fn rejoin(
+        &mut self,
+        job: &Job,
+        printer: &mut Printer,
+        record: &mut JobRecord,
+        interrupts: &mut impl Interrupts,
+    ) -> Result<Rejoined, CliError> {
+        let host = self.conn.display_name();
+        printer.status(&format!("lost the connection to {host}; connecting again"));
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(200);
+        loop {
+            // Connected is not yet ready: right after a restart, the broker accepts connections
+            // before its streams are back ("home node ... is down"). Any failure is retried.
+            let attempt = async {
+                let conn = self.conn.redial().await?;
+                let queue = self.topology.declare_job_events_queue(&conn, job.id).await?;
+                let events = conn.consume(&queue, &ConsumeOptions::with_prefetch(256)).await?;
+                let ended = catch_up(&conn, &self.topology, job, printer, record).await?;
+                Ok::<_, CliError>((conn, events, ended))
+            };
+            let failure = tokio::select! {
+                result = attempt => match result {
+                    Ok((conn, events, ended)) => {
+                        self.conn = conn;
+                        printer.status(&format!("reconnected to {host}"));
+                        return Ok(match ended {
+                            Some(completed) => Rejoined::Ended(completed),
+                            None => Rejoined::Following(events),
+                        });
+                    }
+                    Err(err) => err,
+                },
+                () = interrupts.next() => {
+                    return Err(CliError::Broker(runway_broker::Error::ConnectionClosed(format!(
+                        "interrupted while {host} was away; job {} was not cancelled (see `runway job inspect {}`)",
+                        job.id, job.id
+                    ))));
+                }
+            };
+            if started.elapsed() > REJOIN_PATIENCE {
+                return Err(CliError::Broker(runway_broker::Error::ConnectionClosed(format!(
+                    "lost the connection to {host} and could not connect again ({failure}); job {} may still be \
+                     running: follow it with `runway job logs --follow {}`",
+                    job.id, job.id
+                ))));
+            }
+            tracing::debug!(error = %failure, retry_in = ?pause, "connecting again failed");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -435,6 +499,48 @@ impl Session {
             conn.close().await;
         }
         self.conn.close().await;
+    }
+}
+
+/// What following a job is after a reconnect.
+enum Rejoined {
+    Following(runway_broker::Consumer),
+    /// It ended while the connection was down.
+    Ended(Completed),
+}
+
+/// Print the events of `job` stored in the history up to now; its completion if it ended.
+async fn catch_up(
+    conn: &Connection,
+    topology: &Topology,
+    job: &Job,
+    printer: &mut Printer,
+    record: &mut JobRecord,
+) -> Result<Option<Completed>, CliError> {
+    let from = job.created_at_ms.saturating_sub(jobs::SEEK_SLACK_MS);
+    let mut reader =
+        StreamReader::open(conn, topology, &topology.history_queue(), StreamOffset::Timestamp(from)).await?;
+    let job_text = job.id.to_string();
+    loop {
+        match reader.next().await? {
+            Some(Read::Message(delivery)) => {
+                if delivery.properties.correlation_id.as_deref() != Some(job_text.as_str()) {
+                    continue;
+                }
+                if let Ok(event) = protocol::decode::<Event>(&delivery.body, "event") {
+                    record.apply(&event);
+                }
+                if let Some(completed) = printer.event(&delivery.body) {
+                    return Ok(Some(completed));
+                }
+            }
+            Some(Read::CaughtUp) => return Ok(None),
+            None => {
+                return Err(CliError::Broker(runway_broker::Error::ConnectionClosed(
+                    "the history stream ended while reading it".to_owned(),
+                )));
+            }
+        }
     }
 }
 

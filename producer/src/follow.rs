@@ -24,7 +24,8 @@ pub struct Printer {
     operation: String,
     stdout: io::BufWriter<io::Stdout>,
     stderr: io::Stderr,
-    next_seq: u64,
+    /// The `(attempt, seq)` of the last runner event printed.
+    last_seen: (u32, u64),
     outputs: BTreeMap<String, String>,
     /// Set once stdout is gone (a closed pipe): stop writing, keep following.
     stdout_closed: bool,
@@ -39,7 +40,7 @@ impl Printer {
             operation: operation.to_owned(),
             stdout: io::BufWriter::with_capacity(256 * 1024, io::stdout()),
             stderr: io::stderr(),
-            next_seq: 1,
+            last_seen: (0, 0),
             outputs: BTreeMap::new(),
             stdout_closed: false,
             timestamps: false,
@@ -84,13 +85,16 @@ impl Printer {
         // Seq 0 is the producer's own record (queued, cancel requested); a runner's events count
         // from 1 in each attempt.
         if event.seq > 0 {
-            if event.seq == 1 {
-                self.next_seq = 1;
+            // A runner publishes again what the broker had not confirmed when its connection
+            // dropped, and a reconnected follower reads the history again: skip what was printed.
+            if (event.attempt, event.seq) <= self.last_seen {
+                return None;
             }
-            if event.seq != self.next_seq {
-                self.status(&format!("event {} arrived where {} was expected", event.seq, self.next_seq));
+            let expected = if event.attempt > self.last_seen.0 { 1 } else { self.last_seen.1 + 1 };
+            if event.seq != expected {
+                self.status(&format!("event {} arrived where {expected} was expected", event.seq));
             }
-            self.next_seq = event.seq + 1;
+            self.last_seen = (event.attempt, event.seq);
         }
         if self.style == Style::Json {
             self.json_line(body);

@@ -17,7 +17,7 @@ use runway_worker::history::{JobRecord, State, uuid_ms};
 use runway_worker::streams::{Read, StreamReader};
 
 /// Streams seek by chunk and clocks differ a little: start reading this much earlier.
-const SEEK_SLACK_MS: u64 = 5_000;
+pub(crate) const SEEK_SLACK_MS: u64 = 5_000;
 
 /// How long `runner list` waits for answers.
 const PING_DEADLINE: Duration = Duration::from_millis(1500);

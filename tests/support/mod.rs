@@ -217,6 +217,12 @@ impl Namespace {
         Namespace { name, topology, conn, runners: std::sync::Mutex::new(Vec::new()) }
     }
 
+    /// Dial the namespace's connection again (after a broker restart dropped it).
+    #[allow(dead_code, reason = "for the restart binary; the e2e binary has no use for it")]
+    pub async fn reconnect(&mut self) {
+        self.conn = self.conn.redial().await.expect("connect to RabbitMQ again");
+    }
+
     pub fn conn(&self) -> &runway_broker::Connection {
         &self.conn
     }

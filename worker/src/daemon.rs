@@ -60,9 +60,8 @@ pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<
         labels = ?config.runner.labels,
         "serving"
     );
-    // Serve until the first stop request (or until nobody can send one), or until the runner
-    // stops by itself because the broker connection was lost: then exit with that error, so a
-    // supervisor (systemd's Restart=on-failure) starts a fresh daemon with a fresh connection.
+    // Serve until the first stop request (or until nobody can send one). A lost broker
+    // connection does not end it: the runner connects again and goes on.
     tokio::select! {
         result = runner.wait() => {
             conn.close().await;

@@ -1,6 +1,12 @@
 //! Publishing one job's events: gap-free `seq`, pipelined publisher confirms, and a bound on
 //! how many may be unconfirmed at once (the runner's back-pressure toward the broker).
 //!
+//! An event is kept until the broker confirmed it. When the connection drops, the unconfirmed
+//! events wait (at most [`MAX_IN_FLIGHT`] of them: past that the job's output is no longer read,
+//! so the job slows down instead of memory growing) and are published again, in order, on the
+//! next connection. Readers drop the duplicates this can make by `(attempt, seq)`. Events are
+//! lost only when the runner stops while the broker is away; then the log says how many.
+//!
 //! It does not decide what to publish or when; `execute` does.
 
 use std::collections::VecDeque;
@@ -10,30 +16,57 @@ use runway_broker::topology::Topology;
 use runway_broker::{Confirm, Connection};
 use uuid::Uuid;
 
+use crate::link::Link;
+
 /// Unconfirmed events allowed in flight before publishing waits for the oldest confirm.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// An event not yet confirmed, and the confirm to wait for (with the generation of the
+/// connection it went out on) if it went out.
+#[derive(Debug)]
+struct Pending {
+    event: Event,
+    confirm: Option<(Confirm, u64)>,
+}
 
 /// The events of one attempt of one job.
 #[derive(Debug)]
 pub(crate) struct EventSink {
-    conn: Connection,
+    link: Link,
     topology: Topology,
     job: Uuid,
     runner: String,
     attempt: u32,
     seq: u64,
-    in_flight: VecDeque<Confirm>,
-    /// The first publish failure; later events are still attempted, so the log shows what it can.
+    in_flight: VecDeque<Pending>,
+    /// The connection events go out on, and its generation; `None` while it is down.
+    conn: Option<(Connection, u64)>,
+    /// The newest generation used, to wait for a newer one.
+    generation: u64,
+    /// The first failure that lost events; later events are still attempted.
     failed: Option<runway_broker::Error>,
 }
 
 impl EventSink {
-    pub(crate) fn new(conn: Connection, topology: Topology, job: Uuid, runner: String, attempt: u32) -> EventSink {
-        EventSink { conn, topology, job, runner, attempt, seq: 0, in_flight: VecDeque::new(), failed: None }
+    pub(crate) fn new(link: Link, topology: Topology, job: Uuid, runner: String, attempt: u32) -> EventSink {
+        let conn = link.current();
+        let generation = conn.as_ref().map_or(0, |(_, generation)| *generation);
+        EventSink {
+            link,
+            topology,
+            job,
+            runner,
+            attempt,
+            seq: 0,
+            in_flight: VecDeque::new(),
+            conn,
+            generation,
+            failed: None,
+        }
     }
 
-    /// Publish the next event. A failure is recorded and logged, never fatal to the job: the
-    /// process keeps running and its exit is still reported if the broker comes back.
+    /// Publish the next event. A failure is never fatal to the job: the process keeps running,
+    /// and the event goes out again once the broker is back.
     pub(crate) async fn emit(&mut self, body: EventBody) {
         self.seq += 1;
         let event = Event {
@@ -45,25 +78,26 @@ impl EventSink {
             attempt: self.attempt,
             body,
         };
-        match self.topology.publish_event(&self.conn, &event).await {
-            Ok(confirm) => self.in_flight.push_back(confirm),
-            Err(err) => self.record(err),
+        self.in_flight.push_back(Pending { event, confirm: None });
+        if self.conn.is_none()
+            && let Some((conn, generation)) = self.link.current()
+            && generation > self.generation
+        {
+            // Back: what waited goes out first, in order.
+            self.generation = generation;
+            self.conn = Some((conn, generation));
         }
+        self.send_pending().await;
         while self.in_flight.len() > MAX_IN_FLIGHT {
-            if let Some(confirm) = self.in_flight.pop_front()
-                && let Err(err) = confirm.wait().await
-            {
-                self.record(err);
-            }
+            self.settle_oldest().await;
         }
     }
 
-    /// Wait until every event published so far is confirmed.
+    /// Wait until every event published so far is confirmed (or, the runner having stopped
+    /// with the broker away, given up on).
     pub(crate) async fn flush(&mut self) -> Result<(), runway_broker::Error> {
-        while let Some(confirm) = self.in_flight.pop_front() {
-            if let Err(err) = confirm.wait().await {
-                self.record(err);
-            }
+        while !self.in_flight.is_empty() {
+            self.settle_oldest().await;
         }
         match self.failed.take() {
             Some(err) => Err(err),
@@ -71,8 +105,81 @@ impl EventSink {
         }
     }
 
-    fn record(&mut self, err: runway_broker::Error) {
-        tracing::warn!(job = %self.job, seq = self.seq, error = %err, "publishing an event failed");
+    /// Publish, on the current connection, every pending event that has not gone out on it.
+    /// Returns false (and reports the connection lost) if it is gone.
+    async fn send_pending(&mut self) -> bool {
+        let Some((conn, generation)) = self.conn.clone() else { return false };
+        let mut refused = Vec::new();
+        for (at, pending) in self.in_flight.iter_mut().enumerate() {
+            if pending.confirm.as_ref().is_some_and(|(_, sent_on)| *sent_on == generation) {
+                continue;
+            }
+            match self.topology.publish_event(&conn, &pending.event).await {
+                Ok(confirm) => pending.confirm = Some((confirm, generation)),
+                Err(err) if err.is_unreachable() => {
+                    tracing::debug!(error = %err, "the broker connection is gone; events wait for it");
+                    self.link.report_lost(generation);
+                    self.conn = None;
+                    return false;
+                }
+                Err(err) => refused.push((at, err)),
+            }
+        }
+        for (at, err) in refused.into_iter().rev() {
+            self.in_flight.remove(at);
+            self.record(err, 1);
+        }
+        true
+    }
+
+    /// Settle the oldest pending event: its confirm, or, with the connection gone, wait for a
+    /// new connection and publish every pending event again on it.
+    async fn settle_oldest(&mut self) {
+        let Some(oldest) = self.in_flight.front_mut() else { return };
+        let current = self.conn.as_ref().map(|(_, generation)| *generation);
+        match oldest.confirm.take() {
+            Some((confirm, sent_on)) if Some(sent_on) == current => match confirm.wait().await {
+                Ok(()) => {
+                    self.in_flight.pop_front();
+                }
+                Err(err) if err.is_unreachable() => {
+                    self.link.report_lost(sent_on);
+                    self.conn = None;
+                    self.reconnect().await;
+                }
+                Err(err) => {
+                    self.in_flight.pop_front();
+                    self.record(err, 1);
+                }
+            },
+            // Not out on the current connection: out again once there is one.
+            Some(_) | None => self.reconnect().await,
+        }
+    }
+
+    /// Until every pending event is out on a live connection: wait for a connection newer
+    /// than the last one used, and publish again; give the events up if the link closed.
+    async fn reconnect(&mut self) {
+        loop {
+            if self.conn.is_none() {
+                let Some((conn, generation)) = self.link.newer_than(self.generation).await else {
+                    let lost = self.in_flight.len();
+                    self.in_flight.clear();
+                    let why = "the runner stopped while the broker was away".to_owned();
+                    self.record(runway_broker::Error::ConnectionClosed(why), lost);
+                    return;
+                };
+                self.generation = generation;
+                self.conn = Some((conn, generation));
+            }
+            if self.send_pending().await {
+                return;
+            }
+        }
+    }
+
+    fn record(&mut self, err: runway_broker::Error, events: usize) {
+        tracing::warn!(job = %self.job, seq = self.seq, events, error = %err, "events of the job were lost");
         if self.failed.is_none() {
             self.failed = Some(err);
         }

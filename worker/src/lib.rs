@@ -9,6 +9,7 @@ mod events;
 mod execute;
 pub mod history;
 mod lines;
+mod link;
 mod redelivery;
 mod runner;
 pub mod streams;

@@ -82,13 +82,22 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                 record.apply(&event);
                 if deadline.is_some() && record.last_attempt().map(|attempt| attempt.last_seen_ms) > before {
                     // A sign of life (or its end) after we started waiting.
+                    // Its timestamp may be old (published late, after a reconnect): that it
+                    // arrived at all is what counts.
                     return Ok(match decide(&record, job, now_ms()) {
+                        Ok(Decision::Lost { .. }) | Err(_) => Decision::Drop { why: "its runner is still running it" },
                         Ok(decision) => decision,
-                        Err(_) => Decision::Drop { why: "its runner is still running it" },
                     });
                 }
             }
             Some(Read::CaughtUp) => match decide(&record, job, now_ms()) {
+                // Silent in the history is not yet silent: after a broker restart, a runner that
+                // is still running the job publishes what it could not while the broker was away
+                // only once it has connected again. Listen for three more intervals first.
+                Ok(Decision::Lost { .. }) => {
+                    let interval = record.last_attempt().map_or(0, |attempt| attempt.heartbeat_ms);
+                    deadline = Some(now_ms() + interval.saturating_mul(3) + 1);
+                }
                 Ok(decision) => return Ok(decision),
                 Err(until) => deadline = Some(until),
             },

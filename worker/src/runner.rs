@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::events::EventSink;
 use crate::execute::{Context, Limits, Stop, execute};
+use crate::link::{Link, LinkState};
 use crate::redelivery::{self, Decision};
 
 /// Everything that shapes a runner.
@@ -98,9 +99,8 @@ impl Runner {
         });
     }
 
-    /// Wait until every job has ended and the runner let go of its queues. An error says the
-    /// runner stopped by itself because its broker connection was lost (its jobs were cancelled:
-    /// the broker hands them to other runners).
+    /// Wait until every job has ended and the runner let go of its queues. A lost broker
+    /// connection does not stop a runner: it connects again.
     pub async fn wait(&mut self) -> Result<(), runway_broker::Error> {
         match (&mut self.task).await {
             Ok(result) => result,
@@ -113,63 +113,81 @@ impl Runner {
 }
 
 /// Declare the runner's queues, start consuming, and return once it is ready to take jobs.
+///
+/// The runner outlives its connection: when the broker goes away it dials again (with a growing
+/// pause, until stopped), declares its queues again and consumes again; running jobs keep
+/// running, and their events wait and go out on the new connection.
 pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig) -> Result<Runner, RunnerError> {
     runway_broker::topology::check_runner_id(&config.id)?;
     runway_broker::topology::check_labels(&config.labels)?;
-    let setup = |source| RunnerError::Setup { id: config.id.clone(), source };
-    let queues = RunnerQueues {
-        id: config.id.clone(),
-        labels: config.labels.clone(),
-        by_id_only: config.by_id_only,
-        in_process: config.in_process,
-    };
-    let names = topology.declare_runner(conn, &queues).await.map_err(setup)?;
-    let control_queue = topology.declare_control_queue(conn).await.map_err(setup)?;
-    // Before taking any job, learn which were cancelled while queued. An in-process runner only
-    // ever gets jobs its own CLI queued after it started, so it has nothing to learn.
-    let (cancelled, cancels) = if config.in_process {
-        (HashSet::new(), None)
-    } else {
-        let (cancelled, consumer) = read_cancels(conn, topology).await.map_err(setup)?;
-        (cancelled, Some(consumer))
-    };
-
     let concurrency = config.concurrency.max(1);
-    let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
-    let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
-    let mut forwarders = JoinSet::new();
-    for name in &names {
-        let options = ConsumeOptions::with_prefetch(prefetch);
-        let consumer = conn.consume(name, &options).await.map_err(setup)?;
-        forwarders.spawn(forward(conn.clone(), name.clone(), options, consumer, deliveries_tx.clone()));
-    }
-    drop(deliveries_tx);
-    let control = conn
-        .consume(&control_queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) })
-        .await
-        .map_err(setup)?;
+    let wiring =
+        wire(conn, topology, &config).await.map_err(|source| RunnerError::Setup { id: config.id.clone(), source })?;
+    let link = Link::new(conn.clone());
+    tokio::spawn(link.clone().keep_up());
 
+    let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
     let (shutdown, shutdown_rx) = watch::channel(None);
-    let state = Serving {
+    let mut state = Serving {
         conn: conn.clone(),
+        generation: 1,
+        link,
         topology: topology.clone(),
         config: Arc::new(config),
         slots: Arc::new(Semaphore::new(concurrency)),
         running: HashMap::new(),
         jobs: JoinSet::new(),
         hostname: hostname(),
-        job_queues: names.clone(),
-        cancelled,
+        job_queues: wiring.job_queues.clone(),
+        cancelled: HashSet::new(),
         shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
+        deliveries_tx,
+        forwarders: JoinSet::new(),
     };
+    let (control, cancels) = state.plug(wiring);
     let id = state.config.id.clone();
-    let task = tokio::spawn(serve(state, deliveries, forwarders, control, cancels, shutdown_rx));
+    let task = tokio::spawn(serve(state, deliveries, control, cancels, shutdown_rx));
     Ok(Runner { id, shutdown, task })
 }
 
+/// What a runner consumes on one connection.
+struct Wiring {
+    job_queues: Vec<String>,
+    consumers: Vec<(String, ConsumeOptions, runway_broker::Consumer)>,
+    control: runway_broker::Consumer,
+    /// Jobs cancelled so far, and the consumer of later cancels (not for an in-process runner).
+    cancels: Option<(HashSet<Uuid>, runway_broker::Consumer)>,
+}
+
+/// Declare the runner's queues on `conn` and consume them.
+async fn wire(conn: &Connection, topology: &Topology, config: &RunnerConfig) -> runway_broker::Result<Wiring> {
+    let queues = RunnerQueues {
+        id: config.id.clone(),
+        labels: config.labels.clone(),
+        by_id_only: config.by_id_only,
+        in_process: config.in_process,
+    };
+    let job_queues = topology.declare_runner(conn, &queues).await?;
+    let control_queue = topology.declare_control_queue(conn).await?;
+    // Before taking any job, learn which were cancelled while queued. An in-process runner only
+    // ever gets jobs its own CLI queued after it started, so it has nothing to learn.
+    let cancels = if config.in_process { None } else { Some(read_cancels(conn, topology).await?) };
+    let prefetch = u16::try_from(config.concurrency.max(1)).unwrap_or(u16::MAX);
+    let mut consumers = Vec::new();
+    for name in &job_queues {
+        let options = ConsumeOptions::with_prefetch(prefetch);
+        let consumer = conn.consume(name, &options).await?;
+        consumers.push((name.clone(), options, consumer));
+    }
+    let control =
+        conn.consume(&control_queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
+    Ok(Wiring { job_queues, consumers, control, cancels })
+}
+
 /// Hand a queue's deliveries to the serving loop; when the broker ends the consumer (a channel
-/// closed under it, a reconnect), consume again, with a growing pause between tries.
+/// closed under it), consume again, with a growing pause between tries. A lost connection is
+/// reported to the serving loop, which wires everything again on the next one.
 async fn forward(
     conn: Connection,
     queue: String,
@@ -186,7 +204,7 @@ async fn forward(
             }
         }
         loop {
-            tracing::warn!(%queue, retry_in = ?pause, "the job consumer ended; consuming again");
+            tracing::debug!(%queue, retry_in = ?pause, "the job consumer ended; consuming again");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
             match conn.consume(&queue, &options).await {
@@ -195,7 +213,6 @@ async fn forward(
                     break;
                 }
                 Err(err) if err.is_unreachable() => {
-                    // The connection is gone: tell the serving loop, which stops the runner.
                     let _ = tx.send(Err(err)).await;
                     return;
                 }
@@ -206,7 +223,10 @@ async fn forward(
 }
 
 struct Serving {
+    /// The connection the consumers run on, and its generation in the link.
     conn: Connection,
+    generation: u64,
+    link: Link,
     topology: Topology,
     config: Arc<RunnerConfig>,
     slots: Arc<Semaphore>,
@@ -219,6 +239,24 @@ struct Serving {
     cancelled: HashSet<Uuid>,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
+    deliveries_tx: mpsc::Sender<runway_broker::Result<Delivery>>,
+    forwarders: JoinSet<()>,
+}
+
+impl Serving {
+    /// Start forwarding what `wiring` consumes; returns its control and cancels consumers.
+    fn plug(&mut self, wiring: Wiring) -> (runway_broker::Consumer, Option<runway_broker::Consumer>) {
+        for (name, options, consumer) in wiring.consumers {
+            let forward = forward(self.conn.clone(), name, options, consumer, self.deliveries_tx.clone());
+            self.forwarders.spawn(forward);
+        }
+        self.job_queues = wiring.job_queues;
+        let cancels = wiring.cancels.map(|(cancelled, consumer)| {
+            self.cancelled.extend(cancelled);
+            consumer
+        });
+        (wiring.control, cancels)
+    }
 }
 
 /// Read the cancels stream up to now; returns the cancelled job ids and the consumer, which
@@ -255,9 +293,8 @@ fn cancelled_job(body: &[u8]) -> Option<Uuid> {
 async fn serve(
     mut state: Serving,
     mut deliveries: mpsc::Receiver<runway_broker::Result<Delivery>>,
-    mut forwarders: JoinSet<()>,
-    mut control: runway_broker::Consumer,
-    mut cancels: Option<runway_broker::Consumer>,
+    control: runway_broker::Consumer,
+    cancels: Option<runway_broker::Consumer>,
     mut shutdown: watch::Receiver<Option<Shutdown>>,
 ) -> Result<(), runway_broker::Error> {
     enum Step {
@@ -266,10 +303,11 @@ async fn serve(
         Control(Option<runway_broker::Result<Delivery>>),
         Cancel(Option<runway_broker::Result<Delivery>>),
         JobEnded(Uuid),
+        Reconnected(Connection, u64),
     }
-    let mut control_open = true;
-    let mut deliveries_open = true;
-    let mut lost: Option<runway_broker::Error> = None;
+    let mut control = Some(control);
+    let mut cancels = cancels;
+    let mut link = state.link.subscribe();
     loop {
         let step = tokio::select! {
             changed = shutdown.changed() => match changed {
@@ -278,26 +316,45 @@ async fn serve(
                 // The handle was dropped without a word: stop as if cancelled.
                 Err(_) => Step::Shutdown,
             },
-            delivery = deliveries.recv(), if deliveries_open => Step::Delivery(delivery),
-            message = control.next(), if control_open => Step::Control(message),
-            message = next_cancel(&mut cancels) => Step::Cancel(message),
+            delivery = deliveries.recv() => Step::Delivery(delivery),
+            message = next_message(&mut control) => Step::Control(message),
+            message = next_message(&mut cancels) => Step::Cancel(message),
             Some(ended) = state.jobs.join_next() => match ended {
                 Ok(id) => Step::JobEnded(id),
                 Err(err) => { tracing::error!(error = %err, "job task failed"); continue; }
+            },
+            Ok(()) = link.changed() => match &*link.borrow_and_update() {
+                LinkState::Up(conn, generation) if *generation > state.generation => {
+                    Step::Reconnected(conn.clone(), *generation)
+                }
+                _ => continue,
             },
         };
         match step {
             Step::Shutdown => break,
             Step::Delivery(Some(Ok(delivery))) => state.take(delivery).await,
-            Step::Delivery(Some(Err(err))) if err.is_unreachable() => {
-                tracing::error!(error = %err, "lost the broker connection: cancelling running jobs and stopping");
-                lost = Some(err);
-                break;
-            }
+            Step::Delivery(Some(Err(err))) if err.is_unreachable() => state.link.report_lost(state.generation),
             Step::Delivery(Some(Err(err))) => tracing::warn!(error = %err, "consuming jobs failed"),
-            Step::Delivery(None) => {
-                tracing::warn!(runner = %state.config.id, queues = ?state.job_queues, "job consumers ended");
-                deliveries_open = false;
+            // The serving loop holds a sender itself: the channel does not close.
+            Step::Delivery(None) => {}
+            Step::Reconnected(conn, generation) => {
+                state.forwarders.abort_all();
+                state.conn = conn;
+                state.generation = generation;
+                match wire(&state.conn, &state.topology, &state.config).await {
+                    Ok(wiring) => {
+                        let (new_control, new_cancels) = state.plug(wiring);
+                        control = Some(new_control);
+                        cancels = new_cancels;
+                        tracing::info!(runner = %state.config.id, queues = ?state.job_queues, "consuming again");
+                    }
+                    // Right after a restart the broker takes connections before its queues are
+                    // back ("home node ... is down"): drop this connection and dial again.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "setting up the runner's queues again failed; retrying");
+                        state.link.report_lost(generation);
+                    }
+                }
             }
             Step::Control(Some(Ok(message))) => state.control(&message.body).await,
             Step::Cancel(Some(Ok(message))) => {
@@ -307,29 +364,25 @@ async fn serve(
                 }
             }
             Step::Cancel(Some(Err(err))) => tracing::warn!(error = %err, "reading the cancels stream failed"),
-            Step::Cancel(None) => cancels = None,
             Step::Control(Some(Err(err))) => tracing::warn!(error = %err, "consuming control messages failed"),
-            Step::Control(None) => control_open = false,
+            // Ended with their connection (or the broker cancelled them): wired again on the next.
+            Step::Cancel(None) => cancels = None,
+            Step::Control(None) => control = None,
             Step::JobEnded(id) => {
                 state.running.remove(&id);
             }
         }
     }
 
-    let how = if lost.is_some() { Shutdown::Cancel } else { (*shutdown.borrow()).unwrap_or(Shutdown::Cancel) };
+    let how = (*shutdown.borrow()).unwrap_or(Shutdown::Cancel);
     if how == Shutdown::Cancel {
-        // Stop the running jobs while the consumers still exist: an in-process runner's queue is
-        // auto-delete, and a job must still be able to acknowledge its delivery.
-        for stop in state.running.values() {
-            let _ = stop.send(Stop { force: false });
-        }
-        while state.jobs.join_next().await.is_some() {}
+        state.cancel_running().await;
     }
     // Take no more jobs; hand back those received but not started.
-    forwarders.abort_all();
-    while forwarders.join_next().await.is_some() {}
+    state.forwarders.abort_all();
+    while state.forwarders.join_next().await.is_some() {}
     deliveries.close();
-    while let Some(delivery) = deliveries.recv().await {
+    while let Ok(delivery) = deliveries.try_recv() {
         if let Ok(delivery) = delivery
             && let Err(err) = delivery.acker.nack(true).await
         {
@@ -339,22 +392,64 @@ async fn serve(
     if let Shutdown::Drain { timeout } = how {
         tracing::info!(running = state.running.len(), "draining");
         let drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }).await;
-        if drained.is_ok() {
-            return Ok(());
+        if drained.is_err() {
+            tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
+            state.cancel_running().await;
         }
-        tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
     }
-    for stop in state.running.values() {
-        let _ = stop.send(Stop { force: false });
+    state.link.close();
+    Ok(())
+}
+
+/// Wait until the link is (or is not) up.
+async fn until(state: &mut watch::Receiver<LinkState>, up: bool) {
+    let reached = state.wait_for(|state| matches!(state, LinkState::Up(..)) == up).await.is_ok();
+    if !reached {
+        std::future::pending::<()>().await;
     }
-    while state.jobs.join_next().await.is_some() {}
-    match lost {
-        Some(err) => Err(err),
-        None => Ok(()),
+}
+
+/// The next message of a consumer, or never when there is none.
+async fn next_message(consumer: &mut Option<runway_broker::Consumer>) -> Option<runway_broker::Result<Delivery>> {
+    match consumer {
+        Some(consumer) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 
 impl Serving {
+    /// Stop every running job and wait for them to end. Their events wait for the broker if it
+    /// is away; if it stays away for [`GIVE_UP_EVENTS`], the events are given up so that the
+    /// jobs can see the stop.
+    async fn cancel_running(&mut self) {
+        for stop in self.running.values() {
+            let _ = stop.send(Stop { force: false });
+        }
+        let jobs = &mut self.jobs;
+        let link = &self.link;
+        let ended = async { while jobs.join_next().await.is_some() {} };
+        let give_up = async {
+            let mut state = link.subscribe();
+            loop {
+                until(&mut state, false).await;
+                let away = tokio::time::sleep(GIVE_UP_EVENTS);
+                tokio::pin!(away);
+                tokio::select! {
+                    () = &mut away => {
+                        tracing::warn!("the broker is still away: giving up the events of the cancelled jobs");
+                        link.close();
+                        std::future::pending::<()>().await;
+                    }
+                    () = until(&mut state, true) => {}
+                }
+            }
+        };
+        tokio::select! {
+            () = ended => {}
+            () = give_up => {}
+        }
+    }
+
     fn info(&self) -> RunnerInfo {
         let config = &self.config;
         RunnerInfo {
@@ -390,6 +485,13 @@ impl Serving {
                 return;
             }
         };
+        if self.running.contains_key(&job.id) {
+            // The broker handed back a job this runner is running (its connection dropped and
+            // came back): the copy is a duplicate.
+            tracing::info!(job = %job.id, "dropping a redelivered copy of a job running here");
+            settle(delivery.acker.ack().await);
+            return;
+        }
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         if self.cancelled.contains(&job.id) {
             // Cancelled while it was queued: it ends without running.
@@ -399,6 +501,7 @@ impl Serving {
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
+            link: self.link.clone(),
             topology: self.topology.clone(),
             config: Arc::clone(&self.config),
             slots: Arc::clone(&self.slots),
@@ -433,10 +536,15 @@ impl Serving {
     }
 }
 
+/// How long a stopping runner waits for an absent broker before giving up its jobs' events.
+const GIVE_UP_EVENTS: Duration = Duration::from_secs(5);
+
 /// What one job's task needs.
 struct JobRun {
     shutdown: watch::Receiver<Option<Shutdown>>,
+    /// The connection the job came on (to read the history), and the link its events go out on.
     conn: Connection,
+    link: Link,
     topology: Topology,
     config: Arc<RunnerConfig>,
     slots: Arc<Semaphore>,
@@ -455,7 +563,7 @@ impl JobRun {
             }
         }
         let mut sink =
-            EventSink::new(self.conn.clone(), self.topology.clone(), job.id, self.config.id.clone(), job.attempt);
+            EventSink::new(self.link.clone(), self.topology.clone(), job.id, self.config.id.clone(), job.attempt);
         // Wait for a free slot; a cancel before or while waiting ends the job without running it,
         // and a shutdown before it got one hands it back to the broker for another runner.
         let mut shutdown = self.shutdown.clone();
@@ -537,14 +645,6 @@ impl JobRun {
                 None
             }
         }
-    }
-}
-
-/// The next cancel from the stream, or never when there is no stream.
-async fn next_cancel(cancels: &mut Option<runway_broker::Consumer>) -> Option<runway_broker::Result<Delivery>> {
-    match cancels {
-        Some(consumer) => consumer.next().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -38,8 +38,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // lapin logs a dropped connection as errors; runway says what it means for the job itself.
     let filter = match cli.verbose {
-        0 => "warn",
+        0 => "warn,lapin=off",
         1 => "info,runway=debug",
         _ => "debug",
     };
