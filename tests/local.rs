@@ -309,3 +309,16 @@ async fn non_utf8_output_arrives_byte_for_byte() {
     run.assert_code(0);
     assert_eq!(run.stdout, b"a\xffb\n\xc3(");
 }
+
+#[tokio::test]
+async fn the_noop_builtin_completes_without_a_process() {
+    let project = Project::new("[operations.ping]\nrun = { builtin = \"noop\" }\n");
+    let run = project.runway(&["run", "ping", "--json"]).await;
+    run.assert_code(0);
+    let kinds: Vec<String> =
+        run.events().iter().map(|event| event["body"]["kind"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(kinds, ["queued", "accepted", "completed"], "no process, so no `started`: {kinds:?}");
+    let completed = &run.events()[2]["body"]["data"];
+    assert_eq!(completed["status"], "success");
+    assert_eq!(completed["exit_code"], 0);
+}

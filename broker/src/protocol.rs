@@ -33,13 +33,34 @@ pub fn now_ms() -> u64 {
 pub enum Command {
     Shell(String),
     Argv(Vec<String>),
+    /// Done by the runner itself, without a process.
+    Builtin(Builtin),
+}
+
+/// The operations a runner does itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Builtin {
+    /// Nothing: completes with success at once. It measures runway's own cost per job (no
+    /// process is spawned), and checks that a runner answers.
+    Noop,
+}
+
+impl Builtin {
+    pub const ALL: [Builtin; 1] = [Builtin::Noop];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Builtin::Noop => "noop",
+        }
+    }
 }
 
 impl Command {
     /// The argv to execute, with the job's extra `args` appended.
     ///
     /// A shell string becomes `sh -c <string> <operation> <args...>`, so the args are `$1...` in
-    /// the script; an argv simply gets them appended.
+    /// the script; an argv simply gets them appended; a builtin is shown as `builtin:<name>`.
     pub fn to_argv(&self, operation: &str, args: &[String]) -> Vec<String> {
         match self {
             Command::Shell(script) => {
@@ -51,6 +72,7 @@ impl Command {
                 argv
             }
             Command::Argv(argv) => argv.iter().chain(args).cloned().collect(),
+            Command::Builtin(builtin) => vec![format!("builtin:{}", builtin.name())],
         }
     }
 
@@ -58,6 +80,7 @@ impl Command {
         match self {
             Command::Shell(script) => script.trim().is_empty(),
             Command::Argv(argv) => argv.first().is_none_or(|program| program.is_empty()),
+            Command::Builtin(_) => false,
         }
     }
 }

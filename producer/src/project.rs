@@ -11,7 +11,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use runway_broker::protocol::{Command, Target};
+use runway_broker::protocol::{Builtin, Command, Target};
 use runway_broker::topology::{self, NameError, Topology};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -455,11 +455,31 @@ impl<'de> Deserialize<'de> for Run {
             type Value = Run;
 
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a command string or an array of strings")
+                f.write_str("a command string, an array of strings, or { builtin = \"noop\" }")
             }
 
             fn visit_str<E: de::Error>(self, value: &str) -> Result<Run, E> {
                 Ok(Run(Command::Shell(value.to_owned())))
+            }
+
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Run, M::Error> {
+                let mut builtin = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key != "builtin" {
+                        return Err(de::Error::unknown_field(&key, &["builtin"]));
+                    }
+                    let name: String = map.next_value()?;
+                    let known = Builtin::ALL.into_iter().find(|builtin| builtin.name() == name);
+                    let Some(known) = known else {
+                        let names: Vec<&str> = Builtin::ALL.iter().map(|builtin| builtin.name()).collect();
+                        return Err(de::Error::custom(format!(
+                            "unknown builtin `{name}`, expected one of: {}",
+                            names.join(", ")
+                        )));
+                    };
+                    builtin = Some(known);
+                }
+                builtin.map(|builtin| Run(Command::Builtin(builtin))).ok_or_else(|| de::Error::missing_field("builtin"))
             }
 
             fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Run, S::Error> {
@@ -1022,5 +1042,18 @@ target = { runner = "build-01" }
         let err = load(&path).expect_err("invalid");
         let canonical = path.canonicalize().expect("canonical path");
         assert!(err.to_string().starts_with(&format!("{}:2:7: ", canonical.display())), "{err}");
+    }
+
+    #[test]
+    fn a_builtin_operation_is_read_and_an_unknown_one_is_named() {
+        let path = Path::new("/p/runway.toml");
+        let project = parse(path, "[operations.ping]\nrun = { builtin = \"noop\" }\n").expect("valid");
+        assert_eq!(project.operations["ping"].command, Command::Builtin(Builtin::Noop));
+        let err = parse(path, "[operations.ping]\nrun = { builtin = \"nope\" }\n").expect_err("unknown builtin");
+        let text = err.to_string();
+        assert!(text.starts_with("/p/runway.toml:2:"), "{text}");
+        assert!(text.contains("unknown builtin `nope`, expected one of: noop"), "{text}");
+        let err = parse(path, "[operations.ping]\nrun = { program = \"x\" }\n").expect_err("unknown key");
+        assert!(err.to_string().contains("program"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use runway_broker::protocol::{Completed, EventBody, Job, LogLine, Status, Stream, ms, to_ms};
+use runway_broker::protocol::{Builtin, Command, Completed, EventBody, Job, LogLine, Status, Stream, ms, to_ms};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
@@ -78,6 +78,9 @@ pub(crate) async fn execute(
     mut stops: mpsc::UnboundedReceiver<Stop>,
 ) -> Completed {
     let started = Instant::now();
+    if let Command::Builtin(builtin) = job.command {
+        return builtin_job(builtin, started);
+    }
     let argv = job.command.to_argv(&job.operation, &job.args);
     let output_file = match tempfile::Builder::new().prefix("runway-output-").tempfile() {
         Ok(file) => file,
@@ -262,6 +265,20 @@ impl Batch {
         if !self.lines.is_empty() {
             sink.emit(EventBody::Log { lines: std::mem::take(&mut self.lines) }).await;
         }
+    }
+}
+
+/// A builtin operation: done here, with no process and no `started` event.
+fn builtin_job(builtin: Builtin, started: Instant) -> Completed {
+    match builtin {
+        Builtin::Noop => Completed {
+            status: Status::Success,
+            exit_code: Some(0),
+            signal: None,
+            duration_ms: to_ms(started.elapsed()),
+            outputs: BTreeMap::new(),
+            error: None,
+        },
     }
 }
 
