@@ -1,8 +1,9 @@
-//! A RabbitMQ restart under load: runners and an attached CLI survive it, and every job is
-//! accounted for afterwards.
+//! The fault scenarios that need the broker (or the machine) to themselves: a RabbitMQ restart
+//! under load, a burst of 10,000 jobs, and a flood of output. Each prints a figure line.
 //!
-//! A test binary of its own: it stops the broker every other test talks to, and cargo runs test
-//! binaries one after another, never two at once. Its scenarios run in sequence inside one test.
+//! A test binary of its own: the restart stops the broker every other test talks to, and cargo
+//! runs test binaries one after another, never two at once. Inside it, [`SERIAL`] runs the
+//! scenarios one at a time.
 
 #![allow(unreachable_pub)]
 
@@ -17,6 +18,9 @@ use std::time::Instant;
 use runway_broker::protocol::{self, Command as JobCommand, Event, EventBody, Job, Queued, Target, VERSION};
 
 use support::{Namespace, Project};
+
+/// Held by each scenario for its whole run.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How the broker is restarted.
 #[derive(Clone, Copy, Debug)]
@@ -71,14 +75,18 @@ fn args<'a>(ns: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
     ns.iter().map(String::as_str).chain(rest.iter().copied()).collect()
 }
 
-/// A job for any runner, as the CLI would queue it.
+/// A shell job for any runner, as the CLI would queue it.
 fn job(operation: &str, command: &str) -> Job {
+    job_of(operation, JobCommand::Shell(command.to_owned()))
+}
+
+fn job_of(operation: &str, command: JobCommand) -> Job {
     Job {
         v: VERSION,
         id: uuid::Uuid::now_v7(),
         operation: operation.to_owned(),
         project: "restart".to_owned(),
-        command: JobCommand::Shell(command.to_owned()),
+        command,
         args: vec![],
         env: Default::default(),
         workdir: None,
@@ -108,6 +116,7 @@ async fn queue(ns: &Namespace, job: &Job) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runners_and_an_attached_cli_survive_a_broker_restart() {
+    let _serial = SERIAL.lock().await;
     let mut ns = Namespace::new().await;
     let mut worker = ns.worker("w-restart", &["--concurrency", "3"]).await;
     survive(&mut ns, &mut worker, How::App, 200).await;
@@ -204,4 +213,148 @@ async fn survive(ns: &mut Namespace, worker: &mut support::Worker, how: How, que
         expected.len(),
         accounted.as_secs_f64()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ten_thousand_jobs_from_four_producers_completes_each_exactly_once() {
+    const PRODUCERS: usize = 4;
+    const JOBS_EACH: usize = 2_500;
+    let _serial = SERIAL.lock().await;
+    let ns = Namespace::new().await;
+    let _workers = [
+        ns.worker("w-burst-1", &["--concurrency", "4"]).await,
+        ns.worker("w-burst-2", &["--concurrency", "4"]).await,
+        ns.worker("w-burst-3", &["--concurrency", "4"]).await,
+    ];
+    let started = Instant::now();
+    let mut producers = tokio::task::JoinSet::new();
+    for _ in 0..PRODUCERS {
+        let conn = ns.conn().redial().await.expect("a producer connects");
+        let topology = ns.topology.clone();
+        producers.spawn(async move {
+            let mut ids = Vec::with_capacity(JOBS_EACH);
+            for _ in 0..JOBS_EACH {
+                let job = job_of("ping", JobCommand::Builtin(protocol::Builtin::Noop));
+                topology.publish_job(&conn, &job).await.expect("queue a job");
+                ids.push(job.id.to_string());
+            }
+            ids
+        });
+    }
+    let mut expected = std::collections::HashSet::new();
+    while let Some(ids) = producers.join_next().await {
+        expected.extend(ids.expect("producer"));
+    }
+    assert_eq!(expected.len(), PRODUCERS * JOBS_EACH, "job ids are unique");
+
+    // From the history: every job accepted once and completed once, successfully.
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    let mut completed: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+    let mut runners: HashMap<String, usize> = HashMap::new();
+    ns.read_history(|event| {
+        let id = event["job"].as_str().unwrap_or_default();
+        if !expected.contains(id) {
+            return false;
+        }
+        match event["body"]["kind"].as_str() {
+            Some("accepted") => {
+                *accepted.entry(id.to_owned()).or_default() += 1;
+                *runners.entry(event["runner"].as_str().unwrap_or_default().to_owned()).or_default() += 1;
+            }
+            Some("completed") => completed.entry(id.to_owned()).or_default().push(event["body"]["data"].clone()),
+            _ => {}
+        }
+        completed.len() == expected.len()
+    })
+    .await;
+    let elapsed = started.elapsed();
+    for id in &expected {
+        assert_eq!(accepted.get(id), Some(&1), "job {id} accepted once");
+        let seen = &completed[id];
+        assert_eq!(seen.len(), 1, "job {id} completed once: {seen:?}");
+        assert_eq!(seen[0]["status"], "success", "job {id}: {seen:?}");
+    }
+    assert_eq!(runners.len(), 3, "all three workers took jobs: {runners:?}");
+    println!(
+        "figure: burst of {} noop jobs from {PRODUCERS} producers across 3 workers: each completed exactly once, \
+         {:.0} jobs/s (queued to all completed); per worker {runners:?}",
+        expected.len(),
+        expected.len() as f64 / elapsed.as_secs_f64()
+    );
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_output_is_slowed_down_not_buffered() {
+    use tokio::io::AsyncReadExt;
+    const LINES: u64 = 5_000_000;
+    let _serial = SERIAL.lock().await;
+    let ns = Namespace::new().await;
+    let worker = ns.worker("w-flood", &[]).await;
+    // `yes` prints as fast as it can: 99 characters and a newline per line, 500 MB in all.
+    let flood = format!("yes {} | head -n {LINES}", "x".repeat(99));
+    let project = Project::new(&format!("[operations.flood]\nrun = {flood:?}\n"));
+    let started = Instant::now();
+    let mut cli = tokio::process::Command::new(support::binary("runway"))
+        .args(ns.flags())
+        .args(["--quiet", "run", "flood", "--remote"])
+        .current_dir(project.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn runway");
+    let mut stdout = cli.stdout.take().expect("piped stdout");
+    let mut stderr = cli.stderr.take().expect("piped stderr");
+    let (lines, bytes, wrong) = tokio::time::timeout(support::PATIENCE * 3, async {
+        let mut buffer = vec![0u8; 1 << 20];
+        let (mut lines, mut bytes, mut wrong) = (0u64, 0u64, 0u64);
+        let mut column = 0usize;
+        loop {
+            let read = stdout.read(&mut buffer).await.expect("read runway's stdout");
+            if read == 0 {
+                return (lines, bytes, wrong);
+            }
+            bytes += read as u64;
+            for &byte in &buffer[..read] {
+                if byte == b'\n' {
+                    lines += 1;
+                    wrong += u64::from(column != 99);
+                    column = 0;
+                } else {
+                    column += 1;
+                    wrong += u64::from(byte != b'x');
+                }
+            }
+        }
+    })
+    .await
+    .expect("the flood did not finish");
+    let status = cli.wait().await.expect("wait for runway");
+    let mut errors = String::new();
+    let _ = stderr.read_to_string(&mut errors).await;
+    let elapsed = started.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr:\n{errors}");
+    assert_eq!(lines, LINES, "every line arrived");
+    assert_eq!(bytes, LINES * 100, "every byte arrived");
+    assert_eq!(wrong, 0, "no line was cut or changed");
+    let peak_kb = peak_rss_kb(worker.pid());
+    assert!(peak_kb < 200 * 1024, "the worker's peak RSS was {peak_kb} kB, over 200 MB");
+    println!(
+        "figure: flood of {LINES} lines (500 MB) over RabbitMQ: {:.0} lines/s at the CLI, worker peak RSS {:.1} MB",
+        LINES as f64 / elapsed.as_secs_f64(),
+        peak_kb as f64 / 1024.0
+    );
+    ns.cleanup().await;
+}
+
+/// The peak resident set (VmHWM) of a process, in kB.
+fn peak_rss_kb(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
 }
