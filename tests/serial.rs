@@ -358,3 +358,70 @@ fn peak_rss_kb(pid: i32) -> u64 {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmHWM in /proc/PID/status")
 }
+
+/// Sets RabbitMQ's `consumer_timeout` for channels opened from now on; puts the old value back
+/// when dropped.
+struct ConsumerTimeout(String);
+
+impl ConsumerTimeout {
+    fn set(ms: u64) -> ConsumerTimeout {
+        let old = Command::new("rabbitmqctl")
+            .args(["eval", "application:get_env(rabbit, consumer_timeout)."])
+            .output()
+            .expect("run rabbitmqctl");
+        let old = String::from_utf8_lossy(&old.stdout).trim().to_owned();
+        rabbitmqctl(&["eval", &format!("application:set_env(rabbit, consumer_timeout, {ms}).")]);
+        ConsumerTimeout(old)
+    }
+}
+
+impl Drop for ConsumerTimeout {
+    fn drop(&mut self) {
+        let restore = match self.0.strip_prefix("{ok,").and_then(|rest| rest.strip_suffix('}')) {
+            Some(value) => format!("application:set_env(rabbit, consumer_timeout, {value})."),
+            None => "application:unset_env(rabbit, consumer_timeout).".to_owned(),
+        };
+        rabbitmqctl(&["eval", &restore]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_longer_than_the_consumer_timeout_completes_once() {
+    let _serial = SERIAL.lock().await;
+    let ns = Namespace::new().await;
+    // RabbitMQ checks the timeout about once a minute, so a minute is the shortest that works;
+    // its channels read the setting when they open, so the worker starts after it is set.
+    let timeout = ConsumerTimeout::set(60_000);
+    let mut worker = ns.worker("w-timeout", &[]).await;
+    let gates = tempfile::tempdir().expect("temp dir");
+    let gate = gates.path().join("open");
+    let long = format!("echo begin; while [ ! -e {} ]; do sleep 0.1; done; echo end", gate.display());
+    let project = Project::new(&format!("[operations.long]\nrun = {long:?}\n"));
+    let started = Instant::now();
+    let mut attached = project.spawn_runway(&args(&ns.flags(), &["run", "long", "--remote"]));
+    attached.stderr_line_containing("started").await;
+    // The broker takes the unacknowledged delivery back when the timeout passes and hands it out
+    // again, here: the runner sees it is running that job and drops the copy.
+    // It checks once a minute: the delivery is taken back between one and two minutes in.
+    let patience = std::time::Duration::from_secs(240);
+    worker.wait_for_log_within("dropping a redelivered copy of a job running here", patience).await;
+    let taken_back = started.elapsed();
+    std::fs::write(&gate, "").expect("open the gate");
+    let run = attached.finish().await;
+    drop(timeout);
+    run.assert_code(0);
+    assert_eq!(run.stdout(), "begin\nend\n", "stderr:\n{}", run.stderr);
+    let job = run.stderr.split("as job ").nth(1).and_then(|rest| rest.split_whitespace().next()).expect("job id");
+    let events = ns.completed_events(job).await;
+    let kinds: Vec<&str> = events.iter().filter_map(|event| event["body"]["kind"].as_str()).collect();
+    assert_eq!(kinds.iter().filter(|kind| **kind == "started").count(), 1, "started once: {kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == "completed").count(), 1, "completed once: {kinds:?}");
+    assert!(events.iter().all(|event| event["attempt"] == 1), "one attempt: {events:?}");
+    println!(
+        "figure: consumer timeout of 60 s: the broker took the delivery back after {:.0} s; the job completed once, \
+         after {:.0} s",
+        taken_back.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    ns.cleanup().await;
+}

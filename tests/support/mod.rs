@@ -362,8 +362,13 @@ impl Worker {
 
     /// Wait until the worker logs a line containing `needle`.
     pub async fn wait_for_log(&mut self, needle: &str) {
+        self.wait_for_log_within(needle, PATIENCE).await;
+    }
+
+    /// Wait until the worker logs a line containing `needle`, for up to `patience`.
+    pub async fn wait_for_log_within(&mut self, needle: &str, patience: Duration) {
         let log = std::sync::Arc::clone(&self.log);
-        tokio::time::timeout(PATIENCE, async {
+        tokio::time::timeout(patience, async {
             loop {
                 if log.lock().expect("lock").iter().any(|line| line.contains(needle)) {
                     return;

@@ -176,7 +176,8 @@ async fn wire(conn: &Connection, topology: &Topology, config: &RunnerConfig) -> 
     let prefetch = u16::try_from(config.concurrency.max(1)).unwrap_or(u16::MAX);
     let mut consumers = Vec::new();
     for name in &job_queues {
-        let options = ConsumeOptions::with_prefetch(prefetch);
+        let options =
+            ConsumeOptions { consumer_timeout: Some(JOB_CONSUMER_TIMEOUT), ..ConsumeOptions::with_prefetch(prefetch) };
         let consumer = conn.consume(name, &options).await?;
         consumers.push((name.clone(), options, consumer));
     }
@@ -535,6 +536,12 @@ impl Serving {
         }
     }
 }
+
+/// The acknowledgement timeout asked of the broker for job deliveries (`x-consumer-timeout`),
+/// where it honours the argument (RabbitMQ 3.12 on; 3.10 ignores it and applies its global
+/// `consumer_timeout`). A job running longer has its delivery taken back and handed out again;
+/// the runner running it drops the copy, and any other runner resolves it from the history.
+const JOB_CONSUMER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a stopping runner waits for an absent broker before giving up its jobs' events.
 const GIVE_UP_EVENTS: Duration = Duration::from_secs(5);
