@@ -4,7 +4,7 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test lint build broker bench clean
+.PHONY: run test test-faults lint build broker bench clean
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
@@ -15,6 +15,14 @@ run:
 test: lint broker
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
+
+## The fault suite alone, with its figure lines: worker kills, poison messages, drain and the
+## delivery limit (e2e `faults::`), then the scenarios that need the broker to themselves
+## (restart, 10,000-job burst, consumer timeout, output flood; the `serial` test binary).
+## `make test` runs all of it too.
+test-faults: broker build
+	$(CARGO) test -p runway-tests --test e2e faults:: -- --nocapture
+	$(CARGO) test -p runway-tests --test serial -- --nocapture
 
 ## Format check and clippy with warnings as errors.
 lint:

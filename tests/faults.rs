@@ -169,3 +169,43 @@ async fn drain_lets_the_running_job_finish_and_another_worker_takes_new_jobs() {
     );
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_job_that_keeps_killing_its_runners_is_dead_lettered_after_the_delivery_limit() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    // The job kills the worker that runs it (its shell's parent); retry_on_lost makes every
+    // next worker run it again, until RabbitMQ's delivery limit dead-letters it.
+    let project = Project::new("[operations.crash]\nrun = \"kill -KILL $PPID\"\nretry_on_lost = true\n");
+    let run = project.runway(&args(&flags, &["run", "crash", "--remote", "--detach"])).await;
+    run.assert_code(0);
+    let job = run.stdout().trim().to_owned();
+    let mut dead = ns
+        .conn()
+        .consume(&ns.topology.dead_queue(), &ConsumeOptions::with_prefetch(10))
+        .await
+        .expect("consume dead letters");
+    let started = Instant::now();
+    let mut killed = 0;
+    let letter = loop {
+        assert!(killed <= 10, "the job was not dead-lettered after {killed} killed workers");
+        let mut worker = ns.worker(&format!("w-crash-{killed}"), &[]).await;
+        tokio::select! {
+            status = worker.child.wait() => {
+                assert_eq!(status.expect("wait").code(), None, "the job kills its worker: {}", worker.log());
+                killed += 1;
+            }
+            letter = dead.next() => break letter.expect("consumer open").expect("dead letter"),
+        }
+    };
+    assert_eq!(letter.properties.message_id.as_deref(), Some(job.as_str()), "the dead letter is the job");
+    assert_eq!(letter.properties.header_str("x-first-death-reason"), Some("delivery_limit"));
+    assert!(killed >= 5, "dead-lettered only after the delivery limit, not after {killed} deliveries");
+    letter.acker.ack().await.expect("ack");
+    println!(
+        "figure: a job that killed {killed} workers was dead-lettered (delivery_limit) after {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(dead);
+    ns.cleanup().await;
+}
