@@ -279,7 +279,10 @@ impl SourceFile<'_> {
         let Some(run) = section.run else {
             return Err(self.invalid(
                 key.span(),
-                format!("missing `run` in operation `{name}`, expected a command string or an array of strings"),
+                format!(
+                    "missing `run` in operation `{name}`, expected a command string, an array of strings, \
+                     or {{ builtin = \"noop\" }}"
+                ),
             ));
         };
         if run.get_ref().0.is_empty() {
@@ -790,7 +793,10 @@ target = { runner = "build-01" }
     fn a_missing_run_is_reported_at_the_operation_name() {
         let (line, column, message) = error("[operations.build]\ntimeout = \"1m\"\n");
         assert_eq!((line, column), (1, 13));
-        assert_eq!(message, "missing `run` in operation `build`, expected a command string or an array of strings");
+        assert_eq!(
+            message,
+            "missing `run` in operation `build`, expected a command string, an array of strings, or { builtin = \"noop\" }"
+        );
     }
 
     #[test]
@@ -799,7 +805,7 @@ target = { runner = "build-01" }
         assert_eq!((line, column), (2, 7));
         assert_eq!(
             message,
-            "[operations.build]: invalid type: integer `42`, expected a command string or an array of strings"
+            "[operations.build]: invalid type: integer `42`, expected a command string, an array of strings, or { builtin = \"noop\" }"
         );
         let (line, column, message) = error("[operations.build]\nrun = [\"make\", 1]\n");
         assert_eq!((line, column), (2, 16));
