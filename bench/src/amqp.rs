@@ -7,14 +7,40 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use runway_broker::protocol::{self, Command as JobCommand, Job, Target, VERSION};
+use runway_broker::protocol::{self, Builtin, Command as JobCommand, Job, Target, VERSION};
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, Consumer};
 
 use crate::{Figure, median};
 
-/// Messages a `true` job costs after the job itself: accepted, started, completed.
-const EVENTS_PER_JOB: usize = 3;
+/// Messages a `true` job costs its runner: accepted, started, completed (no heartbeat: these
+/// jobs end within the first heartbeat interval).
+const EVENTS_TRUE: usize = 3;
+/// A noop job has no process, so no `started`: accepted and completed.
+const EVENTS_NOOP: usize = 2;
+
+/// What a benchmark job runs.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    True,
+    Noop,
+}
+
+impl Kind {
+    fn command(self) -> JobCommand {
+        match self {
+            Kind::True => JobCommand::Argv(vec!["true".to_owned()]),
+            Kind::Noop => JobCommand::Builtin(Builtin::Noop),
+        }
+    }
+
+    fn events(self) -> usize {
+        match self {
+            Kind::True => EVENTS_TRUE,
+            Kind::Noop => EVENTS_NOOP,
+        }
+    }
+}
 
 fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
@@ -22,6 +48,17 @@ fn amqp_url() -> String {
 
 /// Worker processes, killed on drop.
 struct Workers(Vec<Child>);
+
+impl Workers {
+    /// The largest of the workers' `field` (`VmRSS`, `VmHWM`) in MB.
+    fn max_mb(&self, field: &str) -> Result<f64> {
+        let mut max = 0.0f64;
+        for child in &self.0 {
+            max = max.max(crate::proc_mb(child.id(), field)?);
+        }
+        Ok(max)
+    }
+}
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -48,13 +85,13 @@ fn start_workers(bin: &Path, namespace: &str, count: usize, concurrency: usize) 
     Ok(Workers(children))
 }
 
-fn job(argv: &[&str]) -> Job {
+fn job(kind: Kind) -> Job {
     Job {
         v: VERSION,
         id: uuid::Uuid::now_v7(),
         operation: "bench".into(),
         project: "bench".into(),
-        command: JobCommand::Argv(argv.iter().map(|s| (*s).to_owned()).collect()),
+        command: kind.command(),
         args: Vec::new(),
         env: Default::default(),
         workdir: None,
@@ -102,7 +139,7 @@ impl Bench {
     }
 
     /// Queue `jobs` jobs keeping `in_flight` unfinished; per-job round trips and the total time.
-    async fn dispatch(&mut self, argv: &[&str], jobs: usize, in_flight: usize) -> Result<(Duration, Vec<Duration>)> {
+    async fn dispatch(&mut self, kind: Kind, jobs: usize, in_flight: usize) -> Result<(Duration, Vec<Duration>)> {
         let started = Instant::now();
         let mut pending: std::collections::HashMap<String, Instant> = Default::default();
         let mut trips = Vec::with_capacity(jobs);
@@ -110,7 +147,7 @@ impl Bench {
         let mut seen = HashSet::new();
         while trips.len() < jobs {
             while sent < jobs && pending.len() < in_flight {
-                let job = job(argv);
+                let job = job(kind);
                 pending.insert(job.id.to_string(), Instant::now());
                 self.topology.publish_job(&self.conn, &job).await?;
                 sent += 1;
@@ -138,79 +175,277 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+/// Jobs for the throughput figures, and how many are kept in flight.
+const DISPATCH_JOBS: usize = 10_000;
+const IN_FLIGHT: usize = 64;
+/// Sequential jobs for the latency figures.
+const ROUNDS: usize = 200;
+/// Each worker runs this many jobs at once (the ceiling's consumers have the same prefetch).
+const CONCURRENCY: usize = 8;
+
+/// A namespace with `workers` runway-workers serving it, and a producer.
+struct Setup {
+    bench: Bench,
+    workers: Workers,
+    count: usize,
+}
+
+impl Setup {
+    async fn new(bin: &Path, count: usize) -> Result<Setup> {
+        let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
+        let bench = Bench::new(&namespace).await?;
+        let workers = start_workers(bin, &namespace, count, CONCURRENCY)?;
+        bench.wait_for_runners(u32::try_from(count)?).await?;
+        Ok(Setup { bench, workers, count })
+    }
+
+    async fn rate(&mut self, kind: Kind, jobs: usize, in_flight: usize) -> Result<f64> {
+        let (elapsed, _) = self.bench.dispatch(kind, jobs, in_flight).await?;
+        Ok(jobs as f64 / elapsed.as_secs_f64())
+    }
+
+    async fn cleanup(self) {
+        let Setup { bench, workers, count } = self;
+        drop(workers);
+        let _ = bench.topology.delete_shared(&bench.conn).await;
+        for i in 0..count {
+            let runner = runway_broker::topology::RunnerQueues {
+                id: format!("bench-{i}"),
+                labels: Default::default(),
+                by_id_only: false,
+                in_process: false,
+            };
+            let _ = bench.topology.delete_runner(&bench.conn, &runner).await;
+        }
+    }
+}
+
+async fn ceiling_rate(kind: Kind, jobs: usize, in_flight: usize, consumers: usize) -> Result<f64> {
+    let prefetch = u16::try_from(CONCURRENCY)?;
+    let shape = runway_broker::ceiling::Shape { jobs, in_flight, replies: kind.events(), consumers, prefetch };
+    let measured = runway_broker::ceiling::run(&amqp_url(), &shape).await?;
+    Ok(jobs as f64 / measured.elapsed.as_secs_f64())
+}
+
+async fn ceiling_trips(kind: Kind) -> Result<Vec<Duration>> {
+    let shape =
+        runway_broker::ceiling::Shape { jobs: ROUNDS, in_flight: 1, replies: kind.events(), consumers: 1, prefetch: 1 };
+    Ok(runway_broker::ceiling::run(&amqp_url(), &shape).await?.round_trips)
+}
+
+fn figure(name: &'static str, value: f64, unit: &'static str, ceiling: Option<f64>, note: &'static str) -> Figure {
+    Figure { name, value, unit, ceiling, note }
+}
+
 pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
-    let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let mut bench = Bench::new(&namespace).await?;
-    let _workers = start_workers(bin, &namespace, 2, 8)?;
-    bench.wait_for_runners(2).await?;
-    let jobs = 1000;
-    let in_flight = 64;
+    let mut figures = Vec::new();
 
-    // Throughput: many in flight, a process per job.
-    let (elapsed, _) = bench.dispatch(&["true"], jobs, in_flight).await?;
-    let runway_rate = jobs as f64 / elapsed.as_secs_f64();
-    let shape = runway_broker::ceiling::Shape { jobs, in_flight, replies: EVENTS_PER_JOB, consumers: 2, prefetch: 8 };
-    let ceiling = runway_broker::ceiling::run(&amqp_url(), &shape).await?;
-    let ceiling_rate = jobs as f64 / ceiling.elapsed.as_secs_f64();
-
-    // Latency: one job at a time.
-    let rounds = 200;
-    let (_, trips) = bench.dispatch(&["true"], rounds, 1).await?;
-    let shape = runway_broker::ceiling::Shape {
-        jobs: rounds,
-        in_flight: 1,
-        replies: EVENTS_PER_JOB,
-        consumers: 1,
-        prefetch: 1,
-    };
-    let ceiling_trips = runway_broker::ceiling::run(&amqp_url(), &shape).await?.round_trips;
+    // Two workers: throughput of both kinds, latency of both kinds, footprint.
+    let mut two = Setup::new(bin, 2).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_rss = two.workers.max_mb("VmRSS")?;
+    let noop = two.rate(Kind::Noop, DISPATCH_JOBS, IN_FLIGHT).await?;
+    let noop_ceiling = ceiling_rate(Kind::Noop, DISPATCH_JOBS, IN_FLIGHT, 2).await?;
+    let true_jobs = DISPATCH_JOBS / 5;
+    let truth = two.rate(Kind::True, true_jobs, IN_FLIGHT).await?;
+    let true_ceiling = ceiling_rate(Kind::True, true_jobs, IN_FLIGHT, 2).await?;
     let mut spawns = Vec::new();
-    for _ in 0..rounds {
+    for _ in 0..ROUNDS {
         let start = Instant::now();
         Command::new("true").status()?;
         spawns.push(start.elapsed());
     }
+    let spawn_rate = 1.0 / median(spawns.clone()).as_secs_f64();
+    let (_, noop_trips) = two.bench.dispatch(Kind::Noop, ROUNDS, 1).await?;
+    let noop_ceiling_trips = ceiling_trips(Kind::Noop).await?;
+    let (_, true_trips) = two.bench.dispatch(Kind::True, ROUNDS, 1).await?;
+    let true_ceiling_trips = ceiling_trips(Kind::True).await?;
+    let dispatch_peak = two.workers.max_mb("VmHWM")?;
+    two.cleanup().await;
+
     let spawn = median(spawns);
-    let (p50, p99_runway) = (median(trips.clone()), p99(trips));
-    let (c50, c99) = (median(ceiling_trips.clone()), p99(ceiling_trips));
-    let _ = bench.topology.delete_shared(&bench.conn).await;
-    for i in 0..2 {
-        let runner = runway_broker::topology::RunnerQueues {
-            id: format!("bench-{i}"),
-            labels: Default::default(),
-            by_id_only: false,
-            in_process: false,
+    figures.push(figure(
+        "dispatch_noop_jobs_per_s",
+        noop,
+        "jobs/s",
+        Some(noop_ceiling),
+        "10000 noop jobs, 64 in flight, 2 workers (ceiling: plain AMQP client, same messages: job + 2 replies)",
+    ));
+    figures.push(figure(
+        "dispatch_true_jobs_per_s",
+        truth,
+        "jobs/s",
+        Some(true_ceiling),
+        "2000 `true` jobs, 64 in flight, 2 workers (ceiling: plain AMQP client, job + 3 replies)",
+    ));
+    figures.push(figure(
+        "spawn_true_per_s",
+        spawn_rate,
+        "spawns/s",
+        None,
+        "`true` spawned and waited for, one at a time, by the bench itself: what a process per job costs",
+    ));
+    for (kind, trips, ceiling) in
+        [("noop", noop_trips, noop_ceiling_trips), ("true", true_trips.clone(), true_ceiling_trips.clone())]
+    {
+        let (p50, p99_runway) = (median(trips.clone()), p99(trips));
+        let (c50, c99) = (median(ceiling.clone()), p99(ceiling));
+        let (n50, n99, what50, what99): (&'static str, &'static str, &'static str, &'static str) = match kind {
+            "noop" => (
+                "rtt_noop_p50_ms",
+                "rtt_noop_p99_ms",
+                "one noop job at a time, queued to completed (ceiling: plain AMQP round trip, 2 replies)",
+                "as above, 99th percentile",
+            ),
+            _ => (
+                "rtt_true_p50_ms",
+                "rtt_true_p99_ms",
+                "one `true` job at a time, queued to completed (ceiling: plain AMQP round trip, 3 replies)",
+                "as above, 99th percentile",
+            ),
         };
-        let _ = bench.topology.delete_runner(&bench.conn, &runner).await;
+        figures.push(figure(n50, ms(p50), "ms", Some(ms(c50)), what50));
+        figures.push(figure(n99, ms(p99_runway), "ms", Some(ms(c99)), what99));
     }
-    Ok(vec![
-        Figure {
-            name: "dispatch_true_jobs_per_s",
-            value: runway_rate,
-            unit: "jobs/s",
-            ceiling: Some(ceiling_rate),
-            note: "1000 `true` jobs, 64 in flight, 2 workers (ceiling: plain AMQP client, same messages)",
-        },
-        Figure {
-            name: "rtt_true_p50_ms",
-            value: ms(p50),
-            unit: "ms",
-            ceiling: Some(ms(c50)),
-            note: "one `true` job at a time, queued to completed (ceiling: plain AMQP client round trip)",
-        },
-        Figure {
-            name: "rtt_true_p99_ms",
-            value: ms(p99_runway),
-            unit: "ms",
-            ceiling: Some(ms(c99)),
-            note: "as above, 99th percentile",
-        },
-        Figure {
-            name: "rtt_true_less_spawn_p50_ms",
-            value: ms(p50.saturating_sub(spawn)),
-            unit: "ms",
-            ceiling: Some(ms(c50)),
-            note: "median round trip less the median spawn of `true` (target: within 3x the ceiling)",
-        },
-    ])
+    let c50 = median(true_ceiling_trips);
+    figures.push(figure(
+        "rtt_true_less_spawn_p50_ms",
+        ms(median(true_trips).saturating_sub(spawn)),
+        "ms",
+        Some(ms(c50)),
+        "median `true` round trip less the median spawn of `true` (target: within 3x the ceiling)",
+    ));
+
+    // Scaling with the number of workers (noop, so runway's cost shows, not spawning).
+    let scale_jobs = DISPATCH_JOBS / 2;
+    for (count, name, note) in [
+        (1, "dispatch_noop_1w_jobs_per_s", "5000 noop jobs, 64 in flight, 1 worker (ceiling: the same with 2 workers)"),
+        (
+            4,
+            "dispatch_noop_4w_jobs_per_s",
+            "5000 noop jobs, 64 in flight, 4 workers (ceiling: the same with 2 workers)",
+        ),
+    ] {
+        let mut setup = Setup::new(bin, count).await?;
+        let rate = setup.rate(Kind::Noop, scale_jobs, IN_FLIGHT).await?;
+        setup.cleanup().await;
+        figures.push(figure(name, rate, "jobs/s", Some(noop), note));
+    }
+
+    // Scaling with the work queued up front: all published at once, then drained by 2 workers.
+    let mut rates = Vec::new();
+    for jobs in [100, 10_000] {
+        let mut setup = Setup::new(bin, 2).await?;
+        rates.push(setup.rate(Kind::Noop, jobs, jobs).await?);
+        setup.cleanup().await;
+    }
+    figures.push(figure(
+        "queued_100_noop_jobs_per_s",
+        rates[0],
+        "jobs/s",
+        None,
+        "100 noop jobs queued at once (confirmed one by one), 2 workers, until the last completed",
+    ));
+    figures.push(figure(
+        "queued_10000_noop_jobs_per_s",
+        rates[1],
+        "jobs/s",
+        Some(rates[0]),
+        "10000 noop jobs queued at once, 2 workers (ceiling: the 100-job rate; target: not slower per job)",
+    ));
+    figures.push(figure(
+        "worker_idle_rss_mb",
+        idle_rss,
+        "MB",
+        None,
+        "runway-worker RSS once serving, before any job (target: under 20 MB)",
+    ));
+    figures.push(figure(
+        "worker_dispatch_peak_rss_mb",
+        dispatch_peak,
+        "MB",
+        None,
+        "runway-worker peak RSS (VmHWM) after the dispatch and latency runs",
+    ));
+
+    // Log streaming through a worker to the attached CLI.
+    let streamed = log_streaming(bin).await?;
+    figures.push(figure(
+        "log_lines_per_s_amqp",
+        streamed.rate,
+        "lines/s",
+        Some(streamed.ceiling),
+        "seq 1 2000000 on a runway-worker, printed by the attached CLI into a file (ceiling: seq > file)",
+    ));
+    figures.push(figure(
+        "worker_peak_rss_mb",
+        dispatch_peak.max(streamed.worker_peak_mb),
+        "MB",
+        None,
+        "runway-worker peak RSS over the dispatch, latency and log streaming runs (target: under 100 MB)",
+    ));
+    figures.push(figure(
+        "cli_peak_rss_mb",
+        streamed.cli_peak_mb,
+        "MB",
+        None,
+        "the attached runway CLI's peak RSS while streaming 2,000,000 lines",
+    ));
+    Ok(figures)
+}
+
+/// What the log streaming run measured.
+struct Streamed {
+    rate: f64,
+    ceiling: f64,
+    worker_peak_mb: f64,
+    cli_peak_mb: f64,
+}
+
+/// `seq 1 N` run by a worker and printed by an attached CLI into a file, checked line for line
+/// against `seq 1 N > file`.
+async fn log_streaming(bin: &Path) -> Result<Streamed> {
+    let lines: u64 = 2_000_000;
+    let setup = Setup::new(bin, 1).await?;
+    let namespace = setup.bench.topology.namespace().to_owned();
+    let work = tempfile::tempdir().context("temp dir")?;
+    std::fs::write(work.path().join("runway.toml"), format!("[operations.seq]\nrun = \"seq 1 {lines}\"\n"))?;
+    let direct_file = work.path().join("direct.txt");
+    let through_file = work.path().join("through.txt");
+    let start = Instant::now();
+    let status =
+        Command::new("seq").args(["1", &lines.to_string()]).stdout(std::fs::File::create(&direct_file)?).status()?;
+    let direct = start.elapsed();
+    if !status.success() {
+        bail!("seq failed");
+    }
+    let start = Instant::now();
+    let mut cli = Command::new(bin.join("runway"))
+        .args(["--server", &amqp_url(), "--namespace", &namespace, "--quiet", "run", "seq", "--remote"])
+        .current_dir(work.path())
+        .stdout(std::fs::File::create(&through_file)?)
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start runway")?;
+    let mut cli_peak_mb = 0.0f64;
+    let status = loop {
+        if let Some(status) = cli.try_wait()? {
+            break status;
+        }
+        if let Ok(mb) = crate::proc_mb(cli.id(), "VmHWM") {
+            cli_peak_mb = cli_peak_mb.max(mb);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let through = start.elapsed();
+    if !status.success() {
+        bail!("runway run seq --remote failed: {status}");
+    }
+    if std::fs::read(&direct_file)? != std::fs::read(&through_file)? {
+        bail!("the streamed log differs from seq's output: a line is missing or out of order");
+    }
+    let worker_peak_mb = setup.workers.max_mb("VmHWM")?;
+    setup.cleanup().await;
+    let rate = |elapsed: Duration| lines as f64 / elapsed.as_secs_f64();
+    Ok(Streamed { rate: rate(through), ceiling: rate(direct), worker_peak_mb, cli_peak_mb })
 }
