@@ -108,6 +108,35 @@ pub struct RunnerQueues {
     pub in_process: bool,
 }
 
+/// An event encoded for the events exchange: its message and routing key.
+#[derive(Debug, Clone)]
+pub struct EventMessage {
+    message: Message,
+    routing_key: String,
+}
+
+impl EventMessage {
+    pub fn of(event: &Event) -> EventMessage {
+        let mut message = Message::json(protocol::encode(event), event.body.kind());
+        let job = event.job.to_string();
+        message.properties.message_id = Some(format!("{job}.{}.{}", event.attempt, event.seq));
+        message.properties.correlation_id = Some(job.clone());
+        message.properties.timestamp_ms = Some(event.ts);
+        message.properties.persistent = true;
+        let routing_key = format!("job.{job}.{}", event.body.kind());
+        EventMessage { message, routing_key }
+    }
+
+    /// The encoded size, in bytes.
+    pub fn len(&self) -> usize {
+        self.message.body.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.message.body.is_empty()
+    }
+}
+
 /// The names of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -298,14 +327,13 @@ impl Topology {
 
     /// Publish one event; the returned confirm resolves in publish order.
     pub async fn publish_event(&self, conn: &Connection, event: &Event) -> Result<Confirm> {
-        let mut message = Message::json(protocol::encode(event), event.body.kind());
-        let job = event.job.to_string();
-        message.properties.message_id = Some(format!("{job}.{}.{}", event.attempt, event.seq));
-        message.properties.correlation_id = Some(job.clone());
-        message.properties.timestamp_ms = Some(event.ts);
-        message.properties.persistent = true;
-        let routing_key = format!("job.{job}.{}", event.body.kind());
-        conn.publish(&self.events_exchange(), &routing_key, &message, false).await
+        self.publish_event_message(conn, &EventMessage::of(event)).await
+    }
+
+    /// Publish an event encoded earlier (to publish it again after a reconnect without keeping
+    /// the decoded event around).
+    pub async fn publish_event_message(&self, conn: &Connection, event: &EventMessage) -> Result<Confirm> {
+        conn.publish(&self.events_exchange(), &event.routing_key, &event.message, false).await
     }
 
     /// Broadcast a control message to every runner (and record cancels in the cancels stream).

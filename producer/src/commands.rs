@@ -11,7 +11,7 @@ use std::time::Duration;
 use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
 use runway_broker::topology::{DEFAULT_NAMESPACE, Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, StreamOffset};
-use runway_worker::streams::{Read, StreamReader};
+use runway_worker::streams::{LARGE_PREFETCH, Read, StreamReader};
 use runway_worker::{Runner, RunnerConfig, Shutdown};
 use uuid::Uuid;
 
@@ -24,6 +24,10 @@ use runway_worker::history::JobRecord;
 
 /// How long to wait for the broker to answer a connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Events delivered ahead to an attached CLI: a log batch can be 128 KiB, so this bounds the
+/// CLI's memory (8 MiB) while keeping the stream flowing.
+const EVENTS_PREFETCH: u16 = 64;
 
 /// How long an attached CLI tries to connect again after its connection dropped.
 const REJOIN_PATIENCE: Duration = Duration::from_secs(300);
@@ -333,7 +337,7 @@ impl Session {
         let mut printer = Printer::new(style, &job.operation);
         // Bind before publishing, so not even the first event can be missed.
         let queue = self.topology.declare_job_events_queue(&self.conn, job.id).await?;
-        let mut events = self.conn.consume(&queue, &ConsumeOptions::with_prefetch(256)).await?;
+        let mut events = self.conn.consume(&queue, &ConsumeOptions::with_prefetch(EVENTS_PREFETCH)).await?;
         self.submit(job).await?;
         printer.status(&format!("queued {} as job {}", job.operation, job.id));
         let mut interrupted = 0;
@@ -434,7 +438,7 @@ impl Session {
             let attempt = async {
                 let conn = self.conn.redial().await?;
                 let queue = self.topology.declare_job_events_queue(&conn, job.id).await?;
-                let events = conn.consume(&queue, &ConsumeOptions::with_prefetch(256)).await?;
+                let events = conn.consume(&queue, &ConsumeOptions::with_prefetch(EVENTS_PREFETCH)).await?;
                 let ended = catch_up(&conn, &self.topology, job, printer, record).await?;
                 Ok::<_, CliError>((conn, events, ended))
             };
@@ -519,7 +523,8 @@ async fn catch_up(
 ) -> Result<Option<Completed>, CliError> {
     let from = job.created_at_ms.saturating_sub(jobs::SEEK_SLACK_MS);
     let mut reader =
-        StreamReader::open(conn, topology, &topology.history_queue(), StreamOffset::Timestamp(from)).await?;
+        StreamReader::open(conn, topology, &topology.history_queue(), StreamOffset::Timestamp(from), LARGE_PREFETCH)
+            .await?;
     let job_text = job.id.to_string();
     loop {
         match reader.next().await? {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::exit::{self, CliError};
 use crate::follow::{Printer, Style, format_duration};
 use runway_worker::history::{JobRecord, State, uuid_ms};
-use runway_worker::streams::{Read, StreamReader};
+use runway_worker::streams::{LARGE_PREFETCH, Read, SMALL_PREFETCH, StreamReader};
 
 /// Streams seek by chunk and clocks differ a little: start reading this much earlier.
 pub(crate) const SEEK_SLACK_MS: u64 = 5_000;
@@ -38,7 +38,8 @@ async fn read_index(
     mut wanted: impl FnMut(&Uuid) -> bool,
 ) -> Result<HashMap<Uuid, JobRecord>, CliError> {
     let mut reader =
-        StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from_ms)).await?;
+        StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from_ms), SMALL_PREFETCH)
+            .await?;
     let mut records: HashMap<Uuid, JobRecord> = HashMap::new();
     loop {
         match reader.next().await? {
@@ -259,7 +260,8 @@ pub async fn logs(
     let job = record.id;
     let from = record.created_at_ms().saturating_sub(SEEK_SLACK_MS);
     let mut reader =
-        StreamReader::open(conn, topology, &topology.history_queue(), StreamOffset::Timestamp(from)).await?;
+        StreamReader::open(conn, topology, &topology.history_queue(), StreamOffset::Timestamp(from), LARGE_PREFETCH)
+            .await?;
     let mut printer = Printer::new(Style::Human { quiet }, record.operation.as_deref().unwrap_or("job"));
     printer.set_timestamps(timestamps);
     printer.set_status_quiet(true);

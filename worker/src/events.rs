@@ -1,8 +1,9 @@
 //! Publishing one job's events: gap-free `seq`, pipelined publisher confirms, and a bound on
 //! how many may be unconfirmed at once (the runner's back-pressure toward the broker).
 //!
-//! An event is kept until the broker confirmed it. When the connection drops, the unconfirmed
-//! events wait (at most [`MAX_IN_FLIGHT`] of them: past that the job's output is no longer read,
+//! An event is kept (encoded) until the broker confirmed it. When the connection drops, the
+//! unconfirmed events wait (at most [`MAX_IN_FLIGHT`] of them, [`MAX_IN_FLIGHT_BYTES`] in all:
+//! past that the job's output is no longer read,
 //! so the job slows down instead of memory growing) and are published again, in order, on the
 //! next connection. Readers drop the duplicates this can make by `(attempt, seq)`. Events are
 //! lost only when the runner stops while the broker is away; then the log says how many.
@@ -12,20 +13,24 @@
 use std::collections::VecDeque;
 
 use runway_broker::protocol::{Event, EventBody, VERSION, now_ms};
-use runway_broker::topology::Topology;
+use runway_broker::topology::{EventMessage, Topology};
 use runway_broker::{Confirm, Connection};
 use uuid::Uuid;
 
 use crate::link::Link;
 
-/// Unconfirmed events allowed in flight before publishing waits for the oldest confirm.
+/// Unconfirmed events allowed in flight before publishing waits for the oldest confirm...
 const MAX_IN_FLIGHT: usize = 64;
+/// ...and their encoded bytes: a log batch can be 128 KiB, and each waits in this runner (and in
+/// the AMQP client's buffers) until confirmed. 2 MiB keeps the pipe to the broker full.
+const MAX_IN_FLIGHT_BYTES: usize = 2 * 1024 * 1024;
 
 /// An event not yet confirmed, and the confirm to wait for (with the generation of the
 /// connection it went out on) if it went out.
 #[derive(Debug)]
 struct Pending {
-    event: Event,
+    /// Kept encoded, not as the event: a log batch is several times larger decoded.
+    event: EventMessage,
     confirm: Option<(Confirm, u64)>,
 }
 
@@ -39,6 +44,8 @@ pub(crate) struct EventSink {
     attempt: u32,
     seq: u64,
     in_flight: VecDeque<Pending>,
+    /// The encoded bytes of `in_flight`.
+    in_flight_bytes: usize,
     /// The connection events go out on, and its generation; `None` while it is down.
     conn: Option<(Connection, u64)>,
     /// The newest generation used, to wait for a newer one.
@@ -59,6 +66,7 @@ impl EventSink {
             attempt,
             seq: 0,
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             conn,
             generation,
             failed: None,
@@ -78,6 +86,8 @@ impl EventSink {
             attempt: self.attempt,
             body,
         };
+        let event = EventMessage::of(&event);
+        self.in_flight_bytes += event.len();
         self.in_flight.push_back(Pending { event, confirm: None });
         if self.conn.is_none()
             && let Some((conn, generation)) = self.link.current()
@@ -88,7 +98,9 @@ impl EventSink {
             self.conn = Some((conn, generation));
         }
         self.send_pending().await;
-        while self.in_flight.len() > MAX_IN_FLIGHT {
+        while self.in_flight.len() > MAX_IN_FLIGHT
+            || (self.in_flight_bytes > MAX_IN_FLIGHT_BYTES && self.in_flight.len() > 1)
+        {
             self.settle_oldest().await;
         }
     }
@@ -114,7 +126,7 @@ impl EventSink {
             if pending.confirm.as_ref().is_some_and(|(_, sent_on)| *sent_on == generation) {
                 continue;
             }
-            match self.topology.publish_event(&conn, &pending.event).await {
+            match self.topology.publish_event_message(&conn, &pending.event).await {
                 Ok(confirm) => pending.confirm = Some((confirm, generation)),
                 Err(err) if err.is_unreachable() => {
                     tracing::debug!(error = %err, "the broker connection is gone; events wait for it");
@@ -126,7 +138,9 @@ impl EventSink {
             }
         }
         for (at, err) in refused.into_iter().rev() {
-            self.in_flight.remove(at);
+            if let Some(refused) = self.in_flight.remove(at) {
+                self.in_flight_bytes -= refused.event.len();
+            }
             self.record(err, 1);
         }
         true
@@ -139,16 +153,14 @@ impl EventSink {
         let current = self.conn.as_ref().map(|(_, generation)| *generation);
         match oldest.confirm.take() {
             Some((confirm, sent_on)) if Some(sent_on) == current => match confirm.wait().await {
-                Ok(()) => {
-                    self.in_flight.pop_front();
-                }
+                Ok(()) => self.pop_oldest(),
                 Err(err) if err.is_unreachable() => {
                     self.link.report_lost(sent_on);
                     self.conn = None;
                     self.reconnect().await;
                 }
                 Err(err) => {
-                    self.in_flight.pop_front();
+                    self.pop_oldest();
                     self.record(err, 1);
                 }
             },
@@ -165,6 +177,7 @@ impl EventSink {
                 let Some((conn, generation)) = self.link.newer_than(self.generation).await else {
                     let lost = self.in_flight.len();
                     self.in_flight.clear();
+                    self.in_flight_bytes = 0;
                     let why = "the runner stopped while the broker was away".to_owned();
                     self.record(runway_broker::Error::ConnectionClosed(why), lost);
                     return;
@@ -175,6 +188,12 @@ impl EventSink {
             if self.send_pending().await {
                 return;
             }
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(oldest) = self.in_flight.pop_front() {
+            self.in_flight_bytes -= oldest.event.len();
         }
     }
 

@@ -12,7 +12,7 @@ use runway_broker::topology::Topology;
 use runway_broker::{Connection, StreamOffset};
 
 use crate::history::{JobRecord, uuid_ms};
-use crate::streams::{Read, StreamReader};
+use crate::streams::{Read, SMALL_PREFETCH, StreamReader};
 
 /// Streams seek by chunk and clocks differ: read from a little before the job was created.
 const SEEK_SLACK_MS: u64 = 5_000;
@@ -53,7 +53,9 @@ pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Result<Decision
 /// still be alive.
 pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -> runway_broker::Result<Decision> {
     let from = uuid_ms(job.id).min(job.created_at_ms).saturating_sub(SEEK_SLACK_MS);
-    let mut reader = StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from)).await?;
+    let mut reader =
+        StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from), SMALL_PREFETCH)
+            .await?;
     let mut record = JobRecord::new(job.id);
     let job_text = job.id.to_string();
     let mut deadline: Option<u64> = None;

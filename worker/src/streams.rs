@@ -6,8 +6,11 @@
 use runway_broker::topology::{MARKER_KIND, Topology};
 use runway_broker::{Connection, ConsumeOptions, Consumer, Delivery, StreamOffset};
 
-/// Deliveries to take before acknowledging: large, since a stream read is a bulk read.
-const STREAM_PREFETCH: u16 = 2000;
+/// Deliveries to take before acknowledging, for a stream of small messages (the index, the
+/// cancels): large, since a stream read is a bulk read.
+pub const SMALL_PREFETCH: u16 = 2000;
+/// The same for the history, whose log batches can be 128 KiB each: bounds the reader's memory.
+pub const LARGE_PREFETCH: u16 = 64;
 
 /// A reader of one stream.
 #[derive(Debug)]
@@ -19,24 +22,26 @@ pub struct StreamReader {
     /// Deliveries taken since the last acknowledgement, and the acker of the latest.
     unacked: u16,
     last: Option<runway_broker::Acker>,
+    /// Acknowledge every this many deliveries (a quarter of the prefetch).
+    ack_every: u16,
 }
-
-/// Acknowledge every this many deliveries (a quarter of the prefetch).
-const ACK_EVERY: u16 = STREAM_PREFETCH / 4;
 
 impl StreamReader {
     /// Start reading `stream` at `offset`; the reader reports `caught_up` once it has seen
     /// everything stored before this call.
+    /// `prefetch` bounds the deliveries in flight: [`SMALL_PREFETCH`] or [`LARGE_PREFETCH`].
     pub async fn open(
         conn: &Connection,
         topology: &Topology,
         stream: &str,
         offset: StreamOffset,
+        prefetch: u16,
     ) -> runway_broker::Result<StreamReader> {
-        let options = ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(STREAM_PREFETCH) };
+        let options = ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(prefetch.max(4)) };
         let consumer = conn.consume(stream, &options).await?;
         let marker = topology.mark_stream(conn, stream).await?;
-        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false, unacked: 0, last: None })
+        let ack_every = (prefetch / 4).max(1);
+        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false, unacked: 0, last: None, ack_every })
     }
 
     /// The next stored message that is not a marker, `Read::CaughtUp` when our own marker went
@@ -46,7 +51,7 @@ impl StreamReader {
     /// consumer in the last step, and the batch acknowledgement happens before it.
     pub async fn next(&mut self) -> runway_broker::Result<Option<Read>> {
         loop {
-            if self.unacked >= ACK_EVERY {
+            if self.unacked >= self.ack_every {
                 // Taken out first: if this future is cancelled mid-ack, the next batch's
                 // acknowledgement (AMQP `multiple`) covers these deliveries anyway.
                 if let Some(acker) = self.last.take() {
