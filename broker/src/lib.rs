@@ -19,6 +19,10 @@ pub use message::{
     ConsumeOptions, ExchangeKind, HeaderValue, Message, Properties, QueueInfo, QueueKind, QueueOptions, StreamOffset,
 };
 
+/// A tracing directive that silences the AMQP client library's own logs: it logs a dropped
+/// connection as errors, and runway says what that means itself. For binaries' default filters.
+pub const QUIET_CLIENT_LOGS: &str = "lapin=off";
+
 /// A broker to connect to: RabbitMQ, or the in-memory one of local mode.
 #[derive(Debug, Clone)]
 pub enum Broker {

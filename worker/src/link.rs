@@ -1,6 +1,6 @@
 //! The runner's broker connection, dialled again when it drops (a broker restart, a network cut).
 //!
-//! lapin's own recovery is off (see `runway_broker::amqp`), so the runner reconnects itself: the
+//! The AMQP client's own recovery is off (see `runway_broker::amqp`), so the runner reconnects itself: the
 //! first user that sees the connection gone reports it, [`Link::keep_up`] dials a new one with a
 //! growing pause, and everyone waiting for a newer connection gets it. Each connection has a
 //! generation number, so a report about an old connection cannot tear down a new one.

@@ -38,14 +38,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // lapin logs a dropped connection as errors; runway says what it means for the job itself.
+    // The AMQP client logs a dropped connection as errors; runway reports it itself.
     let filter = match cli.verbose {
-        0 => "warn,lapin=off",
-        1 => "info,runway=debug",
-        _ => "debug",
+        0 => format!("warn,{}", runway_broker::QUIET_CLIENT_LOGS),
+        1 => "info,runway=debug".to_owned(),
+        _ => "debug".to_owned(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

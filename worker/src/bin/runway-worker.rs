@@ -74,13 +74,15 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    // lapin logs a dropped connection as errors; the runner logs what it does about it.
+    // The AMQP client logs a dropped connection as errors; runway reports it itself.
     let filter = match flags.verbose {
-        0 => "info,lapin=off",
-        _ => "debug",
+        0 => format!("info,{}", runway_broker::QUIET_CLIENT_LOGS),
+        _ => "debug".to_owned(),
     };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
