@@ -172,6 +172,9 @@ async fn survive(ns: &mut Namespace, worker: &mut support::Worker, how: How, que
     // The attached CLI says it reconnected and ends with the job's whole output, once.
     attached.stderr_line_containing("reconnected").await;
     let run = attached.finish().await;
+    if run.code != Some(0) {
+        eprintln!("worker log:\n{}", worker.log.lock().expect("lock").join("\n"));
+    }
     run.assert_code(0);
     assert_eq!(run.stdout(), "begin\nend\n", "stderr:\n{}", run.stderr);
     worker.wait_for_log("consuming again").await;

@@ -261,6 +261,19 @@ impl Topology {
         Ok(())
     }
 
+    /// Whether the streams events and cancels go to are up. Right after a broker restart
+    /// RabbitMQ accepts connections, and confirms publishes, before its streams are back
+    /// ("home node ... is down"); an event published then is confirmed and stored nowhere.
+    /// A publisher that must not lose events waits for this first.
+    pub async fn streams_ready(&self, conn: &Connection) -> Result<()> {
+        for stream in [self.history_queue(), self.index_queue(), self.cancels_queue()] {
+            if conn.queue_info(&stream).await?.is_none() {
+                return Err(Error::NotFound { what: format!("stream `{stream}`") });
+            }
+        }
+        Ok(())
+    }
+
     /// Declare and bind a runner's queues; returns the names to consume, its own queue first.
     pub async fn declare_runner(&self, conn: &Connection, runner: &RunnerQueues) -> Result<Vec<String>> {
         let own = self.runner_queue(&runner.id);

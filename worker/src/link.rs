@@ -5,6 +5,9 @@
 //! growing pause, and everyone waiting for a newer connection gets it. Each connection has a
 //! generation number, so a report about an old connection cannot tear down a new one.
 //!
+//! A new connection is announced only once the broker's streams are back: right after a restart
+//! RabbitMQ confirms events routed to a stream that is not up yet, and stores them nowhere.
+//!
 //! It does not re-create consumers or queues: the serving loop does that when the generation
 //! changes; event sinks republish what was not confirmed.
 
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use runway_broker::Connection;
+use runway_broker::topology::Topology;
 use tokio::sync::watch;
 
 /// The first pause before dialling again, doubled on each failure up to [`MAX_PAUSE`].
@@ -36,11 +40,13 @@ pub(crate) enum LinkState {
 #[derive(Debug, Clone)]
 pub(crate) struct Link {
     state: Arc<watch::Sender<LinkState>>,
+    /// To tell whether a new connection is ready for events.
+    topology: Topology,
 }
 
 impl Link {
-    pub(crate) fn new(conn: Connection) -> Link {
-        Link { state: Arc::new(watch::Sender::new(LinkState::Up(conn, 1))) }
+    pub(crate) fn new(conn: Connection, topology: Topology) -> Link {
+        Link { state: Arc::new(watch::Sender::new(LinkState::Up(conn, 1))), topology }
     }
 
     /// The connection, if it is up, and its generation.
@@ -125,7 +131,17 @@ impl Link {
                     return;
                 }
                 tries += 1;
-                match dead.redial().await {
+                let dialled = match dead.redial().await {
+                    Ok(conn) => match self.topology.streams_ready(&conn).await {
+                        Ok(()) => Ok(conn),
+                        Err(err) => {
+                            conn.close().await;
+                            Err(err)
+                        }
+                    },
+                    Err(err) => Err(err),
+                };
+                match dialled {
                     Ok(conn) => {
                         tracing::info!(broker = %conn.display_name(), tries, "reconnected to the broker");
                         last_up = Some(Instant::now());
@@ -139,7 +155,11 @@ impl Link {
                         break;
                     }
                     Err(err) => {
-                        tracing::warn!(error = %err, retry_in = ?pause, tries, "connecting to the broker again failed");
+                        if err.is_unreachable() {
+                            tracing::warn!(error = %err, retry_in = ?pause, tries, "connecting to the broker again failed");
+                        } else {
+                            tracing::warn!(error = %err, retry_in = ?pause, tries, "connected, but the broker's streams are not back yet");
+                        }
                         tokio::select! {
                             () = tokio::time::sleep(pause) => {}
                             () = self.until_closed() => return,

@@ -92,17 +92,19 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                     });
                 }
             }
-            Some(Read::CaughtUp) => match decide(&record, job, now_ms()) {
+            Some(Read::CaughtUp) => {
                 // Silent in the history is not yet silent: after a broker restart, a runner that
-                // is still running the job publishes what it could not while the broker was away
-                // only once it has connected again. Listen for three more intervals first.
-                Ok(Decision::Lost { .. }) => {
-                    let interval = record.last_attempt().map_or(0, |attempt| attempt.heartbeat_ms);
-                    deadline = Some(now_ms() + interval.saturating_mul(3) + 1);
+                // is still running the job (or ended it while the broker was away) publishes what
+                // it could not only once it has connected again. So listen for three intervals
+                // from now, not from its last heartbeat, before calling it lost.
+                let interval = record.last_attempt().map_or(0, |attempt| attempt.heartbeat_ms);
+                let grace = now_ms() + interval.saturating_mul(3) + 1;
+                match decide(&record, job, now_ms()) {
+                    Ok(Decision::Lost { .. }) => deadline = Some(grace),
+                    Ok(decision) => return Ok(decision),
+                    Err(until) => deadline = Some(until.max(grace)),
                 }
-                Ok(decision) => return Ok(decision),
-                Err(until) => deadline = Some(until),
-            },
+            }
             None => {
                 return Err(runway_broker::Error::ConnectionClosed(
                     "the index stream ended while reading it".to_owned(),

@@ -123,7 +123,7 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     let concurrency = config.concurrency.max(1);
     let wiring =
         wire(conn, topology, &config).await.map_err(|source| RunnerError::Setup { id: config.id.clone(), source })?;
-    let link = Link::new(conn.clone());
+    let link = Link::new(conn.clone(), topology.clone());
     tokio::spawn(link.clone().keep_up());
 
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
