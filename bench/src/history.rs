@@ -1,6 +1,9 @@
 //! The history figures: `job list --since 24h` over a history of 10,000 jobs and 1,000,000 log
 //! lines, and `job logs` of a 1,000,000-line job, both through the real `runway` binary.
 //!
+//! `job list` is bound by how fast RabbitMQ hands out stream messages over AMQP 0-9-1 (one
+//! consumer): its ceiling is plain lapin reading the same index messages in the same run.
+//!
 //! The history is written synthetically (the events a runner would publish), which is far faster
 //! than running the jobs and reads the same.
 
@@ -120,6 +123,13 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
         samples.push(timed(&runway, &list_args, Stdio::null())?);
     }
     let list = crate::median(samples);
+    // The ceiling: plain lapin reading the same index messages (queued, accepted, started and
+    // completed of every job), as `job list` does, with nothing else.
+    let mut plain = Vec::new();
+    for _ in 0..3 {
+        plain.push(runway_broker::ceiling::read_stream(url, &topology.index_queue(), JOBS * 4, 2000).await?);
+    }
+    let plain = crate::median(plain);
     let big_text = big.to_string();
     let logs_args: Vec<&str> = base.iter().copied().chain(["job", "logs", big_text.as_str()]).collect();
     let logs = timed(&runway, &logs_args, Stdio::null())?;
@@ -130,8 +140,9 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
             name: "job_list_10k_jobs_1m_lines_ms",
             value: list.as_secs_f64() * 1000.0,
             unit: "ms",
-            ceiling: Some(1000.0),
-            note: "runway job list --since 24h over 10,000 jobs and 1,000,000 log lines (ceiling: the 1 s target)",
+            ceiling: Some(plain.as_secs_f64() * 1000.0),
+            note: "runway job list --since 24h over 10,000 jobs and 1,000,000 log lines (ceiling: plain lapin \
+                   reading the same 40,000 index messages; the target is 1 s)",
         },
         Figure {
             name: "job_logs_lines_per_s",

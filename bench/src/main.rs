@@ -31,16 +31,34 @@ fn main() -> Result<()> {
     if !runway.exists() {
         bail!("{} is missing: run `make bench` (it builds the release binaries first)", runway.display());
     }
+    // `make bench` runs every group; naming groups (`cargo run --release -p runway-bench --
+    // history`) runs only those, to iterate on one figure, and leaves target/bench.json alone.
+    let groups: Vec<String> = std::env::args().skip(1).collect();
+    for group in &groups {
+        if !GROUPS.contains(&group.as_str()) {
+            bail!("unknown benchmark group `{group}`: expected one of {}", GROUPS.join(", "));
+        }
+    }
+    let wanted = |group: &str| groups.is_empty() || groups.iter().any(|g| g == group);
     let work = tempfile::tempdir().context("temp dir")?;
     let mut figures = Vec::new();
-    figures.extend(local_overhead(&runway, work.path())?);
-    figures.extend(local_log_streaming(&runway, work.path())?);
+    if wanted("local") {
+        figures.extend(local_overhead(&runway, work.path())?);
+        figures.extend(local_log_streaming(&runway, work.path())?);
+    }
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
-    figures.extend(runtime.block_on(amqp::figures(&bin))?);
+    if wanted("amqp") {
+        figures.extend(runtime.block_on(amqp::figures(&bin))?);
+    }
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
-    figures.extend(runtime.block_on(history::figures(&bin, &url))?);
-    print_and_save(&figures)
+    if wanted("history") {
+        figures.extend(runtime.block_on(history::figures(&bin, &url))?);
+    }
+    print_and_save(&figures, groups.is_empty())
 }
+
+/// The groups of figures, by the argument that selects them.
+const GROUPS: [&str; 3] = ["local", "amqp", "history"];
 
 fn release_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("own path")?;
@@ -151,7 +169,7 @@ fn local_log_streaming(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
     }])
 }
 
-fn print_and_save(figures: &[Figure]) -> Result<()> {
+fn print_and_save(figures: &[Figure], save: bool) -> Result<()> {
     println!("{:<28} {:>14} {:>14} {:>8}  unit / what", "figure", "value", "ceiling", "ratio");
     let mut json = BTreeMap::new();
     for figure in figures {
@@ -169,6 +187,9 @@ fn print_and_save(figures: &[Figure]) -> Result<()> {
             figure.name,
             serde_json::json!({"value": figure.value, "unit": figure.unit, "ceiling": figure.ceiling, "ratio": ratio}),
         );
+    }
+    if !save {
+        return Ok(());
     }
     let target = release_dir()?.parent().context("target dir")?.join("bench.json");
     std::fs::write(&target, serde_json::to_vec_pretty(&json)?)?;

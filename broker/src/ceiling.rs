@@ -149,3 +149,35 @@ pub async fn run(url: &str, shape: &Shape) -> crate::Result<Measured> {
     let _ = conn.close(200, "bye".into()).await;
     Ok(Measured { elapsed, round_trips })
 }
+
+/// Read the first `count` messages of `stream` with plain lapin, as `job list` reads the index:
+/// one consumer from the first offset, `prefetch` credit, acknowledged a quarter at a time.
+/// Returns the time from connecting to the last message.
+pub async fn read_stream(url: &str, stream: &str, count: usize, prefetch: u16) -> crate::Result<Duration> {
+    let started = Instant::now();
+    let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
+    let channel = conn.create_channel().await.map_err(|e| err("channel", e))?;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| err("qos", e))?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-stream-offset".into(), AMQPValue::LongString("first".into()));
+    let mut deliveries = channel
+        .basic_consume(stream.into(), "".into(), BasicConsumeOptions::default(), arguments)
+        .await
+        .map_err(|e| err("consume", e))?;
+    let ack_every = usize::from((prefetch / 4).max(1));
+    let mut read = 0;
+    while read < count {
+        let delivery = match deliveries.next().await {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(e)) => return Err(err("read", e)),
+            None => return Err(err("read", format!("the stream ended after {read} of {count} messages"))),
+        };
+        read += 1;
+        if read % ack_every == 0 || read == count {
+            delivery.acker.ack(BasicAckOptions { multiple: true }).await.map_err(|e| err("ack", e))?;
+        }
+    }
+    let elapsed = started.elapsed();
+    let _ = conn.close(0, "done".into()).await;
+    Ok(elapsed)
+}
