@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPSoftError};
 use lapin::tcp::{AMQPUriTcpExt, TLSConfig};
@@ -663,6 +663,17 @@ impl Consumer {
                 }
             }
         }
+    }
+
+    /// basic.cancel: the deliveries already received still come out of `next`, then `None`.
+    pub async fn cancel(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        self.channel
+            .basic_cancel(self.deliveries.tag(), BasicCancelOptions::default())
+            .await
+            .map_err(|err| map_error(&self.host, Subject::Queue(&self.queue), &err))
     }
 
     fn delivery(&self, delivery: lapin::message::Delivery) -> Delivery {

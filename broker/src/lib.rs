@@ -218,6 +218,20 @@ impl Consumer {
             Consumer::Amqp(consumer) => consumer.next().await,
         }
     }
+
+    /// Ask the broker to send it nothing more (basic.cancel). Deliveries already on their way
+    /// still come out of [`Consumer::next`], then it returns `None`; they stay unacknowledged
+    /// until settled, like any other. Unlike dropping the consumer, nothing already delivered is
+    /// left unread.
+    pub async fn cancel(&mut self) -> Result<()> {
+        match self {
+            Consumer::Memory(consumer) => {
+                consumer.cancel();
+                Ok(())
+            }
+            Consumer::Amqp(consumer) => consumer.cancel().await,
+        }
+    }
 }
 
 /// One message handed to a consumer.

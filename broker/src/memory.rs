@@ -642,6 +642,15 @@ impl Consumer {
     }
 }
 
+impl Consumer {
+    /// Deliver nothing more; what was delivered already stays readable.
+    pub fn cancel(&mut self) {
+        if let Some(state) = self.state.upgrade() {
+            lock(&state).cancel_consumer(&self.queue, self.id);
+        }
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         if let Some(state) = self.state.upgrade() {

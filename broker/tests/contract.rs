@@ -92,7 +92,38 @@ contract!(
     queue_info_counts_ready_messages_and_consumers,
     a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_a_quorum_queue,
     ack_through_settles_every_earlier_delivery_of_the_consumer,
+    a_cancelled_consumer_hands_out_what_it_had_then_ends,
 );
+
+async fn a_cancelled_consumer_hands_out_what_it_had_then_ends(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    let quorum = QueueOptions { kind: QueueKind::Quorum, durable: true, ..QueueOptions::default() };
+    conn.declare_queue(&queue_name, &quorum).await.expect("queue");
+    for i in 0..3 {
+        conn.publish_confirmed("", &queue_name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(10)).await.expect("consume");
+    let mut got = vec![next(&mut consumer).await];
+    consumer.cancel().await.expect("cancel");
+    conn.publish_confirmed("", &queue_name, &text("after"), true).await.expect("publish");
+    // What was on its way still comes out, then the consumer ends.
+    while let Some(delivery) = within("the end of a cancelled consumer", consumer.next()).await {
+        got.push(delivery.expect("delivery"));
+    }
+    let bodies: Vec<String> = got.iter().map(body).collect();
+    assert!(!bodies.contains(&"after".to_owned()), "a message published after the cancel reached it: {bodies:?}");
+    assert_eq!(bodies[0], "0");
+    // What it got can still be settled, and the rest waits in the queue: nothing is lost.
+    for delivery in got {
+        delivery.acker.ack().await.expect("ack after cancel");
+    }
+    let waiting = conn.queue_info(&queue_name).await.expect("info").expect("exists").messages;
+    assert_eq!(waiting as usize + bodies.len(), 4, "delivered {bodies:?}, {waiting} waiting");
+    drop(consumer);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
 
 async fn ack_through_settles_every_earlier_delivery_of_the_consumer(broker: Broker, test: &str) {
     let names = Names::new(test);
