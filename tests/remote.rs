@@ -118,6 +118,43 @@ async fn targeting_reaches_only_the_runner_or_labels_asked_for() {
     ns.cleanup().await;
 }
 
+/// A busy runner hoards no job that another could take: while w-busy (concurrency 1) runs a job
+/// from its own queue, every job for any runner goes to the idle w-idle; once w-busy is free
+/// again (and w-idle gone), it takes them again.
+#[tokio::test]
+async fn a_busy_worker_leaves_shared_jobs_to_an_idle_one() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    let _busy = ns.worker("w-busy", &["--concurrency", "1"]).await;
+    let idle = ns.worker("w-idle", &["--concurrency", "1"]).await;
+    let gate = tempfile::tempdir().expect("temp dir");
+    let gate_file = gate.path().join("open");
+    let hold = format!("while [ ! -e {} ]; do sleep 0.05; done", gate_file.display());
+    let project = Project::new(&(op("hold", &hold) + &op("who", "echo \"$RUNWAY_RUNNER_ID\"")));
+    let mut holding = project.spawn_runway(&args(&flags, &["run", "hold", "--runner", "w-busy"]));
+    holding.stderr_line_containing("started").await;
+    let mut jobs = Vec::new();
+    for _ in 0..4 {
+        let run = project.runway(&args(&flags, &["--quiet", "run", "who", "--remote", "--detach"])).await;
+        run.assert_code(0);
+        jobs.push(run.stdout().trim().to_owned());
+    }
+    // All four complete while w-busy still holds its job: none waits behind it.
+    for job in &jobs {
+        let events = ns.completed_events(job).await;
+        let completed = events.last().expect("events");
+        assert_eq!(completed["body"]["data"]["status"], "success", "job {job}: {completed}");
+        assert_eq!(completed["runner"], "w-idle", "job {job} ran on the busy worker");
+    }
+    std::fs::write(&gate_file, "").expect("open the gate");
+    holding.finish().await.assert_code(0);
+    drop(idle);
+    let run = project.runway(&args(&flags, &["--quiet", "run", "who", "--remote"])).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout().trim(), "w-busy", "a worker that is free again takes shared jobs");
+    ns.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_target_no_runner_serves_fails_at_once() {
     let ns = Namespace::new().await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use runway_broker::protocol::{self, Completed, ControlBody, Event, EventBody, Job, RunnerInfo, Status};
 use runway_broker::topology::{RunnerQueues, Topology};
 use runway_broker::{Connection, ConsumeOptions, Delivery, StreamOffset};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
@@ -144,8 +144,13 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         started_at_ms: protocol::now_ms(),
         deliveries_tx,
         forwarders: JoinSet::new(),
+        shared: HashMap::new(),
+        sources: HashMap::new(),
+        outstanding: HashMap::new(),
+        instances: 0,
     };
     let (control, cancels) = state.plug(wiring);
+    state.reconcile().await;
     let id = state.config.id.clone();
     let task = tokio::spawn(serve(state, deliveries, control, cancels, shutdown_rx));
     Ok(Runner { id, shutdown, task })
@@ -173,34 +178,65 @@ async fn wire(conn: &Connection, topology: &Topology, config: &RunnerConfig) -> 
     // Before taking any job, learn which were cancelled while queued. An in-process runner only
     // ever gets jobs its own CLI queued after it started, so it has nothing to learn.
     let cancels = if config.in_process { None } else { Some(read_cancels(conn, topology).await?) };
-    let prefetch = u16::try_from(config.concurrency.max(1)).unwrap_or(u16::MAX);
-    let mut consumers = Vec::new();
-    for name in &job_queues {
-        let options =
-            ConsumeOptions { consumer_timeout: Some(JOB_CONSUMER_TIMEOUT), ..ConsumeOptions::with_prefetch(prefetch) };
-        let consumer = conn.consume(name, &options).await?;
-        consumers.push((name.clone(), options, consumer));
-    }
+    // Its own queue, consumed with the full concurrency: only this runner can take those jobs,
+    // so holding them hoards nothing. The shared queues are consumed by `reconcile`.
+    let own = &job_queues[0];
+    let options = job_consume_options(config.concurrency.max(1));
+    let consumers = vec![(own.clone(), options.clone(), conn.consume(own, &options).await?)];
     let control =
         conn.consume(&control_queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
     Ok(Wiring { job_queues, consumers, control, cancels })
 }
 
-/// Hand a queue's deliveries to the serving loop; when the broker ends the consumer (a channel
-/// closed under it), consume again, with a growing pause between tries. A lost connection is
-/// reported to the serving loop, which wires everything again on the next one.
+/// How a job queue is consumed: `slots` deliveries at most, unacknowledged for up to a day.
+fn job_consume_options(slots: usize) -> ConsumeOptions {
+    let prefetch = u16::try_from(slots).unwrap_or(u16::MAX);
+    ConsumeOptions { consumer_timeout: Some(JOB_CONSUMER_TIMEOUT), ..ConsumeOptions::with_prefetch(prefetch) }
+}
+
+/// A delivery from a job consumer, with the consumer instance it came from.
+type Tagged = (u64, runway_broker::Result<Delivery>);
+
+/// Hand a queue's deliveries to the serving loop, tagged with the consumer `instance`; when the
+/// broker ends the consumer (a channel closed under it), consume again, with a growing pause
+/// between tries. A lost connection is reported to the serving loop, which wires everything
+/// again on the next one. When `cancel` fires (or its sender goes), cancel the consumer, hand
+/// over what was already on its way, and stop.
 async fn forward(
     conn: Connection,
     queue: String,
     options: ConsumeOptions,
     mut consumer: runway_broker::Consumer,
-    tx: mpsc::Sender<runway_broker::Result<Delivery>>,
+    tx: mpsc::Sender<Tagged>,
+    instance: u64,
+    mut cancel: Option<oneshot::Receiver<()>>,
 ) {
     let mut pause = Duration::from_millis(100);
     loop {
-        while let Some(delivery) = consumer.next().await {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = async {
+                    match cancel.as_mut() {
+                        Some(signal) => drop(signal.await),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if let Err(err) = consumer.cancel().await {
+                        tracing::debug!(%queue, error = %err, "cancelling a job consumer failed");
+                    }
+                    while let Some(delivery) = consumer.next().await {
+                        if tx.send((instance, delivery)).await.is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+                next = consumer.next() => next,
+            };
+            let Some(delivery) = next else { break };
             pause = Duration::from_millis(100);
-            if tx.send(delivery).await.is_err() {
+            if tx.send((instance, delivery)).await.is_err() {
                 return;
             }
         }
@@ -214,7 +250,7 @@ async fn forward(
                     break;
                 }
                 Err(err) if err.is_unreachable() => {
-                    let _ = tx.send(Err(err)).await;
+                    let _ = tx.send((instance, Err(err))).await;
                     return;
                 }
                 Err(err) => tracing::warn!(%queue, error = %err, "consuming again failed"),
@@ -240,15 +276,33 @@ struct Serving {
     cancelled: HashSet<Uuid>,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
-    deliveries_tx: mpsc::Sender<runway_broker::Result<Delivery>>,
+    deliveries_tx: mpsc::Sender<Tagged>,
     forwarders: JoinSet<()>,
+    /// The live consumer of each shared job queue (the `any` queue, label sets), if any.
+    shared: HashMap<String, Shared>,
+    /// Which consumer instance each job here came from, and how many jobs of each are here.
+    sources: HashMap<Uuid, u64>,
+    outstanding: HashMap<u64, usize>,
+    /// Consumer instances numbered so far.
+    instances: u64,
+}
+
+/// A consumer of a shared job queue, made for `prefetch` free slots.
+struct Shared {
+    instance: u64,
+    prefetch: usize,
+    cancel: oneshot::Sender<()>,
 }
 
 impl Serving {
     /// Start forwarding what `wiring` consumes; returns its control and cancels consumers.
     fn plug(&mut self, wiring: Wiring) -> (runway_broker::Consumer, Option<runway_broker::Consumer>) {
+        // The shared consumers of an earlier connection are gone with it.
+        self.shared.clear();
         for (name, options, consumer) in wiring.consumers {
-            let forward = forward(self.conn.clone(), name, options, consumer, self.deliveries_tx.clone());
+            let instance = self.next_instance();
+            let forward =
+                forward(self.conn.clone(), name, options, consumer, self.deliveries_tx.clone(), instance, None);
             self.forwarders.spawn(forward);
         }
         self.job_queues = wiring.job_queues;
@@ -257,6 +311,77 @@ impl Serving {
             consumer
         });
         (wiring.control, cancels)
+    }
+
+    fn next_instance(&mut self) -> u64 {
+        self.instances += 1;
+        self.instances
+    }
+
+    /// Make the shared queues' consumers promise exactly the free slots. A consumer's prefetch
+    /// is fixed when it starts, so a consumer promising more (this runner took jobs from
+    /// elsewhere) is cancelled, and one promising less (slots freed) is replaced: a full runner
+    /// holds no credit on a queue that another runner could serve, so it hoards none of its
+    /// jobs, and a runner with free slots consumes every shared queue. A runner serving jobs
+    /// from one shared queue only keeps its consumer: its credit follows its slots by itself.
+    async fn reconcile(&mut self) {
+        if self.shutdown.borrow().is_some() {
+            return;
+        }
+        let free = self.config.concurrency.max(1).saturating_sub(self.running.len());
+        let queues: Vec<String> = self.job_queues.iter().skip(1).cloned().collect();
+        for queue in queues {
+            if let Some(active) = self.shared.get(&queue) {
+                let taken = self.outstanding.get(&active.instance).copied().unwrap_or(0);
+                if active.prefetch.saturating_sub(taken) == free {
+                    continue;
+                }
+                if let Some(active) = self.shared.remove(&queue) {
+                    let _ = active.cancel.send(());
+                }
+            }
+            if free == 0 {
+                continue;
+            }
+            let options = job_consume_options(free);
+            match self.conn.consume(&queue, &options).await {
+                Ok(consumer) => {
+                    let instance = self.next_instance();
+                    let (cancel, cancelled) = oneshot::channel();
+                    let tx = self.deliveries_tx.clone();
+                    let conn = self.conn.clone();
+                    self.forwarders.spawn(forward(
+                        conn,
+                        queue.clone(),
+                        options,
+                        consumer,
+                        tx,
+                        instance,
+                        Some(cancelled),
+                    ));
+                    self.shared.insert(queue, Shared { instance, prefetch: free, cancel });
+                }
+                Err(err) if err.is_unreachable() => {
+                    self.link.report_lost(self.generation);
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(%queue, error = %err, "consuming a shared job queue failed; trying again when a job ends");
+                }
+            }
+        }
+    }
+
+    /// A job from consumer `instance` ended here (or was never started).
+    fn settled(&mut self, id: Uuid) {
+        if let Some(instance) = self.sources.remove(&id)
+            && let Some(count) = self.outstanding.get_mut(&instance)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.outstanding.remove(&instance);
+            }
+        }
     }
 }
 
@@ -293,14 +418,14 @@ fn cancelled_job(body: &[u8]) -> Option<Uuid> {
 
 async fn serve(
     mut state: Serving,
-    mut deliveries: mpsc::Receiver<runway_broker::Result<Delivery>>,
+    mut deliveries: mpsc::Receiver<Tagged>,
     control: runway_broker::Consumer,
     cancels: Option<runway_broker::Consumer>,
     mut shutdown: watch::Receiver<Option<Shutdown>>,
 ) -> Result<(), runway_broker::Error> {
     enum Step {
         Shutdown,
-        Delivery(Option<runway_broker::Result<Delivery>>),
+        Delivery(Option<Tagged>),
         Control(Option<runway_broker::Result<Delivery>>),
         Cancel(Option<runway_broker::Result<Delivery>>),
         JobEnded(Uuid),
@@ -333,9 +458,12 @@ async fn serve(
         };
         match step {
             Step::Shutdown => break,
-            Step::Delivery(Some(Ok(delivery))) => state.take(delivery).await,
-            Step::Delivery(Some(Err(err))) if err.is_unreachable() => state.link.report_lost(state.generation),
-            Step::Delivery(Some(Err(err))) => tracing::warn!(error = %err, "consuming jobs failed"),
+            Step::Delivery(Some((instance, Ok(delivery)))) => {
+                state.take(instance, delivery).await;
+                state.reconcile().await;
+            }
+            Step::Delivery(Some((_, Err(err)))) if err.is_unreachable() => state.link.report_lost(state.generation),
+            Step::Delivery(Some((_, Err(err)))) => tracing::warn!(error = %err, "consuming jobs failed"),
             // The serving loop holds a sender itself: the channel does not close.
             Step::Delivery(None) => {}
             Step::Reconnected(conn, generation) => {
@@ -347,6 +475,7 @@ async fn serve(
                         let (new_control, new_cancels) = state.plug(wiring);
                         control = Some(new_control);
                         cancels = new_cancels;
+                        state.reconcile().await;
                         tracing::info!(runner = %state.config.id, queues = ?state.job_queues, "consuming again");
                     }
                     // Right after a restart the broker takes connections before its queues are
@@ -371,6 +500,8 @@ async fn serve(
             Step::Control(None) => control = None,
             Step::JobEnded(id) => {
                 state.running.remove(&id);
+                state.settled(id);
+                state.reconcile().await;
             }
         }
     }
@@ -383,7 +514,7 @@ async fn serve(
     state.forwarders.abort_all();
     while state.forwarders.join_next().await.is_some() {}
     deliveries.close();
-    while let Ok(delivery) = deliveries.try_recv() {
+    while let Ok((_, delivery)) = deliveries.try_recv() {
         if let Ok(delivery) = delivery
             && let Err(err) = delivery.acker.nack(true).await
         {
@@ -468,7 +599,7 @@ impl Serving {
     }
 
     /// Decode a delivered job and start it, or dead-letter it with the reason.
-    async fn take(&mut self, delivery: Delivery) {
+    async fn take(&mut self, instance: u64, delivery: Delivery) {
         let job = match protocol::decode_job(&delivery.body, self.config.max_job_bytes) {
             Ok(job) => job,
             Err(err) => {
@@ -499,6 +630,8 @@ impl Serving {
             let _ = stop_tx.send(Stop { force: true });
         }
         self.running.insert(job.id, stop_tx);
+        self.sources.insert(job.id, instance);
+        *self.outstanding.entry(instance).or_default() += 1;
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
