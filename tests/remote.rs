@@ -146,10 +146,15 @@ async fn a_busy_worker_leaves_shared_jobs_to_an_idle_one() {
         assert_eq!(completed["body"]["data"]["status"], "success", "job {job}: {completed}");
         assert_eq!(completed["runner"], "w-idle", "job {job} ran on the busy worker");
     }
+    // With the idle worker gone, a job for any runner waits, and the CLI says why.
+    drop(idle);
+    let mut waiting = project.spawn_runway(&args(&flags, &["run", "who", "--remote"]));
+    let line = waiting.stderr_line_containing("still waiting").await;
+    assert!(line.contains("1 runner serves it and it is busy (1 of 1 slots in use)"), "{line}");
+    // Free again, the busy worker takes it.
     std::fs::write(&gate_file, "").expect("open the gate");
     holding.finish().await.assert_code(0);
-    drop(idle);
-    let run = project.runway(&args(&flags, &["--quiet", "run", "who", "--remote"])).await;
+    let run = waiting.finish().await;
     run.assert_code(0);
     assert_eq!(run.stdout().trim(), "w-busy", "a worker that is free again takes shared jobs");
     ns.cleanup().await;
@@ -179,7 +184,7 @@ async fn a_job_for_a_stopped_worker_says_it_waits_with_no_consumers() {
     let project = Project::new(&op("deploy", "echo late"));
     let mut cli = project.spawn_runway(&args(&flags, &["run", "deploy", "--runner", "w-gone"]));
     let line = cli.stderr_line_containing("still waiting").await;
-    assert!(line.contains("no runners"), "{line}");
+    assert!(line.contains("which no runner consumes now: no runner that serves it is up"), "{line}");
     assert!(line.contains(&format!("{}.runner.w-gone", ns.name)), "{line}");
     // Once a worker with that id comes back, the job runs.
     let _back = ns.worker("w-gone", &[]).await;

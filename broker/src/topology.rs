@@ -372,10 +372,16 @@ impl Topology {
     /// everything stored before this call.
     pub async fn mark_stream(&self, conn: &Connection, stream: &str) -> Result<String> {
         let id = format!("marker.{}", Uuid::now_v7());
-        let mut message = Message::json(b"{}".to_vec(), MARKER_KIND);
-        message.properties.message_id = Some(id.clone());
-        conn.publish_confirmed("", stream, &message, true).await?;
+        self.mark_stream_again(conn, stream, &id).await?;
         Ok(id)
+    }
+
+    /// Append the marker `id` (from [`Topology::mark_stream`]) once more: a reader stops at
+    /// whichever copy it meets first.
+    pub async fn mark_stream_again(&self, conn: &Connection, stream: &str, id: &str) -> Result<()> {
+        let mut message = Message::json(b"{}".to_vec(), MARKER_KIND);
+        message.properties.message_id = Some(id.to_owned());
+        conn.publish_confirmed("", stream, &message, true).await
     }
 
     /// Move an undecodable job to the dead-letter exchange with the reason in its headers.

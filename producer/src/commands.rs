@@ -477,12 +477,19 @@ impl Session {
     /// Say which queue a job waits in and how many runners consume it.
     async fn report_waiting(&self, target: &Target, printer: &mut Printer) {
         match self.topology.job_queue_info(&self.conn, target).await {
+            Ok(Some(info)) if info.consumers == 0 => {
+                let why = jobs::why_no_consumer(&self.conn, &self.topology, target).await;
+                printer.status(&format!(
+                    "still waiting for a runner: the job is in queue `{}` ({} waiting there), which no runner \
+                     consumes now: {why}",
+                    info.name, info.messages
+                ));
+            }
             Ok(Some(info)) => printer.status(&format!(
                 "still waiting for a runner: the job is in queue `{}` ({} waiting there), which {} consume",
                 info.name,
                 info.messages,
                 match info.consumers {
-                    0 => "no runners".to_owned(),
                     1 => "1 runner".to_owned(),
                     n => format!("{n} runners"),
                 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use runway_broker::protocol::{self, ControlBody, Event, EventBody, RunnerInfo, VERSION, now_ms};
+use runway_broker::protocol::{self, ControlBody, Event, EventBody, RunnerInfo, Target, VERSION, now_ms};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, ConsumeOptions, StreamOffset};
 use uuid::Uuid;
@@ -191,11 +191,17 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         (Some(target), State::Queued) => topology.job_queue_info(conn, target).await?,
         _ => None,
     };
+    // No consumer: every runner serving it is busy, or none is up.
+    let why = match (&waiting, &record.target) {
+        (Some(info), Some(target)) if info.consumers == 0 => Some(why_no_consumer(conn, topology, target).await),
+        _ => None,
+    };
     if json {
         let mut value = record_json(&record, now);
         if let Some(info) = &waiting {
-            value["waiting"] =
-                serde_json::json!({"queue": info.name, "consumers": info.consumers, "messages": info.messages});
+            value["waiting"] = serde_json::json!({
+                "queue": info.name, "consumers": info.consumers, "messages": info.messages, "why": why,
+            });
         }
         println!("{value}");
         return Ok(exit::SUCCESS);
@@ -222,6 +228,9 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
             "waiting    in queue `{}` ({} messages), consumed by {} runner(s)",
             info.name, info.messages, info.consumers
         );
+        if let Some(why) = &why {
+            println!("           {why}");
+        }
     }
     if let Some(silence) = record.silence(now) {
         println!("lost       no heartbeat from runner {} since {}", silence.runner, time(Some(silence.last_seen_ms)));
@@ -347,8 +356,8 @@ pub async fn request_cancel(
     Ok(())
 }
 
-/// `runner list`: ping every runner and print who answers before the deadline.
-pub async fn runners(conn: &Connection, topology: &Topology, json: bool) -> Result<u8, CliError> {
+/// Ping every runner; who answers before the deadline, by id.
+async fn ping(conn: &Connection, topology: &Topology) -> Result<Vec<RunnerInfo>, CliError> {
     let queue = topology.declare_reply_queue(conn).await?;
     let mut answers =
         conn.consume(&queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
@@ -362,6 +371,47 @@ pub async fn runners(conn: &Connection, topology: &Topology, json: bool) -> Resu
         }
     }
     runners.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(runners)
+}
+
+/// Why a queue has no consumer: a runner consumes a shared queue only while it has a free
+/// slot, so "no consumer" means either that every runner serving it is busy or that none is up.
+/// Asks the runners (a ping) and says which, naming how many serve `target`.
+pub(crate) async fn why_no_consumer(conn: &Connection, topology: &Topology, target: &Target) -> String {
+    let runners = match ping(conn, topology).await {
+        Ok(runners) => runners,
+        Err(err) => return format!("no runner consumes it now (asking the runners failed: {err})"),
+    };
+    let serving: Vec<&RunnerInfo> = runners.iter().filter(|info| serves(info, target)).collect();
+    match serving.len() {
+        0 => "no runner that serves it is up".to_owned(),
+        n => {
+            let running: u32 = serving.iter().map(|info| info.running).sum();
+            let slots: u32 = serving.iter().map(|info| info.concurrency).sum();
+            format!(
+                "{n} runner{} serve{} it and {} busy ({running} of {slots} slots in use): it runs when a slot frees",
+                if n == 1 { "" } else { "s" },
+                if n == 1 { "s" } else { "" },
+                if n == 1 { "it is" } else { "all are" },
+            )
+        }
+    }
+}
+
+/// Whether a runner takes jobs for `target`.
+fn serves(info: &RunnerInfo, target: &Target) -> bool {
+    match target {
+        Target::Runner(id) => info.id == *id,
+        Target::Any => !info.by_id_only,
+        Target::Labels(labels) => {
+            !info.by_id_only && labels.iter().all(|(key, value)| info.labels.get(key) == Some(value))
+        }
+    }
+}
+
+/// `runner list`: ping every runner and print who answers before the deadline.
+pub async fn runners(conn: &Connection, topology: &Topology, json: bool) -> Result<u8, CliError> {
+    let runners = ping(conn, topology).await?;
     let now = now_ms();
     if json {
         for info in &runners {

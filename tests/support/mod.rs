@@ -65,14 +65,7 @@ impl Project {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn runway");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stdout = tokio::spawn(async move {
-            use tokio::io::AsyncReadExt;
-            let mut bytes = Vec::new();
-            let mut stdout = stdout;
-            let _ = stdout.read_to_end(&mut bytes).await;
-            bytes
-        });
+        let stdout = read_all(child.stdout.take().expect("piped stdout"));
         let stderr = child.stderr.take().expect("piped stderr");
         Cli { child, stdout: Some(stdout), stderr: tokio::io::BufReader::new(stderr), seen: Vec::new() }
     }
@@ -91,17 +84,38 @@ impl Project {
             .env_remove("RUNWAY_NAMESPACE")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let output = tokio::time::timeout(PATIENCE, command.output())
-            .await
-            .unwrap_or_else(|_| panic!("runway {args:?} did not finish within {PATIENCE:?}"))
-            .expect("runway runs");
+        let mut child = command.spawn().expect("runway runs");
+        let stdout = read_all(child.stdout.take().expect("piped stdout"));
+        let stderr = read_all(child.stderr.take().expect("piped stderr"));
+        let status = match tokio::time::timeout(PATIENCE, child.wait()).await {
+            Ok(status) => status.expect("wait for runway"),
+            Err(_) => {
+                // Say what it printed before it hung.
+                let _ = child.kill().await;
+                let stderr = String::from_utf8_lossy(&stderr.await.unwrap_or_default()).into_owned();
+                panic!("runway {args:?} did not finish within {PATIENCE:?}; its stderr:\n{stderr}");
+            }
+        };
         Run {
-            code: output.status.code(),
-            stdout: output.stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            code: status.code(),
+            stdout: stdout.await.unwrap_or_default(),
+            stderr: String::from_utf8_lossy(&stderr.await.unwrap_or_default()).into_owned(),
         }
     }
+}
+
+/// Everything a pipe gives until it closes, read in the background.
+fn read_all(pipe: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> tokio::task::JoinHandle<Vec<u8>> {
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        let mut pipe = pipe;
+        let _ = pipe.read_to_end(&mut bytes).await;
+        bytes
+    })
 }
 
 /// A `runway` process still running.

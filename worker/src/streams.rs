@@ -3,6 +3,8 @@
 //!
 //! It hands raw deliveries to the caller; what they mean is `history`'s business.
 
+use std::time::Duration;
+
 use runway_broker::topology::{MARKER_KIND, Topology};
 use runway_broker::{Connection, ConsumeOptions, Consumer, Delivery, StreamOffset};
 
@@ -12,10 +14,20 @@ pub const SMALL_PREFETCH: u16 = 2000;
 /// The same for the history, whose log batches can be 128 KiB each: bounds the reader's memory.
 pub const LARGE_PREFETCH: u16 = 64;
 
+/// Before catching up, a read that gets nothing for this long appends its marker again and
+/// says so: a stream read must end, never hang.
+const STALL: Duration = Duration::from_secs(5);
+
 /// A reader of one stream.
 #[derive(Debug)]
 pub struct StreamReader {
     consumer: Consumer,
+    /// To append the marker again if the read stalls.
+    conn: Connection,
+    topology: Topology,
+    stream: String,
+    /// Deliveries read so far, for the stall report.
+    read: u64,
     marker: Option<String>,
     /// Set once the marker went by: everything stored before the read began has been seen.
     pub caught_up: bool,
@@ -41,7 +53,18 @@ impl StreamReader {
         let consumer = conn.consume(stream, &options).await?;
         let marker = topology.mark_stream(conn, stream).await?;
         let ack_every = (prefetch / 4).max(1);
-        Ok(StreamReader { consumer, marker: Some(marker), caught_up: false, unacked: 0, last: None, ack_every })
+        Ok(StreamReader {
+            consumer,
+            conn: conn.clone(),
+            topology: topology.clone(),
+            stream: stream.to_owned(),
+            read: 0,
+            marker: Some(marker),
+            caught_up: false,
+            unacked: 0,
+            last: None,
+            ack_every,
+        })
     }
 
     /// The next stored message that is not a marker, `Read::CaughtUp` when our own marker went
@@ -59,8 +82,20 @@ impl StreamReader {
                 }
                 self.unacked = 0;
             }
-            let Some(delivery) = self.consumer.next().await else { return Ok(None) };
+            let next = if self.caught_up {
+                self.consumer.next().await
+            } else {
+                match tokio::time::timeout(STALL, self.consumer.next()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        self.nudge().await;
+                        continue;
+                    }
+                }
+            };
+            let Some(delivery) = next else { return Ok(None) };
             let mut delivery = delivery?;
+            self.read += 1;
             // Acknowledging returns credit and cannot lose anything on a stream: keep the acker
             // and acknowledge a batch at a time (one frame), well before the prefetch runs out.
             self.last = Some(std::mem::replace(&mut delivery.acker, runway_broker::Acker::None));
@@ -73,6 +108,22 @@ impl StreamReader {
                 continue;
             }
             return Ok(Some(Read::Message(Box::new(delivery))));
+        }
+    }
+}
+
+impl StreamReader {
+    /// Nothing came for [`STALL`] before the marker: say so, and append the marker again.
+    async fn nudge(&mut self) {
+        let Some(marker) = self.marker.clone() else { return };
+        tracing::warn!(
+            stream = %self.stream,
+            read = self.read,
+            "reading the stream: nothing arrived for {}s before its end; marking the end again",
+            STALL.as_secs()
+        );
+        if let Err(err) = self.topology.mark_stream_again(&self.conn, &self.stream, &marker).await {
+            tracing::warn!(stream = %self.stream, error = %err, "marking the end of the stream again failed");
         }
     }
 }
