@@ -74,6 +74,8 @@ const PUBLISH_ATTEMPTS: u32 = 3;
 const STREAM_PREFETCH: u16 = 100;
 /// The reply text of our own connection close.
 const CLOSE_TEXT: &str = "bye";
+/// How long closing a connection waits for the broker's close-ok.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A RabbitMQ broker, by URL. Nothing is dialled until [`AmqpBroker::connect`].
 #[derive(Clone)]
@@ -233,10 +235,13 @@ async fn shut(conn: &lapin::Connection) {
     if conn.status().reconnecting() {
         wait_connected(conn).await;
     }
-    if conn.status().connected()
-        && let Err(err) = conn.close(200, CLOSE_TEXT.into()).await
-    {
-        tracing::debug!(%err, "closing the broker connection");
+    if conn.status().connected() {
+        // A broker that does not answer close-ok must not keep its client from ending.
+        match tokio::time::timeout(CLOSE_PATIENCE, conn.close(200, CLOSE_TEXT.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(%err, "closing the broker connection"),
+            Err(_) => tracing::warn!("the broker did not answer the connection close within {CLOSE_PATIENCE:?}"),
+        }
     }
 }
 

@@ -96,7 +96,10 @@ impl Project {
                 // Say what it printed before it hung.
                 let _ = child.kill().await;
                 let stderr = String::from_utf8_lossy(&stderr.await.unwrap_or_default()).into_owned();
-                panic!("runway {args:?} did not finish within {PATIENCE:?}; its stderr:\n{stderr}");
+                let stdout = String::from_utf8_lossy(&stdout.await.unwrap_or_default()).into_owned();
+                panic!(
+                    "runway {args:?} did not finish within {PATIENCE:?}; its stdout:\n{stdout}\nits stderr:\n{stderr}"
+                );
             }
         };
         Run {

@@ -58,5 +58,9 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::INTERNAL);
         }
     };
-    ExitCode::from(runtime.block_on(async { commands::run(cli, CtrlC::listen()).await }))
+    let code = runtime.block_on(async { commands::run(cli, CtrlC::listen()).await });
+    // Whatever is still running in the background (a connection's last frames) gets a moment,
+    // not a say in when the CLI exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    ExitCode::from(code)
 }

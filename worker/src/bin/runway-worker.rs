@@ -109,7 +109,7 @@ fn main() -> ExitCode {
             return ExitCode::from(FAILURE);
         }
     };
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let (tx, rx) = mpsc::channel(4);
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
@@ -137,5 +137,8 @@ fn main() -> ExitCode {
                 ExitCode::from(if err.is_unreachable() { UNAVAILABLE } else { FAILURE })
             }
         }
-    })
+    });
+    // Jobs and connections are settled by now; what lingers does not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    code
 }
