@@ -220,6 +220,8 @@ pub struct Namespace {
     pub topology: runway_broker::topology::Topology,
     conn: runway_broker::Connection,
     runners: std::sync::Mutex<Vec<runway_broker::topology::RunnerQueues>>,
+    /// Set by `cleanup`; otherwise dropping the namespace (a failed test) deletes it.
+    cleaned: std::sync::atomic::AtomicBool,
 }
 
 impl Namespace {
@@ -231,7 +233,13 @@ impl Namespace {
             panic!("RabbitMQ is required for this test and cannot be reached ({err}); `make test` starts it")
         });
         topology.declare(&conn, &runway_broker::topology::Retention::default()).await.expect("declare topology");
-        Namespace { name, topology, conn, runners: std::sync::Mutex::new(Vec::new()) }
+        Namespace {
+            name,
+            topology,
+            conn,
+            runners: std::sync::Mutex::new(Vec::new()),
+            cleaned: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     /// Dial the namespace's connection again (after a broker restart dropped it).
@@ -304,11 +312,43 @@ impl Namespace {
 
     /// Delete this namespace's queues and exchanges.
     pub async fn cleanup(&self) {
+        self.cleaned.store(true, std::sync::atomic::Ordering::Relaxed);
         let runners = self.runners.lock().expect("lock").clone();
-        for runner in &runners {
-            let _ = self.topology.delete_runner(&self.conn, runner).await;
+        delete_namespace(&self.conn, &self.topology, &runners).await;
+    }
+}
+
+async fn delete_namespace(
+    conn: &runway_broker::Connection,
+    topology: &runway_broker::topology::Topology,
+    runners: &[runway_broker::topology::RunnerQueues],
+) {
+    for runner in runners {
+        let _ = topology.delete_runner(conn, runner).await;
+    }
+    let _ = topology.delete_shared(conn).await;
+}
+
+/// A test that failed (or forgot) leaves no queues and streams behind on the shared broker:
+/// each stream holds files open there, and they add up over a run.
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if self.cleaned.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
-        let _ = self.topology.delete_shared(&self.conn).await;
+        let topology = self.topology.clone();
+        let runners = self.runners.lock().map(|runners| runners.clone()).unwrap_or_default();
+        // On a thread of its own: this may run inside the test's runtime, which cannot block.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                let Ok(broker) = runway_broker::Broker::amqp(&amqp_url(), Duration::from_secs(5)) else { return };
+                let Ok(conn) = broker.connect().await else { return };
+                delete_namespace(&conn, &topology, &runners).await;
+                conn.close().await;
+            });
+        })
+        .join();
     }
 }
 
