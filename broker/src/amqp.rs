@@ -383,6 +383,29 @@ impl Connection {
             .await
     }
 
+    /// Whether an exchange exists: a passive declaration, on a channel of its own since a
+    /// missing exchange closes it.
+    pub async fn exchange_exists(&self, name: &str) -> Result<bool> {
+        let exchange = short("exchange name", name)?;
+        let options = ExchangeDeclareOptions { passive: true, ..ExchangeDeclareOptions::default() };
+        let declared = self
+            .inner
+            .on_fresh_channel(Subject::Exchange(name), |channel| {
+                let exchange = exchange.clone();
+                async move {
+                    channel
+                        .exchange_declare(exchange, lapin::ExchangeKind::Direct, options, FieldTable::default())
+                        .await
+                }
+            })
+            .await;
+        match declared {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Declare a queue; an empty name asks the broker to choose one (returned in the info).
     pub async fn declare_queue(&self, name: &str, options: &QueueOptions) -> Result<QueueInfo> {
         let queue = short("queue name", name)?;

@@ -90,6 +90,14 @@ impl Connection {
         }
     }
 
+    /// Whether an exchange exists (a passive declaration).
+    pub async fn exchange_exists(&self, name: &str) -> Result<bool> {
+        match self {
+            Connection::Memory(conn) => Ok(conn.exchange_exists(name)),
+            Connection::Amqp(conn) => conn.exchange_exists(name).await,
+        }
+    }
+
     /// Declare a queue (idempotent when the options agree); an empty name asks for a server-named one.
     pub async fn declare_queue(&self, name: &str, options: &QueueOptions) -> Result<QueueInfo> {
         match self {

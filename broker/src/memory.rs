@@ -440,6 +440,10 @@ impl Connection {
         lock(&self.inner.state)
     }
 
+    pub fn exchange_exists(&self, name: &str) -> bool {
+        self.state().exchanges.contains_key(name)
+    }
+
     pub fn declare_exchange(&self, name: &str, kind: ExchangeKind, durable: bool) -> Result<()> {
         let mut state = self.state();
         match state.exchanges.get(name) {

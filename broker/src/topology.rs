@@ -258,7 +258,25 @@ impl Topology {
         }
         conn.declare_queue(&self.cancels_queue(), &history).await?;
         conn.bind_queue(&self.cancels_queue(), &self.control_exchange(), "cancel").await?;
+        // Last: its presence says that everything above is in place.
+        conn.declare_exchange(&self.complete_marker(), ExchangeKind::Fanout, true).await?;
         Ok(())
+    }
+
+    /// Declare the topology unless it is complete already: one passive check instead of some
+    /// twenty declarations, for commands that run often (the CLI). A runner starting declares
+    /// it in full ([`Topology::declare`]).
+    pub async fn ensure(&self, conn: &Connection, retention: &Retention) -> Result<()> {
+        if conn.exchange_exists(&self.complete_marker()).await? {
+            return Ok(());
+        }
+        self.declare(conn, retention).await
+    }
+
+    /// An exchange that routes nothing, declared after everything else: the topology of this
+    /// version is complete. A version that adds to the topology names a new marker.
+    fn complete_marker(&self) -> String {
+        format!("{}.topology.v1", self.ns)
     }
 
     /// Whether the streams events and cancels go to are up. Right after a broker restart
@@ -405,7 +423,13 @@ impl Topology {
         {
             conn.delete_queue(&queue).await?;
         }
-        for exchange in [self.jobs_exchange(), self.events_exchange(), self.control_exchange(), self.dead_exchange()] {
+        for exchange in [
+            self.complete_marker(),
+            self.jobs_exchange(),
+            self.events_exchange(),
+            self.control_exchange(),
+            self.dead_exchange(),
+        ] {
             conn.delete_exchange(&exchange).await?;
         }
         Ok(())

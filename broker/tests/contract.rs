@@ -93,7 +93,41 @@ contract!(
     a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_a_quorum_queue,
     ack_through_settles_every_earlier_delivery_of_the_consumer,
     a_cancelled_consumer_hands_out_what_it_had_then_ends,
+    exchange_exists_tells_declared_from_missing,
+    topology_ensure_declares_once_then_only_checks,
 );
+
+async fn topology_ensure_declares_once_then_only_checks(broker: Broker, _test: &str) {
+    use runway_broker::topology::{Retention, Topology};
+    let conn = broker.connect().await.expect("connect");
+    let topology = Topology::new(&format!("contract-{}", uuid::Uuid::now_v7().simple())).expect("namespace");
+    topology.ensure(&conn, &Retention::default()).await.expect("ensure");
+    for queue in [topology.history_queue(), topology.index_queue(), topology.cancels_queue(), topology.dead_queue()] {
+        assert!(conn.queue_info(&queue).await.expect("info").is_some(), "{queue} declared");
+    }
+    // Complete: a second ensure only checks, so it does not bring back what was removed...
+    conn.delete_queue(&topology.dead_queue()).await.expect("delete");
+    topology.ensure(&conn, &Retention::default()).await.expect("ensure again");
+    assert!(conn.queue_info(&topology.dead_queue()).await.expect("info").is_none(), "ensure skipped the declaration");
+    // ...which a full declaration (a runner starting) does.
+    topology.declare(&conn, &Retention::default()).await.expect("declare");
+    assert!(conn.queue_info(&topology.dead_queue()).await.expect("info").is_some(), "declare restored it");
+    topology.delete_shared(&conn).await.expect("clean up");
+    conn.close().await;
+}
+
+async fn exchange_exists_tells_declared_from_missing(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let exchange = names.name("x");
+    assert!(!conn.exchange_exists(&exchange).await.expect("check"), "not declared yet");
+    conn.declare_exchange(&exchange, ExchangeKind::Fanout, true).await.expect("declare");
+    assert!(conn.exchange_exists(&exchange).await.expect("check"), "declared");
+    // The check failing on a missing exchange leaves the connection usable.
+    assert!(!conn.exchange_exists(&names.name("other")).await.expect("check"));
+    conn.delete_exchange(&exchange).await.expect("delete");
+    assert!(!conn.exchange_exists(&exchange).await.expect("check"), "deleted");
+}
 
 async fn a_cancelled_consumer_hands_out_what_it_had_then_ends(broker: Broker, test: &str) {
     let names = Names::new(test);

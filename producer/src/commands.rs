@@ -174,7 +174,7 @@ async fn connect_server(cli: &Cli) -> Result<(Connection, Topology), CliError> {
     let topology = Topology::new(&namespace).map_err(|err| CliError::Usage(err.to_string()))?;
     let broker = Broker::amqp(&url, CONNECT_TIMEOUT).map_err(|err| CliError::Usage(err.to_string()))?;
     let conn = broker.connect().await?;
-    topology.declare(&conn, &Retention::default()).await?;
+    topology.ensure(&conn, &Retention::default()).await?;
     Ok((conn, topology))
 }
 
@@ -273,7 +273,7 @@ impl Session {
             Some(url) => Broker::amqp(url, CONNECT_TIMEOUT).map_err(|err| CliError::Usage(err.to_string()))?,
         };
         let conn = broker.connect().await?;
-        topology.declare(&conn, &Retention::default()).await?;
+        topology.ensure(&conn, &Retention::default()).await?;
         if !needs_runner {
             return Ok(Session { conn, topology, runner: None, runner_conn: None });
         }
