@@ -2,7 +2,7 @@
 //! lines, and `job logs` of a 1,000,000-line job, both through the real `runway` binary.
 //!
 //! `job list` is bound by how fast RabbitMQ hands out stream messages over AMQP 0-9-1 (one
-//! consumer): its ceiling is plain lapin reading the same index messages in the same run.
+//! consumer): its ceiling is a plain AMQP client reading the same index messages in the same run.
 //!
 //! The history is written synthetically (the events a runner would publish), which is far faster
 //! than running the jobs and reads the same.
@@ -123,7 +123,7 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
         samples.push(timed(&runway, &list_args, Stdio::null())?);
     }
     let list = crate::median(samples);
-    // The ceiling: plain lapin reading the same index messages (queued, accepted, started and
+    // The ceiling: a plain AMQP client reading the same index messages (queued, accepted, started and
     // completed of every job), as `job list` does, with nothing else.
     let mut plain = Vec::new();
     for _ in 0..3 {
@@ -141,7 +141,7 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
             value: list.as_secs_f64() * 1000.0,
             unit: "ms",
             ceiling: Some(plain.as_secs_f64() * 1000.0),
-            note: "runway job list --since 24h over 10,000 jobs and 1,000,000 log lines (ceiling: plain lapin \
+            note: "runway job list --since 24h over 10,000 jobs and 1,000,000 log lines (ceiling: a plain AMQP client \
                    reading the same 40,000 index messages; the target is 1 s)",
         },
         Figure {
