@@ -528,7 +528,7 @@ async fn catch_up(
     printer: &mut Printer,
     record: &mut JobRecord,
 ) -> Result<Option<Completed>, CliError> {
-    let from = job.created_at_ms.saturating_sub(jobs::SEEK_SLACK_MS);
+    let from = job.created_at_ms.saturating_sub(runway_worker::streams::SEEK_SLACK_MS);
     let mut reader =
         StreamReader::open(conn, topology, &topology.history_queue(), StreamOffset::Timestamp(from), LARGE_PREFETCH)
             .await?;

@@ -14,10 +14,7 @@ use uuid::Uuid;
 use crate::exit::{self, CliError};
 use crate::follow::{Printer, Style, format_duration};
 use runway_worker::history::{JobRecord, State, uuid_ms};
-use runway_worker::streams::{LARGE_PREFETCH, Read, SMALL_PREFETCH, StreamReader};
-
-/// Streams seek by chunk and clocks differ a little: start reading this much earlier.
-pub(crate) const SEEK_SLACK_MS: u64 = 5_000;
+use runway_worker::streams::{LARGE_PREFETCH, Read, SEEK_SLACK_MS, SMALL_PREFETCH, StreamReader};
 
 /// How long `runner list` waits for answers.
 const PING_DEADLINE: Duration = Duration::from_millis(1500);

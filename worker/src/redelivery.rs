@@ -12,10 +12,7 @@ use runway_broker::topology::Topology;
 use runway_broker::{Connection, StreamOffset};
 
 use crate::history::{JobRecord, uuid_ms};
-use crate::streams::{Read, SMALL_PREFETCH, StreamReader};
-
-/// Streams seek by chunk and clocks differ: read from a little before the job was created.
-const SEEK_SLACK_MS: u64 = 5_000;
+use crate::streams::{Read, SEEK_SLACK_MS, SMALL_PREFETCH, StreamReader};
 
 /// What to do with a redelivered job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,6 +14,10 @@ pub const SMALL_PREFETCH: u16 = 2000;
 /// The same for the history, whose log batches can be 128 KiB each: bounds the reader's memory.
 pub const LARGE_PREFETCH: u16 = 64;
 
+/// Streams seek by chunk and clocks differ a little: a read for a job starts this much before
+/// the job was created.
+pub const SEEK_SLACK_MS: u64 = 5_000;
+
 /// Before catching up, a read that gets nothing for this long appends its marker again and
 /// says so: a stream read must end, never hang.
 const STALL: Duration = Duration::from_secs(5);
