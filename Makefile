@@ -12,7 +12,7 @@ run:
 	cd examples/demo && ../../target/release/runway up
 
 ## Lint, make sure a RabbitMQ answers, then run every test.
-test: lint broker
+test: lint broker python
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast
 
@@ -31,6 +31,18 @@ lint:
 
 build:
 	$(CARGO) build --workspace --bins
+
+## The virtual environment of the Python example client (examples/python), with pika, for the
+## e2e test `python_client`; a stamp file makes it idempotent.
+PYTHON ?= python3
+PIKA_VERSION = 1.4.4
+.PHONY: python
+python: target/venv/.pika-$(PIKA_VERSION)
+
+target/venv/.pika-$(PIKA_VERSION):
+	$(PYTHON) -m venv target/venv
+	target/venv/bin/pip install --quiet --disable-pip-version-check pika==$(PIKA_VERSION)
+	touch $@
 
 ## Start (and on a fresh Debian machine as root, install) RabbitMQ when none answers.
 broker:
