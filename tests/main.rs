@@ -6,5 +6,6 @@
 mod faults;
 mod jobs;
 mod local;
+mod python_client;
 mod remote;
 mod support;
