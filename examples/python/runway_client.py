@@ -81,7 +81,7 @@ def new_job(operation, project, shell, args=(), env=None, target="any", timeout_
 
 
 def routing_key(target):
-    """"Names": `any`, `runner.<id>` or `labels.<k=v,...>`; an empty label set is `any`."""
+    """See "Names": `any`, `runner.<id>` or `labels.<k=v,...>`; an empty label set is `any`."""
     if isinstance(target, dict) and "runner" in target:
         return f"runner.{target['runner']}"
     if isinstance(target, dict) and target.get("labels"):
@@ -121,7 +121,7 @@ class Client:
         self.check_topology()
 
     def check_topology(self):
-        """"Names": one passive declaration of NS.topology.v1 says everything else is there."""
+        """See "Checking the topology": one passive declaration says all the rest is there."""
         probe = self.connection.channel()  # a failed passive declaration closes its channel
         try:
             probe.exchange_declare(f"{self.ns}.topology.v1", passive=True)
@@ -179,7 +179,7 @@ class Client:
                                    properties)
 
     def waiting_in(self, target):
-        """"Telling a queue nobody consumes": the job's queue and its consumer count."""
+        """See "Telling a queue nobody consumes": the job's queue and its consumer count."""
         queue = job_queue(self.ns, target)
         probe = self.connection.channel()  # a failed passive declaration closes its channel
         try:
@@ -193,7 +193,7 @@ class Client:
     # Cancelling
 
     def cancel(self, job_id, force=False):
-        """"Control": record who asked, then tell every runner."""
+        """See "Control": record who asked, then tell every runner."""
         by = f"{getpass.getuser()}@{socket.gethostname()}"
         self.publish_event(job_id, "cancel_requested", {"by": by, "force": force})
         control = {"v": VERSION, "body": {"kind": "cancel", "data": {"job": job_id, "force": force}}}
@@ -304,7 +304,7 @@ class Printer:
             self.say(f"output {key}={value}")
 
     def silent(self):
-        """"The lost rule": no event from the runner for three heartbeat intervals."""
+        """See "The lost rule": no event from the runner for three heartbeat intervals."""
         return self.accepted and now_ms() - self.last_seen_ms > 3 * self.heartbeat_ms
 
 
