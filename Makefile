@@ -55,3 +55,9 @@ bench: broker
 
 clean:
 	$(CARGO) clean
+
+## A three-node RabbitMQ cluster on 127.0.0.1:5681-5683 for the cluster tests (root, or the
+## rabbitmq user); `scripts/rabbitmq-cluster stop` removes it. The broker on 5672 is left alone.
+.PHONY: cluster
+cluster:
+	scripts/rabbitmq-cluster start
