@@ -392,9 +392,27 @@ async fn serve(
     }
     if let Shutdown::Drain { timeout } = how {
         tracing::info!(running = state.running.len(), "draining");
-        let drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
+        // A cancel request while draining (the daemon's second stop request) ends the drain too;
+        // `wait_for` sees one that came before this point as well.
+        let escalated = async {
+            if shutdown.wait_for(|how| matches!(how, Some(Shutdown::Cancel))).await.is_err() {
+                // The handle is gone: nobody can ask any more, so drain until the timeout.
+                std::future::pending::<()>().await;
+            }
+        };
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }) => {
+                if drained.is_err() {
+                    tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
+                }
+                drained.is_ok()
+            }
+            () = escalated => {
+                tracing::warn!(running = state.jobs.len(), "cancelled while draining; cancelling running jobs");
+                false
+            }
+        };
+        if !drained {
             state.cancel_running().await;
         }
     }
