@@ -1,8 +1,12 @@
-//! The runner: declares its queues, consumes jobs, runs at most `concurrency` at once, obeys
-//! cancel requests from the control exchange, and drains on shutdown.
+//! The runner: its configuration, its handle, and the serving loop, a `select!` over a closed
+//! set of steps (deliveries, control messages, cancels, ended jobs, a new connection, a stop
+//! request) that takes jobs, runs at most `concurrency` at once, keeps the shared queues' credit
+//! as `credit` decides, obeys cancel requests, and drains on shutdown.
 //!
 //! The same runner serves the `runway-worker` daemon and the in-process runner of the CLI; only
-//! its configuration differs. It knows queues only through the topology's functions.
+//! its configuration differs. It knows queues only through the topology's functions. It does
+//! not run a job (`job`, `execute`), decide credit (`credit`), or read a queue itself
+//! (`consumers`, `cancels`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
