@@ -1,26 +1,26 @@
-//! The `runway-worker` daemon as a library: connect, serve as one runner until told to stop,
-//! then drain. The binary only parses flags and turns signals into stop requests.
+//! The `runway-worker` daemon as a library: on a connected broker, declare the topology, serve
+//! as one runner until told to stop, then drain.
 //!
-//! It does not parse flags or install signal handlers itself, so tests can drive it directly.
+//! It does not parse flags, dial the broker or install signal handlers itself: the binary does,
+//! and passes the connection and a channel of stop requests in, so tests can drive it directly
+//! (over the in-memory broker, too).
 
 use std::time::Duration;
 
-use runway_broker::Broker;
+use runway_broker::Connection;
 use runway_broker::topology::{Retention, Topology};
 use tokio::sync::mpsc;
 
 use crate::runner::{RunnerConfig, RunnerError, Shutdown, start};
 
-/// Everything the daemon needs.
+/// Everything the daemon needs besides its connection.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    /// The broker URL; never printed whole (it may hold a password).
-    pub server: String,
-    pub namespace: String,
+    /// The namespace the runner serves.
+    pub topology: Topology,
     pub runner: RunnerConfig,
     /// How long running jobs may take to finish after the first stop request.
     pub drain_timeout: Duration,
-    pub connect_timeout: Duration,
 }
 
 /// Why the daemon could not serve.
@@ -41,21 +41,20 @@ impl DaemonError {
         match self {
             DaemonError::Broker(err) => err.is_unreachable(),
             DaemonError::Runner(RunnerError::Setup { source, .. }) => source.is_unreachable(),
-            DaemonError::Runner(RunnerError::Name(_)) | DaemonError::Name(_) => false,
+            DaemonError::Runner(RunnerError::Name(_) | RunnerError::Task { .. }) | DaemonError::Name(_) => false,
         }
     }
 }
 
-/// Serve until the first message on `stops` (drain), and stop running jobs at the second.
-pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
-    let topology = Topology::new(&config.namespace)?;
-    let broker = Broker::amqp(&config.server, config.connect_timeout)?;
-    let conn = broker.connect().await?;
+/// Serve on `conn` until the first message on `stops` (drain), and stop running jobs at the
+/// second; closes `conn` when the runner has stopped.
+pub async fn run(conn: Connection, config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
+    let topology = &config.topology;
     topology.declare(&conn, &Retention::default()).await?;
-    let mut runner = start(&conn, &topology, config.runner.clone()).await?;
+    let mut runner = start(&conn, topology, config.runner.clone()).await?;
     tracing::info!(
         runner = %runner.id(),
-        broker = %broker.display_name(),
+        broker = %conn.display_name(),
         concurrency = config.runner.concurrency,
         labels = ?config.runner.labels,
         "serving"
@@ -65,7 +64,7 @@ pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<
     tokio::select! {
         result = runner.wait() => {
             conn.close().await;
-            return result.map_err(DaemonError::Broker);
+            return result.map_err(DaemonError::Runner);
         }
         _ = stops.recv() => {}
     }
@@ -76,7 +75,7 @@ pub async fn run(config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<
         tokio::select! {
             result = runner.wait() => {
                 conn.close().await;
-                return result.map_err(DaemonError::Broker);
+                return result.map_err(DaemonError::Runner);
             }
             stop = stops.recv(), if stops_open => match stop {
                 Some(()) => {

@@ -4,10 +4,15 @@
 //! It speaks the broker interface and the protocol types of runway-broker; it never names a
 //! queue or an exchange itself.
 
+mod backoff;
+mod cancels;
+mod consumers;
+mod credit;
 pub mod daemon;
 mod events;
 mod execute;
 pub mod history;
+mod job;
 mod lines;
 mod link;
 mod redelivery;
@@ -15,4 +20,4 @@ mod runner;
 pub mod streams;
 
 pub use execute::Limits;
-pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, start};
+pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, hostname, start};

@@ -18,9 +18,11 @@ use runway_broker::Connection;
 use runway_broker::topology::Topology;
 use tokio::sync::watch;
 
-/// The first pause before dialling again, doubled on each failure up to [`MAX_PAUSE`].
+use crate::backoff::pauses;
+
+/// The first pause before dialling again, doubled on each failure up to 5 s
+/// ([`crate::backoff::MAX_PAUSE`]).
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
-const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// A connection that lived less than this before it was reported lost ...
 const SHORT_LIVED: Duration = Duration::from_secs(2);
 /// ... is dialled again only after this pause.
@@ -118,7 +120,6 @@ impl Link {
             dead.close().await;
             // A connection that dropped soon after it was made (its owner could not set up on
             // it) is not dialled again at once.
-            let mut pause = FIRST_PAUSE;
             if last_up.is_some_and(|at: Instant| at.elapsed() < SHORT_LIVED) {
                 tokio::select! {
                     () = tokio::time::sleep(SHORT_LIVED_PAUSE) => {}
@@ -126,7 +127,8 @@ impl Link {
                 }
             }
             let mut tries = 0u32;
-            loop {
+            // The pause to take if this try fails: they never run out.
+            for pause in pauses(FIRST_PAUSE) {
                 if matches!(&*self.state.borrow(), LinkState::Closed) {
                     return;
                 }
@@ -164,7 +166,6 @@ impl Link {
                             () = tokio::time::sleep(pause) => {}
                             () = self.until_closed() => return,
                         }
-                        pause = (pause * 2).min(MAX_PAUSE);
                     }
                 }
             }

@@ -26,23 +26,33 @@ pub(crate) enum Decision {
     Lost { attempt: u32, runner: String, last_seen_ms: u64, retry: bool },
 }
 
-/// Decide from what the history says now; `None` means "still heard from recently: wait until
-/// `until_ms` for a sign of life before calling it lost".
-pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Result<Decision, u64> {
+/// What the history says of a redelivered job at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Decided(Decision),
+    /// Its runner was heard from recently: wait until `until_ms` for a sign of life before
+    /// calling it lost.
+    Wait {
+        until_ms: u64,
+    },
+}
+
+/// Decide from what the history says at `now`.
+pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Verdict {
     let Some(attempt) = record.last_attempt() else {
-        return Ok(Decision::Run { attempt: job.attempt });
+        return Verdict::Decided(Decision::Run { attempt: job.attempt });
     };
     if attempt.completed.is_some() {
-        return Ok(Decision::Drop { why: "it already completed" });
+        return Verdict::Decided(Decision::Drop { why: "it already completed" });
     }
     match record.silence(now) {
-        Some(silence) => Ok(Decision::Lost {
+        Some(silence) => Verdict::Decided(Decision::Lost {
             attempt: attempt.number,
             runner: silence.runner,
             last_seen_ms: silence.last_seen_ms,
             retry: job.retry_on_lost,
         }),
-        None => Err(attempt.last_seen_ms + attempt.heartbeat_ms.saturating_mul(3) + 1),
+        None => Verdict::Wait { until_ms: attempt.last_seen_ms + attempt.heartbeat_ms.saturating_mul(3) + 1 },
     }
 }
 
@@ -66,7 +76,10 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                     // Nothing from its runner within three intervals: decide again, now silent.
                     Err(_) => {
                         let now = now_ms().max(until);
-                        return Ok(decide(&record, job, now).unwrap_or(Decision::Drop { why: "undecided" }));
+                        return Ok(match decide(&record, job, now) {
+                            Verdict::Decided(decision) => decision,
+                            Verdict::Wait { .. } => Decision::Drop { why: "undecided" },
+                        });
                     }
                 }
             }
@@ -84,8 +97,10 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                     // Its timestamp may be old (published late, after a reconnect): that it
                     // arrived at all is what counts.
                     return Ok(match decide(&record, job, now_ms()) {
-                        Ok(Decision::Lost { .. }) | Err(_) => Decision::Drop { why: "its runner is still running it" },
-                        Ok(decision) => decision,
+                        Verdict::Decided(Decision::Lost { .. }) | Verdict::Wait { .. } => {
+                            Decision::Drop { why: "its runner is still running it" }
+                        }
+                        Verdict::Decided(decision) => decision,
                     });
                 }
             }
@@ -97,9 +112,9 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                 let interval = record.last_attempt().map_or(0, |attempt| attempt.heartbeat_ms);
                 let grace = now_ms() + interval.saturating_mul(3) + 1;
                 match decide(&record, job, now_ms()) {
-                    Ok(Decision::Lost { .. }) => deadline = Some(grace),
-                    Ok(decision) => return Ok(decision),
-                    Err(until) => deadline = Some(until.max(grace)),
+                    Verdict::Decided(Decision::Lost { .. }) => deadline = Some(grace),
+                    Verdict::Decided(decision) => return Ok(decision),
+                    Verdict::Wait { until_ms } => deadline = Some(until_ms.max(grace)),
                 }
             }
             None => {
@@ -147,7 +162,7 @@ mod tests {
     #[test]
     fn never_started_runs() {
         let job = job(false);
-        assert_eq!(decide(&JobRecord::new(job.id), &job, 10), Ok(Decision::Run { attempt: 1 }));
+        assert_eq!(decide(&JobRecord::new(job.id), &job, 10), Verdict::Decided(Decision::Run { attempt: 1 }));
     }
 
     #[test]
@@ -164,22 +179,22 @@ mod tests {
             error: None,
         };
         record.apply(&event(&job, 2, EventBody::Completed(completed)));
-        assert!(matches!(decide(&record, &job, 1_000_000), Ok(Decision::Drop { .. })));
+        assert!(matches!(decide(&record, &job, 1_000_000), Verdict::Decided(Decision::Drop { .. })));
     }
 
     #[test]
-    fn a_heartbeating_runner_means_wait_then_a_silent_one_means_lost() {
+    fn a_heartbeating_runner_is_a_wait_verdict_not_an_error_then_a_silent_one_means_lost() {
         let job = job(true);
         let mut record = JobRecord::new(job.id);
         record.apply(&event(&job, 10_000, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }));
         assert_eq!(
             decide(&record, &job, 11_000),
-            Err(13_001),
+            Verdict::Wait { until_ms: 13_001 },
             "recently heard from: wait until three intervals passed"
         );
         assert_eq!(
             decide(&record, &job, 13_001),
-            Ok(Decision::Lost { attempt: 1, runner: "old".into(), last_seen_ms: 10_000, retry: true })
+            Verdict::Decided(Decision::Lost { attempt: 1, runner: "old".into(), last_seen_ms: 10_000, retry: true })
         );
     }
 }

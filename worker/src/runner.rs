@@ -1,25 +1,31 @@
-//! The runner: declares its queues, consumes jobs, runs at most `concurrency` at once, obeys
-//! cancel requests from the control exchange, and drains on shutdown.
+//! The runner: its configuration, its handle, and the serving loop, a `select!` over a closed
+//! set of steps (deliveries, control messages, cancels, ended jobs, a new connection, a stop
+//! request) that takes jobs, runs at most `concurrency` at once, keeps the shared queues' credit
+//! as `credit` decides, obeys cancel requests, and drains on shutdown.
 //!
 //! The same runner serves the `runway-worker` daemon and the in-process runner of the CLI; only
-//! its configuration differs. It knows queues only through the topology's functions.
+//! its configuration differs. It knows queues only through the topology's functions. It does
+//! not run a job (`job`, `execute`), decide credit (`credit`), or read a queue itself
+//! (`consumers`, `cancels`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use runway_broker::protocol::{self, Completed, ControlBody, Event, EventBody, Job, RunnerInfo, Status};
-use runway_broker::topology::{RunnerQueues, Topology};
-use runway_broker::{Connection, ConsumeOptions, Delivery, StreamOffset};
+use runway_broker::protocol::{self, ControlBody, RunnerInfo};
+use runway_broker::topology::Topology;
+use runway_broker::{Connection, Delivery};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use uuid::Uuid;
 
-use crate::events::EventSink;
-use crate::execute::{Context, Limits, Stop, execute};
+use crate::cancels::cancelled_job;
+use crate::consumers::{Forward, Tagged, Wiring, forward, job_consume_options, wire};
+use crate::credit::{self, Credit, Held, Ledger};
+use crate::execute::{Limits, Stop};
+use crate::job::{JobRun, run_job, settle};
 use crate::link::{Link, LinkState};
-use crate::redelivery::{self, Decision};
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -72,6 +78,10 @@ pub enum RunnerError {
     Name(#[from] runway_broker::topology::NameError),
     #[error("runner `{id}` cannot set up its queues: {source}")]
     Setup { id: String, source: runway_broker::Error },
+    /// The serving loop panicked (or the runtime dropped it): its jobs' deliveries are left to
+    /// the broker.
+    #[error("the task of runner `{id}` failed: {source}")]
+    Task { id: String, source: JoinError },
 }
 
 /// A started runner.
@@ -79,7 +89,7 @@ pub enum RunnerError {
 pub struct Runner {
     id: String,
     shutdown: watch::Sender<Option<Shutdown>>,
-    task: tokio::task::JoinHandle<Result<(), runway_broker::Error>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Runner {
@@ -100,15 +110,10 @@ impl Runner {
     }
 
     /// Wait until every job has ended and the runner let go of its queues. A lost broker
-    /// connection does not stop a runner: it connects again.
-    pub async fn wait(&mut self) -> Result<(), runway_broker::Error> {
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(err) => {
-                tracing::error!(error = %err, "runner task failed");
-                Ok(())
-            }
-        }
+    /// connection does not stop a runner: it connects again; only a panic in the runner's task
+    /// ends it with an error.
+    pub async fn wait(&mut self) -> Result<(), RunnerError> {
+        (&mut self.task).await.map_err(|source| RunnerError::Task { id: self.id.clone(), source })
     }
 }
 
@@ -137,7 +142,7 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         slots: Arc::new(Semaphore::new(concurrency)),
         running: HashMap::new(),
         jobs: JoinSet::new(),
-        hostname: hostname(),
+        hostname: hostname().unwrap_or_else(|| "unknown".to_owned()),
         job_queues: wiring.job_queues.clone(),
         cancelled: HashSet::new(),
         shutdown: shutdown_rx.clone(),
@@ -145,8 +150,7 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         deliveries_tx,
         forwarders: JoinSet::new(),
         shared: HashMap::new(),
-        sources: HashMap::new(),
-        outstanding: HashMap::new(),
+        ledger: Ledger::default(),
         instances: 0,
     };
     let (control, cancels) = state.plug(wiring);
@@ -156,109 +160,15 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     Ok(Runner { id, shutdown, task })
 }
 
-/// What a runner consumes on one connection.
-struct Wiring {
-    job_queues: Vec<String>,
-    consumers: Vec<(String, ConsumeOptions, runway_broker::Consumer)>,
-    control: runway_broker::Consumer,
-    /// Jobs cancelled so far, and the consumer of later cancels (not for an in-process runner).
-    cancels: Option<(HashSet<Uuid>, runway_broker::Consumer)>,
+/// This machine's host name, if it has one that is UTF-8.
+pub fn hostname() -> Option<String> {
+    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok())
 }
 
-/// Declare the runner's queues on `conn` and consume them.
-async fn wire(conn: &Connection, topology: &Topology, config: &RunnerConfig) -> runway_broker::Result<Wiring> {
-    let queues = RunnerQueues {
-        id: config.id.clone(),
-        labels: config.labels.clone(),
-        by_id_only: config.by_id_only,
-        in_process: config.in_process,
-    };
-    let job_queues = topology.declare_runner(conn, &queues).await?;
-    let control_queue = topology.declare_control_queue(conn).await?;
-    // Before taking any job, learn which were cancelled while queued. An in-process runner only
-    // ever gets jobs its own CLI queued after it started, so it has nothing to learn.
-    let cancels = if config.in_process { None } else { Some(read_cancels(conn, topology).await?) };
-    // Its own queue, consumed with the full concurrency: only this runner can take those jobs,
-    // so holding them hoards nothing. The shared queues are consumed by `reconcile`.
-    let own = &job_queues[0];
-    let options = job_consume_options(config.concurrency.max(1));
-    let consumers = vec![(own.clone(), options.clone(), conn.consume(own, &options).await?)];
-    let control =
-        conn.consume(&control_queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
-    Ok(Wiring { job_queues, consumers, control, cancels })
-}
+/// How long a stopping runner waits for an absent broker before giving up its jobs' events.
+const GIVE_UP_EVENTS: Duration = Duration::from_secs(5);
 
-/// How a job queue is consumed: `slots` deliveries at most, unacknowledged for up to a day.
-fn job_consume_options(slots: usize) -> ConsumeOptions {
-    let prefetch = u16::try_from(slots).unwrap_or(u16::MAX);
-    ConsumeOptions { consumer_timeout: Some(JOB_CONSUMER_TIMEOUT), ..ConsumeOptions::with_prefetch(prefetch) }
-}
-
-/// A delivery from a job consumer, with the consumer instance it came from.
-type Tagged = (u64, runway_broker::Result<Delivery>);
-
-/// Hand a queue's deliveries to the serving loop, tagged with the consumer `instance`; when the
-/// broker ends the consumer (a channel closed under it), consume again, with a growing pause
-/// between tries. A lost connection is reported to the serving loop, which wires everything
-/// again on the next one. When `cancel` fires (or its sender goes), cancel the consumer, hand
-/// over what was already on its way, and stop.
-async fn forward(
-    conn: Connection,
-    queue: String,
-    options: ConsumeOptions,
-    mut consumer: runway_broker::Consumer,
-    tx: mpsc::Sender<Tagged>,
-    instance: u64,
-    mut cancel: Option<oneshot::Receiver<()>>,
-) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        loop {
-            let next = tokio::select! {
-                biased;
-                () = async {
-                    match cancel.as_mut() {
-                        Some(signal) => drop(signal.await),
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    if let Err(err) = consumer.cancel().await {
-                        tracing::debug!(%queue, error = %err, "cancelling a job consumer failed");
-                    }
-                    while let Some(delivery) = consumer.next().await {
-                        if tx.send((instance, delivery)).await.is_err() {
-                            return;
-                        }
-                    }
-                    return;
-                }
-                next = consumer.next() => next,
-            };
-            let Some(delivery) = next else { break };
-            pause = Duration::from_millis(100);
-            if tx.send((instance, delivery)).await.is_err() {
-                return;
-            }
-        }
-        loop {
-            tracing::debug!(%queue, retry_in = ?pause, "the job consumer ended; consuming again");
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(5));
-            match conn.consume(&queue, &options).await {
-                Ok(again) => {
-                    consumer = again;
-                    break;
-                }
-                Err(err) if err.is_unreachable() => {
-                    let _ = tx.send((instance, Err(err))).await;
-                    return;
-                }
-                Err(err) => tracing::warn!(%queue, error = %err, "consuming again failed"),
-            }
-        }
-    }
-}
-
+/// The serving loop's state.
 struct Serving {
     /// The connection the consumers run on, and its generation in the link.
     conn: Connection,
@@ -271,6 +181,7 @@ struct Serving {
     running: HashMap<Uuid, mpsc::UnboundedSender<Stop>>,
     jobs: JoinSet<Uuid>,
     hostname: String,
+    /// The job queues consumed, the runner's own first; the rest are shared.
     job_queues: Vec<String>,
     /// Jobs cancelled before they started: never run them.
     cancelled: HashSet<Uuid>,
@@ -280,9 +191,8 @@ struct Serving {
     forwarders: JoinSet<()>,
     /// The live consumer of each shared job queue (the `any` queue, label sets), if any.
     shared: HashMap<String, Shared>,
-    /// Which consumer instance each job here came from, and how many jobs of each are here.
-    sources: HashMap<Uuid, u64>,
-    outstanding: HashMap<u64, usize>,
+    /// Which consumer instance each job here came from.
+    ledger: Ledger,
     /// Consumer instances numbered so far.
     instances: u64,
 }
@@ -294,16 +204,27 @@ struct Shared {
     cancel: oneshot::Sender<()>,
 }
 
+/// What the serving loop wakes up for.
+enum Step {
+    /// A stop was requested (or the runner's handle dropped).
+    Shutdown,
+    Delivery(Option<Tagged>),
+    Control(Option<runway_broker::Result<Delivery>>),
+    Cancel(Option<runway_broker::Result<Delivery>>),
+    JobEnded(Uuid),
+    /// The link is up again on a newer connection.
+    Reconnected(Connection, u64),
+}
+
 impl Serving {
     /// Start forwarding what `wiring` consumes; returns its control and cancels consumers.
     fn plug(&mut self, wiring: Wiring) -> (runway_broker::Consumer, Option<runway_broker::Consumer>) {
         // The shared consumers of an earlier connection are gone with it.
         self.shared.clear();
-        for (name, options, consumer) in wiring.consumers {
+        for (queue, options, consumer) in wiring.consumers {
             let instance = self.next_instance();
-            let forward =
-                forward(self.conn.clone(), name, options, consumer, self.deliveries_tx.clone(), instance, None);
-            self.forwarders.spawn(forward);
+            let job_queue = Forward { conn: self.conn.clone(), queue, options, consumer, instance };
+            self.forwarders.spawn(forward(job_queue, self.deliveries_tx.clone(), None));
         }
         self.job_queues = wiring.job_queues;
         let cancels = wiring.cancels.map(|(cancelled, consumer)| {
@@ -318,12 +239,9 @@ impl Serving {
         self.instances
     }
 
-    /// Make the shared queues' consumers promise exactly the free slots. A consumer's prefetch
-    /// is fixed when it starts, so a consumer promising more (this runner took jobs from
-    /// elsewhere) is cancelled, and one promising less (slots freed) is replaced: a full runner
-    /// holds no credit on a queue that another runner could serve, so it hoards none of its
-    /// jobs, and a runner with free slots consumes every shared queue. A runner serving jobs
-    /// from one shared queue only keeps its consumer: its credit follows its slots by itself.
+    /// Make the shared queues' consumers promise exactly the free slots, as [`credit::decide`]
+    /// says: a full runner holds no credit on a queue that another runner could serve, so it
+    /// hoards none of its jobs, and a runner with free slots consumes every shared queue.
     async fn reconcile(&mut self) {
         if self.shutdown.borrow().is_some() {
             return;
@@ -331,35 +249,31 @@ impl Serving {
         let free = self.config.concurrency.max(1).saturating_sub(self.running.len());
         let queues: Vec<String> = self.job_queues.iter().skip(1).cloned().collect();
         for queue in queues {
-            if let Some(active) = self.shared.get(&queue) {
-                let taken = self.outstanding.get(&active.instance).copied().unwrap_or(0);
-                if active.prefetch.saturating_sub(taken) == free {
+            let held = self.shared.get(&queue).map(|active| Held {
+                prefetch: active.prefetch,
+                outstanding: self.ledger.outstanding(active.instance),
+            });
+            let prefetch = match credit::decide(free, held) {
+                Credit::Keep => continue,
+                Credit::Cancel => {
+                    self.cancel_shared(&queue);
                     continue;
                 }
-                if let Some(active) = self.shared.remove(&queue) {
-                    let _ = active.cancel.send(());
+                Credit::Replace { prefetch } => {
+                    self.cancel_shared(&queue);
+                    prefetch
                 }
-            }
-            if free == 0 {
-                continue;
-            }
-            let options = job_consume_options(free);
+                Credit::Consume { prefetch } => prefetch,
+            };
+            let options = job_consume_options(prefetch);
             match self.conn.consume(&queue, &options).await {
                 Ok(consumer) => {
                     let instance = self.next_instance();
                     let (cancel, cancelled) = oneshot::channel();
-                    let tx = self.deliveries_tx.clone();
-                    let conn = self.conn.clone();
-                    self.forwarders.spawn(forward(
-                        conn,
-                        queue.clone(),
-                        options,
-                        consumer,
-                        tx,
-                        instance,
-                        Some(cancelled),
-                    ));
-                    self.shared.insert(queue, Shared { instance, prefetch: free, cancel });
+                    let job_queue =
+                        Forward { conn: self.conn.clone(), queue: queue.clone(), options, consumer, instance };
+                    self.forwarders.spawn(forward(job_queue, self.deliveries_tx.clone(), Some(cancelled)));
+                    self.shared.insert(queue, Shared { instance, prefetch, cancel });
                 }
                 Err(err) if err.is_unreachable() => {
                     self.link.report_lost(self.generation);
@@ -372,65 +286,24 @@ impl Serving {
         }
     }
 
-    /// A job from consumer `instance` ended here (or was never started).
-    fn settled(&mut self, id: Uuid) {
-        if let Some(instance) = self.sources.remove(&id)
-            && let Some(count) = self.outstanding.get_mut(&instance)
-        {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.outstanding.remove(&instance);
-            }
+    /// Cancel the live consumer of a shared queue; its forwarder still hands over what the
+    /// broker had sent (see docs/ARCHITECTURE.md, "Job consumers and credit").
+    fn cancel_shared(&mut self, queue: &str) {
+        if let Some(active) = self.shared.remove(queue) {
+            let _ = active.cancel.send(());
         }
     }
 }
 
-/// Read the cancels stream up to now; returns the cancelled job ids and the consumer, which
-/// goes on delivering new cancels.
-async fn read_cancels(
-    conn: &Connection,
-    topology: &Topology,
-) -> runway_broker::Result<(HashSet<Uuid>, runway_broker::Consumer)> {
-    let stream = topology.cancels_queue();
-    let options = ConsumeOptions { offset: Some(StreamOffset::First), ..ConsumeOptions::with_prefetch(1000) };
-    let mut consumer = conn.consume(&stream, &options).await?;
-    let marker = topology.mark_stream(conn, &stream).await?;
-    let mut cancelled = HashSet::new();
-    while let Some(delivery) = consumer.next().await {
-        let delivery = delivery?;
-        delivery.acker.ack().await?;
-        if delivery.properties.message_id.as_deref() == Some(marker.as_str()) {
-            return Ok((cancelled, consumer));
-        }
-        if let Some(job) = cancelled_job(&delivery.body) {
-            cancelled.insert(job);
-        }
-    }
-    Err(runway_broker::Error::ConnectionClosed(format!("the stream `{stream}` ended while reading it")))
-}
-
-fn cancelled_job(body: &[u8]) -> Option<Uuid> {
-    match protocol::decode::<protocol::Control>(body, "control message") {
-        Ok(protocol::Control { body: ControlBody::Cancel { job, .. }, .. }) => Some(job),
-        _ => None,
-    }
-}
-
+/// Serve until a stop request: take deliveries, obey control messages and cancels, account for
+/// ended jobs, and wire up again on each new connection; then stop as asked.
 async fn serve(
     mut state: Serving,
     mut deliveries: mpsc::Receiver<Tagged>,
     control: runway_broker::Consumer,
     cancels: Option<runway_broker::Consumer>,
     mut shutdown: watch::Receiver<Option<Shutdown>>,
-) -> Result<(), runway_broker::Error> {
-    enum Step {
-        Shutdown,
-        Delivery(Option<Tagged>),
-        Control(Option<runway_broker::Result<Delivery>>),
-        Cancel(Option<runway_broker::Result<Delivery>>),
-        JobEnded(Uuid),
-        Reconnected(Connection, u64),
-    }
+) {
     let mut control = Some(control);
     let mut cancels = cancels;
     let mut link = state.link.subscribe();
@@ -500,7 +373,7 @@ async fn serve(
             Step::Control(None) => control = None,
             Step::JobEnded(id) => {
                 state.running.remove(&id);
-                state.settled(id);
+                state.ledger.settled(id);
                 state.reconcile().await;
             }
         }
@@ -523,14 +396,31 @@ async fn serve(
     }
     if let Shutdown::Drain { timeout } = how {
         tracing::info!(running = state.running.len(), "draining");
-        let drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }).await;
-        if drained.is_err() {
-            tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
+        // A cancel request while draining (the daemon's second stop request) ends the drain too;
+        // `wait_for` sees one that came before this point as well.
+        let escalated = async {
+            if shutdown.wait_for(|how| matches!(how, Some(Shutdown::Cancel))).await.is_err() {
+                // The handle is gone: nobody can ask any more, so drain until the timeout.
+                std::future::pending::<()>().await;
+            }
+        };
+        let drained = tokio::select! {
+            drained = tokio::time::timeout(timeout, async { while state.jobs.join_next().await.is_some() {} }) => {
+                if drained.is_err() {
+                    tracing::warn!(running = state.jobs.len(), "drain timeout passed; cancelling running jobs");
+                }
+                drained.is_ok()
+            }
+            () = escalated => {
+                tracing::warn!(running = state.jobs.len(), "cancelled while draining; cancelling running jobs");
+                false
+            }
+        };
+        if !drained {
             state.cancel_running().await;
         }
     }
     state.link.close();
-    Ok(())
 }
 
 /// Wait until the link is (or is not) up.
@@ -630,8 +520,7 @@ impl Serving {
             let _ = stop_tx.send(Stop { force: true });
         }
         self.running.insert(job.id, stop_tx);
-        self.sources.insert(job.id, instance);
-        *self.outstanding.entry(instance).or_default() += 1;
+        self.ledger.took(job.id, instance);
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
@@ -643,7 +532,7 @@ impl Serving {
         };
         self.jobs.spawn(async move {
             let id = job.id;
-            run.run(job, delivery, stop_rx).await;
+            run_job(run, job, delivery, stop_rx).await;
             id
         });
     }
@@ -670,130 +559,17 @@ impl Serving {
     }
 }
 
-/// The acknowledgement timeout asked of the broker for job deliveries (`x-consumer-timeout`),
-/// where it honours the argument (RabbitMQ 3.12 on; 3.10 ignores it and applies its global
-/// `consumer_timeout`). A job running longer has its delivery taken back and handed out again;
-/// the runner running it drops the copy, and any other runner resolves it from the history.
-const JOB_CONSUMER_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// How long a stopping runner waits for an absent broker before giving up its jobs' events.
-const GIVE_UP_EVENTS: Duration = Duration::from_secs(5);
-
-/// What one job's task needs.
-struct JobRun {
-    shutdown: watch::Receiver<Option<Shutdown>>,
-    /// The connection the job came on (to read the history), and the link its events go out on.
-    conn: Connection,
-    link: Link,
-    topology: Topology,
-    config: Arc<RunnerConfig>,
-    slots: Arc<Semaphore>,
-    hostname: String,
-}
-
-impl JobRun {
-    async fn run(self, mut job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
-        if delivery.redelivered || delivery.delivery_count > 0 {
-            match self.resolve_redelivery(&job).await {
-                Some(attempt) => job.attempt = attempt,
-                None => {
-                    settle(delivery.acker.ack().await);
-                    return;
-                }
-            }
-        }
-        let mut sink =
-            EventSink::new(self.link.clone(), self.topology.clone(), job.id, self.config.id.clone(), job.attempt);
-        // Wait for a free slot; a cancel before or while waiting ends the job without running it,
-        // and a shutdown before it got one hands it back to the broker for another runner.
-        let mut shutdown = self.shutdown.clone();
-        let permit = tokio::select! {
-            biased;
-            Some(_) = stops.recv() => None,
-            () = async { drop(shutdown.wait_for(Option::is_some).await) } => {
-                tracing::info!(job = %job.id, "stopping before it started: handing the job back");
-                settle(delivery.acker.nack(true).await);
-                return;
-            }
-            permit = Arc::clone(&self.slots).acquire_owned() => permit.ok(),
-        };
-        let heartbeat_ms = protocol::to_ms(self.config.limits.heartbeat);
-        sink.emit(EventBody::Accepted { hostname: self.hostname.clone(), heartbeat_ms }).await;
-        let completed = match permit {
-            Some(_permit) => {
-                let context = Context {
-                    runner: &self.config.id,
-                    workdir: self.config.workdir.as_deref(),
-                    limits: &self.config.limits,
-                };
-                execute(&job, &context, &mut sink, stops).await
-            }
-            None => Completed::without_exit(Status::Cancelled, "cancelled before it started".to_owned()),
-        };
-        tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
-        sink.emit(EventBody::Completed(completed)).await;
-        if let Err(err) = sink.flush().await {
-            tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
-        }
-        // Acknowledge even if events were lost: the job ran, and it must not run again.
-        settle(delivery.acker.ack().await);
+    #[tokio::test]
+    async fn wait_reports_a_panicked_runner_task() {
+        let (shutdown, _) = watch::channel(None);
+        let task = tokio::spawn(async { panic!("the serving loop broke") });
+        let mut runner = Runner { id: "r1".to_owned(), shutdown, task };
+        let err = runner.wait().await.expect_err("a panicked runner task is an error");
+        assert!(matches!(err, RunnerError::Task { .. }), "{err:?}");
+        assert!(err.to_string().contains("runner `r1`") && err.to_string().contains("panicked"), "{err}");
     }
-}
-
-impl JobRun {
-    /// Decide from the history what a redelivered job is; the attempt to run it as, or `None`
-    /// to drop it (acknowledged, never run here).
-    async fn resolve_redelivery(&self, job: &Job) -> Option<u32> {
-        match redelivery::resolve(&self.conn, &self.topology, job).await {
-            Ok(Decision::Run { attempt }) => Some(attempt),
-            Ok(Decision::Drop { why }) => {
-                tracing::info!(job = %job.id, why, "dropping a redelivered job");
-                None
-            }
-            Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
-                tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
-                let completed = Completed::without_exit(
-                    Status::Lost,
-                    format!(
-                        "runner {runner} went silent (last heard from at {} ms since the epoch); {}",
-                        last_seen_ms,
-                        if retry {
-                            "running it again"
-                        } else {
-                            "not retried: the operation does not set retry_on_lost"
-                        }
-                    ),
-                );
-                let record = Event {
-                    v: protocol::VERSION,
-                    job: job.id,
-                    seq: 0,
-                    ts: protocol::now_ms(),
-                    runner: String::new(),
-                    attempt,
-                    body: EventBody::Completed(completed),
-                };
-                match self.topology.publish_event(&self.conn, &record).await {
-                    Ok(confirm) => settle(confirm.wait().await),
-                    Err(err) => settle(Err(err)),
-                }
-                retry.then_some(attempt + 1)
-            }
-            Err(err) => {
-                // Without the history we cannot rule out that it runs elsewhere: never risk twice.
-                tracing::warn!(job = %job.id, error = %err, "cannot resolve a redelivered job; dropping it");
-                None
-            }
-        }
-    }
-}
-
-fn settle(result: runway_broker::Result<()>) {
-    if let Err(err) = result {
-        tracing::warn!(error = %err, "settling a delivery failed");
-    }
-}
-
-fn hostname() -> String {
-    nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "unknown".to_owned())
 }

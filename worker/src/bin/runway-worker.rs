@@ -1,5 +1,5 @@
-//! The `runway-worker` daemon: parse flags, set up tracing, turn SIGTERM/SIGINT into stop
-//! requests, and serve (runway_worker::daemon::run).
+//! The `runway-worker` daemon: parse flags, set up tracing, connect to the broker, turn
+//! SIGTERM/SIGINT into stop requests, and serve (runway_worker::daemon::run).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use runway_worker::daemon::{self, DaemonConfig};
+use runway_broker::Broker;
+use runway_broker::topology::Topology;
+use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::{Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -18,6 +20,8 @@ const USAGE: u8 = 64;
 const UNAVAILABLE: u8 = 69;
 /// Exit code for anything else that stopped the daemon.
 const FAILURE: u8 = 70;
+/// How long dialling the broker may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// runway-worker: a runner daemon that takes runway jobs from RabbitMQ and runs them.
 #[derive(Debug, Parser)]
@@ -86,22 +90,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let id = flags.id.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname().ok().and_then(|name| name.into_string().ok()).unwrap_or_else(|| "worker".to_owned())
-    });
+    let id = flags.id.clone().or_else(runway_worker::hostname).unwrap_or_else(|| "worker".to_owned());
     let mut runner = RunnerConfig::new(id);
     runner.labels = flags.labels.iter().cloned().collect::<BTreeMap<_, _>>();
     runner.concurrency = usize::from(flags.concurrency);
     runner.by_id_only = flags.by_id_only;
     runner.workdir = flags.workdir.clone();
     runner.limits = Limits { heartbeat: flags.heartbeat, kill_grace: flags.kill_grace, ..Limits::default() };
-    let config = DaemonConfig {
-        server: flags.server.clone(),
-        namespace: flags.namespace.clone(),
-        runner,
-        drain_timeout: flags.drain_timeout,
-        connect_timeout: Duration::from_secs(10),
-    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -130,7 +125,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(FAILURE);
             }
         }
-        match daemon::run(config, rx).await {
+        match serve(&flags, runner, rx).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("runway-worker: error: {err}");
@@ -141,4 +136,12 @@ fn main() -> ExitCode {
     // Jobs and connections are settled by now; what lingers does not hold the exit up.
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
+}
+
+/// Connect to the broker named by the flags and serve on it until told to stop.
+async fn serve(flags: &Flags, runner: RunnerConfig, stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
+    let topology = Topology::new(&flags.namespace)?;
+    let conn = Broker::amqp(&flags.server, CONNECT_TIMEOUT)?.connect().await?;
+    let config = DaemonConfig { topology, runner, drain_timeout: flags.drain_timeout };
+    daemon::run(conn, config, stops).await
 }

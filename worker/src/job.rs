@@ -1,0 +1,123 @@
+//! One job's task on a runner: resolve a redelivery from the history, wait for a free slot,
+//! publish `accepted`, execute, publish `completed`, and only then acknowledge the delivery.
+//!
+//! It does not decide which deliveries to take or track credit (the serving loop does), nor
+//! run the process itself (`execute` does).
+
+use std::sync::Arc;
+
+use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
+use runway_broker::topology::Topology;
+use runway_broker::{Connection, Delivery};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::events::EventSink;
+use crate::execute::{Context, Stop, execute};
+use crate::link::Link;
+use crate::redelivery::{self, Decision};
+use crate::runner::{RunnerConfig, Shutdown};
+
+/// What one job's task needs.
+pub(crate) struct JobRun {
+    pub(crate) shutdown: watch::Receiver<Option<Shutdown>>,
+    /// The connection the job came on (to read the history), and the link its events go out on.
+    pub(crate) conn: Connection,
+    pub(crate) link: Link,
+    pub(crate) topology: Topology,
+    pub(crate) config: Arc<RunnerConfig>,
+    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) hostname: String,
+}
+
+/// Run `job`, which came in `delivery`, until it completed (or was handed back), obeying `stops`.
+pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
+    if delivery.redelivered || delivery.delivery_count > 0 {
+        match resolve_redelivery(&run, &job).await {
+            Some(attempt) => job.attempt = attempt,
+            None => {
+                settle(delivery.acker.ack().await);
+                return;
+            }
+        }
+    }
+    let mut sink = EventSink::new(run.link.clone(), run.topology.clone(), job.id, run.config.id.clone(), job.attempt);
+    // Wait for a free slot; a cancel before or while waiting ends the job without running it,
+    // and a shutdown before it got one hands it back to the broker for another runner.
+    let mut shutdown = run.shutdown.clone();
+    let permit = tokio::select! {
+        biased;
+        Some(_) = stops.recv() => None,
+        () = async { drop(shutdown.wait_for(Option::is_some).await) } => {
+            tracing::info!(job = %job.id, "stopping before it started: handing the job back");
+            settle(delivery.acker.nack(true).await);
+            return;
+        }
+        permit = Arc::clone(&run.slots).acquire_owned() => permit.ok(),
+    };
+    let heartbeat_ms = protocol::to_ms(run.config.limits.heartbeat);
+    sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
+    let completed = match permit {
+        Some(_permit) => {
+            let context =
+                Context { runner: &run.config.id, workdir: run.config.workdir.as_deref(), limits: &run.config.limits };
+            execute(&job, &context, &mut sink, stops).await
+        }
+        None => Completed::without_exit(Status::Cancelled, "cancelled before it started".to_owned()),
+    };
+    tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
+    sink.emit(EventBody::Completed(completed)).await;
+    if let Err(err) = sink.flush().await {
+        tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
+    }
+    // Acknowledge even if events were lost: the job ran, and it must not run again.
+    settle(delivery.acker.ack().await);
+}
+
+/// Decide from the history what a redelivered job is; the attempt to run it as, or `None`
+/// to drop it (acknowledged, never run here).
+async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
+    match redelivery::resolve(&run.conn, &run.topology, job).await {
+        Ok(Decision::Run { attempt }) => Some(attempt),
+        Ok(Decision::Drop { why }) => {
+            tracing::info!(job = %job.id, why, "dropping a redelivered job");
+            None
+        }
+        Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
+            tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
+            let completed = Completed::without_exit(
+                Status::Lost,
+                format!(
+                    "runner {runner} went silent (last heard from at {} ms since the epoch); {}",
+                    last_seen_ms,
+                    if retry { "running it again" } else { "not retried: the operation does not set retry_on_lost" }
+                ),
+            );
+            let record = Event {
+                v: protocol::VERSION,
+                job: job.id,
+                seq: 0,
+                ts: protocol::now_ms(),
+                runner: String::new(),
+                attempt,
+                body: EventBody::Completed(completed),
+            };
+            match run.topology.publish_event(&run.conn, &record).await {
+                Ok(confirm) => settle(confirm.wait().await),
+                Err(err) => settle(Err(err)),
+            }
+            retry.then_some(attempt + 1)
+        }
+        Err(err) => {
+            // Without the history we cannot rule out that it runs elsewhere: never risk twice.
+            tracing::warn!(job = %job.id, error = %err, "cannot resolve a redelivered job; dropping it");
+            None
+        }
+    }
+}
+
+/// Log a failed settlement (an ack, a nack, a confirm) that nothing more can be done about.
+pub(crate) fn settle(result: runway_broker::Result<()>) {
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "settling a delivery failed");
+    }
+}
