@@ -5,7 +5,6 @@
 //! the CLI speak [`Connection`] and the [`protocol`] types. It does not decide what a job means.
 
 pub mod amqp;
-pub mod ceiling;
 mod error;
 pub mod memory;
 mod message;
