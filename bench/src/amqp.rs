@@ -228,8 +228,7 @@ async fn ceiling_rate(kind: Kind, jobs: usize, in_flight: usize, consumers: usiz
 }
 
 async fn ceiling_trips(kind: Kind) -> Result<Vec<Duration>> {
-    let shape =
-        crate::ceiling::Shape { jobs: ROUNDS, in_flight: 1, replies: kind.events(), consumers: 1, prefetch: 1 };
+    let shape = crate::ceiling::Shape { jobs: ROUNDS, in_flight: 1, replies: kind.events(), consumers: 1, prefetch: 1 };
     Ok(crate::ceiling::run(&amqp_url(), &shape).await?.round_trips)
 }
 
