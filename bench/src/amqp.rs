@@ -1,5 +1,5 @@
 //! The RabbitMQ figures: dispatch throughput and round-trip latency of runway jobs through real
-//! `runway-worker` processes, beside a plain AMQP client doing the same messages (`runway_broker::ceiling`).
+//! `runway-worker` processes, beside a plain AMQP client doing the same messages (`crate::ceiling`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -222,15 +222,14 @@ impl Setup {
 
 async fn ceiling_rate(kind: Kind, jobs: usize, in_flight: usize, consumers: usize) -> Result<f64> {
     let prefetch = u16::try_from(CONCURRENCY)?;
-    let shape = runway_broker::ceiling::Shape { jobs, in_flight, replies: kind.events(), consumers, prefetch };
-    let measured = runway_broker::ceiling::run(&amqp_url(), &shape).await?;
+    let shape = crate::ceiling::Shape { jobs, in_flight, replies: kind.events(), consumers, prefetch };
+    let measured = crate::ceiling::run(&amqp_url(), &shape).await?;
     Ok(jobs as f64 / measured.elapsed.as_secs_f64())
 }
 
 async fn ceiling_trips(kind: Kind) -> Result<Vec<Duration>> {
-    let shape =
-        runway_broker::ceiling::Shape { jobs: ROUNDS, in_flight: 1, replies: kind.events(), consumers: 1, prefetch: 1 };
-    Ok(runway_broker::ceiling::run(&amqp_url(), &shape).await?.round_trips)
+    let shape = crate::ceiling::Shape { jobs: ROUNDS, in_flight: 1, replies: kind.events(), consumers: 1, prefetch: 1 };
+    Ok(crate::ceiling::run(&amqp_url(), &shape).await?.round_trips)
 }
 
 fn figure(name: &'static str, value: f64, unit: &'static str, ceiling: Option<f64>, note: &'static str) -> Figure {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod amqp;
+mod ceiling;
 mod history;
 
 /// One figure of the table.

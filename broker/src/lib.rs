@@ -5,7 +5,6 @@
 //! the CLI speak [`Connection`] and the [`protocol`] types. It does not decide what a job means.
 
 pub mod amqp;
-pub mod ceiling;
 mod error;
 pub mod memory;
 mod message;
@@ -93,7 +92,7 @@ impl Connection {
     /// Whether an exchange exists (a passive declaration).
     pub async fn exchange_exists(&self, name: &str) -> Result<bool> {
         match self {
-            Connection::Memory(conn) => Ok(conn.exchange_exists(name)),
+            Connection::Memory(conn) => conn.exchange_exists(name),
             Connection::Amqp(conn) => conn.exchange_exists(name).await,
         }
     }
@@ -247,6 +246,8 @@ impl Consumer {
 pub struct Delivery {
     pub body: Vec<u8>,
     pub properties: Properties,
+    /// The queue it was consumed from (AMQP deliveries do not say; the consumer knows).
+    pub queue: String,
     pub exchange: String,
     pub routing_key: String,
     /// The broker delivered this message before and it came back unacknowledged.

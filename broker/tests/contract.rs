@@ -4,12 +4,13 @@
 //! Where the two disagree, the in-memory broker is wrong. Every test works in names of its own,
 //! so the suite runs in parallel on one vhost and deletes what it declared.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::time::Duration;
 
 use runway_broker::{
-    Broker, ConsumeOptions, Consumer, Delivery, Error, ExchangeKind, Message, QueueKind, QueueOptions, StreamOffset,
+    Broker, ConsumeOptions, Consumer, Delivery, Error, ExchangeKind, HeaderValue, Message, Properties, QueueKind,
+    QueueOptions, StreamOffset,
 };
 
 /// A bound on waiting for something that must happen, so a broken build fails instead of hanging.
@@ -95,6 +96,14 @@ contract!(
     a_cancelled_consumer_hands_out_what_it_had_then_ends,
     exchange_exists_tells_declared_from_missing,
     topology_ensure_declares_once_then_only_checks,
+    properties_round_trip_and_an_ack_removes_the_message,
+    pipelined_publishes_all_confirm,
+    a_bad_publish_does_not_fail_the_others_in_flight,
+    consuming_a_missing_queue_is_not_found,
+    a_dropped_consumer_leaves_its_deliveries_ackable,
+    stream_replays_from_an_offset_and_stamps_when_each_was_stored,
+    a_quorum_queue_marks_requeues_and_takes_a_consumer_timeout,
+    a_dead_lettered_job_names_the_queue_it_was_consumed_from,
 );
 
 async fn topology_ensure_declares_once_then_only_checks(broker: Broker, _test: &str) {
@@ -392,14 +401,15 @@ async fn dropping_a_connection_requeues_its_unacked_deliveries(broker: Broker, t
     let delivery = next(&mut consumer).await;
     assert!(!delivery.redelivered);
     let mut survivor = observer.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
-    drop(delivery);
-    drop(consumer);
+    // The delivery and its consumer outlive the connection handle: the close must not wait for them.
     drop(doomed);
     let again = next(&mut survivor).await;
     assert_eq!(body(&again), "work");
     assert!(again.redelivered, "a delivery requeued by a closed connection is redelivered");
     again.acker.ack().await.expect("ack");
-    drop(survivor);
+    let err = delivery.acker.ack().await.expect_err("its connection is gone");
+    assert!(matches!(err, Error::ConnectionClosed(_)), "got {err:?}");
+    drop((consumer, survivor));
     cleanup(&observer, &[&queue_name], &[]).await;
 }
 
@@ -423,11 +433,31 @@ async fn exclusive_queue_is_locked_to_its_connection(broker: Broker, test: &str)
     let options = QueueOptions { exclusive: true, ..QueueOptions::default() };
     owner.declare_queue(&queue_name, &options).await.expect("queue");
     let err = other.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect_err("must be locked");
+    assert!(matches!(&err, Error::ResourceLocked { queue } if *queue == queue_name), "got {err:?}");
+    let err = other.declare_queue(&queue_name, &options).await.expect_err("locked");
+    assert!(matches!(&err, Error::ResourceLocked { queue } if *queue == queue_name), "got {err:?}");
+    let err = other.delete_queue(&queue_name).await.expect_err("locked");
     assert!(matches!(err, Error::ResourceLocked { .. }), "got {err:?}");
+    // Another connection sees that it exists (RabbitMQ tells it no more than that).
+    assert!(other.queue_info(&queue_name).await.expect("info").is_some());
+    // A server-named one is named `amq.gen-...`, a prefix nobody else may declare.
+    let named_by_broker = owner.declare_queue("", &options).await.expect("declare").name;
+    assert!(named_by_broker.starts_with("amq.gen-"), "{named_by_broker}");
+    let err = other.declare_queue(&named_by_broker, &options).await.expect_err("reserved name");
+    assert!(matches!(err, Error::Protocol(_)), "got {err:?}");
     // Others may still publish to it.
     other.publish_confirmed("", &queue_name, &text("for you"), true).await.expect("publish");
     let mut consumer = owner.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
     assert_eq!(body(&next(&mut consumer).await), "for you");
+    // Closing twice is fine; the queues go with the connection, which then refuses work.
+    owner.close().await;
+    owner.close().await;
+    for queue in [&queue_name, &named_by_broker] {
+        assert_eq!(other.queue_info(queue).await.expect("info"), None, "{queue} gone with its connection");
+    }
+    assert!(within("the consumer to end", consumer.next()).await.is_none_or(|ended| ended.is_err()));
+    let err = owner.declare_queue(&names.name("late"), &durable()).await.expect_err("closed");
+    assert!(matches!(err, Error::ConnectionClosed(_)), "got {err:?}");
 }
 
 async fn mandatory_unroutable_publish_is_an_error(broker: Broker, test: &str) {
@@ -436,7 +466,12 @@ async fn mandatory_unroutable_publish_is_an_error(broker: Broker, test: &str) {
     let exchange = names.name("x");
     conn.declare_exchange(&exchange, ExchangeKind::Direct, true).await.expect("exchange");
     let err = conn.publish_confirmed(&exchange, "nobody", &text("lost?"), true).await.expect_err("unroutable");
-    assert!(matches!(&err, Error::Unroutable { routing_key, .. } if routing_key == "nobody"), "got {err:?}");
+    assert!(
+        matches!(&err, Error::Unroutable { exchange: e, routing_key } if *e == exchange && routing_key == "nobody"),
+        "got {err:?}"
+    );
+    let err = conn.publish_confirmed("", &names.name("nosuchqueue"), &text("lost"), true).await.expect_err("no queue");
+    assert!(matches!(err, Error::Unroutable { .. }), "got {err:?}");
     // Without mandatory the same publish is accepted and dropped.
     conn.publish_confirmed(&exchange, "nobody", &text("dropped"), false).await.expect("non-mandatory");
     // The connection keeps working after an unroutable publish.
@@ -444,14 +479,24 @@ async fn mandatory_unroutable_publish_is_an_error(broker: Broker, test: &str) {
     conn.declare_queue(&queue_name, &durable()).await.expect("queue");
     conn.bind_queue(&queue_name, &exchange, "somebody").await.expect("bind");
     conn.publish_confirmed(&exchange, "somebody", &text("ok"), true).await.expect("routable");
+    conn.unbind_queue(&queue_name, &exchange, "somebody").await.expect("unbind");
+    conn.unbind_queue(&queue_name, &exchange, "somebody").await.expect("unbinding twice is fine");
+    let err = conn.publish_confirmed(&exchange, "somebody", &text("lost"), true).await.expect_err("unbound");
+    assert!(matches!(err, Error::Unroutable { .. }), "got {err:?}");
+    let missing = names.name("missing");
+    let err = conn.bind_queue(&queue_name, &missing, "k").await.expect_err("missing exchange");
+    assert!(matches!(&err, Error::NotFound { what } if what.starts_with("exchange")), "got {err:?}");
     cleanup(&conn, &[&queue_name], &[&exchange]).await;
+    conn.delete_exchange(&exchange).await.expect("deleting a missing exchange is fine");
+    conn.delete_queue(&queue_name).await.expect("deleting a missing queue is fine");
 }
 
 async fn publish_to_a_missing_exchange_is_not_found(broker: Broker, test: &str) {
     let names = Names::new(test);
     let conn = broker.connect().await.expect("connect");
-    let err = conn.publish_confirmed(&names.name("nosuch"), "k", &text("x"), true).await.expect_err("missing exchange");
-    assert!(matches!(err, Error::NotFound { .. }), "got {err:?}");
+    let missing = names.name("nosuch");
+    let err = conn.publish_confirmed(&missing, "k", &text("x"), true).await.expect_err("missing exchange");
+    assert!(matches!(&err, Error::NotFound { what } if what.contains(&missing)), "got {err:?}");
     let queue_name = names.name("q");
     conn.declare_queue(&queue_name, &durable()).await.expect("the connection still works");
     cleanup(&conn, &[&queue_name], &[]).await;
@@ -465,9 +510,19 @@ async fn redeclaring_with_other_options_fails(broker: Broker, test: &str) {
     conn.declare_queue(&queue_name, &durable()).await.expect("same options are idempotent");
     let other = QueueOptions { kind: QueueKind::Quorum, ..durable() };
     let err = conn.declare_queue(&queue_name, &other).await.expect_err("other options");
+    assert!(matches!(&err, Error::PreconditionFailed(text) if text.contains(&queue_name)), "got {err:?}");
+    let err = conn.declare_queue(&queue_name, &QueueOptions::default()).await.expect_err("not durable");
+    assert!(matches!(err, Error::PreconditionFailed(_)), "got {err:?}");
+    let exchange = names.name("x");
+    conn.declare_exchange(&exchange, ExchangeKind::Direct, true).await.expect("exchange");
+    let err = conn.declare_exchange(&exchange, ExchangeKind::Fanout, true).await.expect_err("other kind");
     assert!(matches!(err, Error::PreconditionFailed(_)), "got {err:?}");
     conn.declare_queue(&queue_name, &durable()).await.expect("the connection still works");
-    cleanup(&conn, &[&queue_name], &[]).await;
+    conn.publish_confirmed("", &queue_name, &text("ok"), true).await.expect("publishing still works");
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    assert_eq!(body(&next(&mut consumer).await), "ok");
+    drop(consumer);
+    cleanup(&conn, &[&queue_name], &[&exchange]).await;
 }
 
 async fn auto_delete_queue_goes_with_its_last_consumer(broker: Broker, test: &str) {
@@ -479,17 +534,18 @@ async fn auto_delete_queue_goes_with_its_last_consumer(broker: Broker, test: &st
     let consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
     assert!(conn.queue_info(&queue_name).await.expect("info").is_some(), "still has a consumer");
     drop(consumer);
-    let gone = within("the auto-delete queue to go", async {
-        loop {
-            if conn.queue_info(&queue_name).await.expect("info").is_none() {
-                return true;
-            }
-            // The cancel travels to the broker asynchronously; ask again.
+    within("the auto-delete queue to go", async {
+        // The cancel travels to the broker asynchronously; ask again.
+        while conn.queue_info(&queue_name).await.expect("info").is_some() {
             tokio::task::yield_now().await;
         }
     })
     .await;
-    assert!(gone);
+    // Gone for good: nothing routes to it and nobody can consume it.
+    let err = conn.publish_confirmed("", &queue_name, &text("late"), true).await.expect_err("no queue");
+    assert!(matches!(err, Error::Unroutable { .. }), "got {err:?}");
+    let err = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect_err("no queue");
+    assert!(matches!(err, Error::NotFound { .. }), "got {err:?}");
 }
 
 async fn quorum_queue_counts_deliveries_and_dead_letters_past_the_limit(broker: Broker, test: &str) {
@@ -624,6 +680,245 @@ async fn queue_info_counts_ready_messages_and_consumers(broker: Broker, test: &s
     assert_eq!((info.messages, info.consumers), (2, 1), "one delivered and unacked, two ready");
     drop(consumer);
     cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn properties_round_trip_and_an_ack_removes_the_message(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    let info = conn.declare_queue(&queue_name, &durable()).await.expect("declare");
+    assert_eq!((info.name.as_str(), info.messages, info.consumers), (queue_name.as_str(), 0, 0));
+    let properties = Properties {
+        message_id: Some("m-1".to_owned()),
+        correlation_id: Some("job-1".to_owned()),
+        kind: Some("job".to_owned()),
+        content_type: Some("application/json".to_owned()),
+        timestamp_ms: Some(1_700_000_000_123),
+        reply_to: Some("somewhere".to_owned()),
+        persistent: true,
+        headers: BTreeMap::from([
+            ("text".to_owned(), HeaderValue::Str("value".to_owned())),
+            ("number".to_owned(), HeaderValue::Int(-42)),
+        ]),
+    };
+    let message = Message { body: b"{\"v\":1}".to_vec(), properties: properties.clone() };
+    conn.publish_confirmed("", &queue_name, &message, true).await.expect("publish");
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 1);
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let delivery = next(&mut consumer).await;
+    assert_eq!(delivery.body, message.body);
+    // AMQP timestamps are whole seconds.
+    assert_eq!(delivery.properties, Properties { timestamp_ms: Some(1_700_000_000_000), ..properties });
+    assert_eq!(
+        (delivery.queue.as_str(), delivery.exchange.as_str(), delivery.routing_key.as_str()),
+        (queue_name.as_str(), "", queue_name.as_str())
+    );
+    assert!(!delivery.redelivered);
+    assert_eq!((delivery.delivery_count, delivery.stream_offset, delivery.stream_timestamp_ms), (0, None, None));
+    delivery.acker.ack().await.expect("ack");
+    let err = delivery.acker.ack().await.expect_err("second ack");
+    assert!(matches!(err, Error::PreconditionFailed(_)), "got {err:?}");
+    drop(consumer);
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 0);
+    cleanup(&conn, &[&queue_name], &[]).await;
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info"), None);
+}
+
+async fn pipelined_publishes_all_confirm(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("declare");
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        pending.push(conn.publish("", &queue_name, &text(&i.to_string()), true).await.expect("publish"));
+    }
+    for confirm in pending {
+        confirm.wait().await.expect("confirm");
+    }
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 50);
+    // In publish order.
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(50)).await.expect("consume");
+    for i in 0..50 {
+        assert_eq!(body(&next(&mut consumer).await), i.to_string());
+    }
+    drop(consumer);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+/// On RabbitMQ one publish to a missing exchange closes the confirm channel under every publish
+/// in flight on it; the others must still be confirmed.
+async fn a_bad_publish_does_not_fail_the_others_in_flight(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("declare");
+    let before = conn.publish("", &queue_name, &text("before"), true).await.expect("publish");
+    let bad = conn.publish(&names.name("missing"), "k", &text("bad"), false).await;
+    let after = conn.publish("", &queue_name, &text("after"), true).await.expect("publish");
+    before.wait().await.expect("before");
+    // The bad publish fails either when sent or when confirmed.
+    let err = match bad {
+        Ok(confirm) => confirm.wait().await.expect_err("missing exchange"),
+        Err(err) => err,
+    };
+    assert!(matches!(err, Error::NotFound { .. }), "got {err:?}");
+    after.wait().await.expect("after");
+    // RabbitMQ does not confirm what it took just before it closed the channel: a message may
+    // be there twice (at least once), never missing.
+    let messages = conn.queue_info(&queue_name).await.expect("info").expect("exists").messages;
+    assert!((2..=3).contains(&messages), "{messages} messages");
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn consuming_a_missing_queue_is_not_found(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("missing");
+    let err = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect_err("missing");
+    assert!(matches!(&err, Error::NotFound { what } if what.contains(&queue_name)), "got {err:?}");
+    conn.declare_queue(&names.name("q"), &durable()).await.expect("the connection still works");
+    cleanup(&conn, &[&names.name("q")], &[]).await;
+}
+
+async fn a_dropped_consumer_leaves_its_deliveries_ackable(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    conn.declare_queue(&queue_name, &durable()).await.expect("declare");
+    conn.publish_confirmed("", &queue_name, &text("held"), true).await.expect("publish");
+    let mut consumer = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let delivery = next(&mut consumer).await;
+    drop(consumer);
+    let info = within("the consumer to be cancelled", async {
+        loop {
+            let info = conn.queue_info(&queue_name).await.expect("info").expect("exists");
+            if info.consumers == 0 {
+                return info;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(info.messages, 0, "still held by its delivery, not requeued");
+    delivery.acker.ack().await.expect("ack after the consumer went");
+    drop(delivery);
+    // Acked, not requeued: a new consumer gets only what comes next.
+    let mut again = conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    conn.publish_confirmed("", &queue_name, &text("next"), true).await.expect("publish");
+    assert_eq!(body(&next(&mut again).await), "next");
+    drop(again);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+async fn stream_replays_from_an_offset_and_stamps_when_each_was_stored(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let name = names.name("s");
+    let options =
+        QueueOptions { max_age: Some(Duration::from_secs(7 * 86_400)), max_length_bytes: Some(10_000_000), ..stream() };
+    conn.declare_queue(&name, &options).await.expect("declare");
+    conn.declare_queue(&name, &options).await.expect("redeclare with the same retention");
+    let start = runway_broker::protocol::now_ms();
+    for i in 0..3 {
+        // RabbitMQ 3.10 tells a stream consumer no store time: the publisher's timestamp is it.
+        let mut message = text(&i.to_string());
+        message.properties.timestamp_ms = Some(runway_broker::protocol::now_ms());
+        conn.publish_confirmed("", &name, &message, true).await.expect("publish");
+    }
+    let mut reader = conn.consume(&name, &from(StreamOffset::First)).await.expect("consume");
+    let mut offsets = Vec::new();
+    for i in 0..3 {
+        let delivery = next(&mut reader).await;
+        assert_eq!(body(&delivery), i.to_string());
+        offsets.push(delivery.stream_offset.expect("stream offset"));
+        let stamp = delivery.stream_timestamp_ms.expect("stream timestamp");
+        // Within the second of publishing (AMQP stamps are whole seconds).
+        assert!(stamp + 1000 > start && stamp <= runway_broker::protocol::now_ms(), "{stamp} vs {start}");
+        delivery.acker.ack().await.expect("ack");
+    }
+    let mut reader = conn.consume(&name, &from(StreamOffset::Offset(offsets[1]))).await.expect("consume");
+    let delivery = next(&mut reader).await;
+    assert_eq!((body(&delivery), delivery.stream_offset), ("1".to_owned(), Some(offsets[1])));
+    drop(reader);
+    cleanup(&conn, &[&name], &[]).await;
+}
+
+async fn a_quorum_queue_marks_requeues_and_takes_a_consumer_timeout(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let queue_name = names.name("q");
+    let options = QueueOptions {
+        kind: QueueKind::Quorum,
+        durable: true,
+        delivery_limit: Some(5),
+        expires: Some(Duration::from_secs(3_600)),
+        ..QueueOptions::default()
+    };
+    conn.declare_queue(&queue_name, &options).await.expect("declare");
+    conn.publish_confirmed("", &queue_name, &text("again"), true).await.expect("publish");
+    let timeout =
+        ConsumeOptions { consumer_timeout: Some(Duration::from_secs(60)), ..ConsumeOptions::with_prefetch(1) };
+    let mut consumer = conn.consume(&queue_name, &timeout).await.expect("consume with a consumer timeout");
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let delivery = next(&mut consumer).await;
+        seen.push((delivery.redelivered, delivery.delivery_count));
+        delivery.acker.nack(true).await.expect("nack");
+    }
+    assert_eq!(seen, [(false, 0), (true, 1), (true, 2)]);
+    // Rejected without a dead-letter exchange: dropped.
+    next(&mut consumer).await.acker.reject(false).await.expect("reject");
+    drop(consumer);
+    assert_eq!(conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 0);
+    cleanup(&conn, &[&queue_name], &[]).await;
+}
+
+/// Regression: the `x-runway-queue` header of a dead-lettered job held the routing key the job
+/// was published with (`labels.env=prod`), not the queue it waited in, which docs/PROTOCOL.md
+/// promises. A delivery names its queue, and that is what goes in the header.
+async fn a_dead_lettered_job_names_the_queue_it_was_consumed_from(broker: Broker, _test: &str) {
+    use runway_broker::protocol::{Builtin, Command, Job, Target, VERSION, now_ms};
+    use runway_broker::topology::{Retention, RunnerQueues, Topology};
+    let conn = broker.connect().await.expect("connect");
+    let topology = Topology::new(&format!("contract-{}", uuid::Uuid::now_v7().simple())).expect("namespace");
+    topology.declare(&conn, &Retention::default()).await.expect("declare");
+    let labels = BTreeMap::from([("env".to_owned(), "prod".to_owned())]);
+    let runner = RunnerQueues { id: "r1".to_owned(), labels: labels.clone(), by_id_only: false, in_process: false };
+    topology.declare_runner(&conn, &runner).await.expect("declare runner");
+    let target = Target::Labels(labels);
+    let job = Job {
+        v: VERSION,
+        id: uuid::Uuid::now_v7(),
+        operation: "poison".to_owned(),
+        project: "contract".to_owned(),
+        command: Command::Builtin(Builtin::Noop),
+        args: Vec::new(),
+        env: BTreeMap::new(),
+        workdir: None,
+        timeout_ms: None,
+        kill_grace_ms: None,
+        target: target.clone(),
+        retry_on_lost: false,
+        attempt: 1,
+        created_at_ms: now_ms(),
+        queued_by: "contract".to_owned(),
+    };
+    topology.publish_job(&conn, &job).await.expect("publish job");
+    let queue = topology.job_queue(&target);
+    let mut consumer = conn.consume(&queue, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let delivery = next(&mut consumer).await;
+    assert_eq!(delivery.queue, queue);
+    assert_ne!(delivery.routing_key, queue, "this test needs a routing key other than the queue's name");
+    topology.dead_letter(&conn, delivery.body.clone(), "a reason", &delivery.queue).await.expect("dead-letter");
+    delivery.acker.ack().await.expect("ack");
+    let mut dead = conn.consume(&topology.dead_queue(), &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let letter = next(&mut dead).await;
+    assert_eq!(letter.properties.header_str("x-runway-reason"), Some("a reason"));
+    assert_eq!(letter.properties.header_str("x-runway-queue"), Some(queue.as_str()));
+    drop((consumer, dead));
+    topology.delete_runner(&conn, &runner).await.expect("clean up");
+    topology.delete_shared(&conn).await.expect("clean up");
 }
 
 async fn cleanup(conn: &runway_broker::Connection, queues: &[&String], exchanges: &[&String]) {

@@ -3,8 +3,9 @@
 //!
 //! A "job" here is: a persistent, confirmed publish into a quorum queue; a consumer takes and
 //! acknowledges it and publishes `replies` reply messages (as a runner publishes events); the
-//! producer consumes the replies. It lives in broker/ because only broker/ may speak lapin; it is
-//! measurement code, not used by runway itself.
+//! producer consumes the replies. It speaks lapin itself, the one exception to "only broker/ knows
+//! lapin": a ceiling has to be a plain client, with none of runway's layers, and as measurement code
+//! it has no place in the library runway ships.
 
 use std::time::{Duration, Instant};
 
@@ -18,32 +19,32 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 
 /// The shape of one ceiling run.
 #[derive(Debug, Clone)]
-pub struct Shape {
+pub(crate) struct Shape {
     /// Jobs in all.
-    pub jobs: usize,
+    pub(crate) jobs: usize,
     /// Jobs published before waiting for their replies (1 measures latency).
-    pub in_flight: usize,
+    pub(crate) in_flight: usize,
     /// Reply messages per job, like a runner's events.
-    pub replies: usize,
+    pub(crate) replies: usize,
     /// Consumers taking jobs (like runners), each with this prefetch.
-    pub consumers: usize,
-    pub prefetch: u16,
+    pub(crate) consumers: usize,
+    pub(crate) prefetch: u16,
 }
 
 /// What one ceiling run measured.
 #[derive(Debug, Clone)]
-pub struct Measured {
-    pub elapsed: Duration,
+pub(crate) struct Measured {
+    pub(crate) elapsed: Duration,
     /// Queued-to-last-reply time of each job, in completion order.
-    pub round_trips: Vec<Duration>,
+    pub(crate) round_trips: Vec<Duration>,
 }
 
-fn err(what: &str, error: impl std::fmt::Display) -> crate::Error {
-    crate::Error::Protocol(format!("ceiling: {what}: {error}"))
+fn err(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("ceiling: {what}: {error}")
 }
 
 /// Run the plain-lapin equivalent of `shape.jobs` runway jobs on the broker at `url`.
-pub async fn run(url: &str, shape: &Shape) -> crate::Result<Measured> {
+pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Measured> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
     let id = uuid::Uuid::now_v7().simple().to_string();
     let jobs_queue = format!("ceiling.jobs.{id}");
@@ -153,7 +154,7 @@ pub async fn run(url: &str, shape: &Shape) -> crate::Result<Measured> {
 /// Read the first `count` messages of `stream` with plain lapin, as `job list` reads the index:
 /// one consumer from the first offset, `prefetch` credit, acknowledged a quarter at a time.
 /// Returns the time from connecting to the last message.
-pub async fn read_stream(url: &str, stream: &str, count: usize, prefetch: u16) -> crate::Result<Duration> {
+pub(crate) async fn read_stream(url: &str, stream: &str, count: usize, prefetch: u16) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
     let channel = conn.create_channel().await.map_err(|e| err("channel", e))?;

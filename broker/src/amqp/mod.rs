@@ -1,0 +1,187 @@
+//! The broker interface on RabbitMQ: AMQP 0-9-1 over lapin, with publisher confirms and
+//! RabbitMQ's classic, quorum and stream queues. This file holds the [`Connection`] the other
+//! files of the module work on, and how it opens channels and closes.
+//!
+//! One [`Connection`] is one AMQP connection, dialled for its owner and closed when its last clone
+//! drops, so RabbitMQ does what the interface promises: the connection's exclusive queues vanish
+//! and its unacknowledged deliveries are requeued. That is why deadpool-lapin is not used: a pool
+//! hands a dropped connection to the next user instead of closing it, and every channel of one
+//! runway connection has to live on the same AMQP connection, since an exclusive queue can only be
+//! used by the connection that declared it.
+//!
+//! Inside a connection: one channel in confirm mode carries every publish (pipelined: confirms
+//! come back in order); each consumer has a channel of its own; each declaration, binding, deletion
+//! or passive check opens a short-lived channel. A refused declaration closes its channel, so it
+//! cannot break anything else.
+//!
+//! This module does not choose names or topology (`topology.rs` does), keeps no messages, and does
+//! not reconnect. lapin's automatic recovery is not used: lapin 4.12.3 deadlocks when a channel is
+//! opened just as the connection drops (its recovery drops the lost channel.open's reply while
+//! holding the channel's status lock; reproduced against RabbitMQ 3.10 through a TCP relay that
+//! cuts connections, 5 runs of 6), and replaying a consumer of an exclusive queue that died with the
+//! old connection (every runner's control queue, every attached CLI's event queue) always fails.
+//! So a dropped connection ends its consumers and fails its operations with
+//! [`Error::ConnectionClosed`] (retryable), and the owner connects again ([`Connection::redial`])
+//! and sets up its queues, as it must anyway for exclusive ones.
+//!
+//! The files: `dial.rs` (connecting), `url.rs` (what of a URL may be shown), `declare.rs`
+//! (exchanges, queues, bindings), `publish.rs` (publishing and confirms), `consume.rs` (consuming
+//! and acks), `arguments.rs` (`x-` arguments), `properties.rs` (message properties and headers),
+//! `error_map.rs` (lapin's errors as ours).
+
+mod arguments;
+mod consume;
+mod declare;
+mod dial;
+#[cfg(test)]
+mod dropped_connection;
+mod error_map;
+mod properties;
+mod publish;
+mod url;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::types::ShortString;
+
+pub use consume::{Acker, Consumer};
+pub use dial::AmqpBroker;
+use error_map::{Subject, map_error};
+pub use publish::PendingConfirm;
+
+use crate::{Error, Result};
+
+/// How long opening a channel may take before the connection is deemed stuck.
+const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(10);
+/// The reply text of our own connection close.
+const CLOSE_TEXT: &str = "bye";
+/// How long closing a connection waits for the broker's close-ok.
+const CLOSE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// One AMQP connection; clones share it, and dropping the last clone closes it.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// In an `Arc` so that `Drop` can hand it to the task that closes it.
+    conn: Arc<lapin::Connection>,
+    host: String,
+    /// The confirm-mode channel every publish goes through; opened on first use and reopened when
+    /// the broker closed it (a publish to a missing exchange does). The lock also keeps a publish's
+    /// sequence number and its frames together, which lapin does not do for concurrent callers.
+    publisher: tokio::sync::Mutex<Option<lapin::Channel>>,
+    /// Where it was dialled, to dial again.
+    broker: AmqpBroker,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("host", &self.host)
+            .field("connected", &self.conn.status().connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.conn.status().connected() {
+            return;
+        }
+        // Consumers and unsettled deliveries hold channels, and lapin closes a connection only
+        // when its last channel goes: close it now, as AMQP's "connection closed" means.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let conn = Arc::clone(&self.conn);
+            runtime.spawn(async move { shut(&conn).await });
+        }
+    }
+}
+
+/// Close `conn` if it is open.
+async fn shut(conn: &lapin::Connection) {
+    if conn.status().connected() {
+        // A broker that does not answer close-ok must not keep its client from ending.
+        match tokio::time::timeout(CLOSE_PATIENCE, conn.close(200, CLOSE_TEXT.into())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(%err, "closing the broker connection"),
+            Err(_) => tracing::warn!("the broker did not answer the connection close within {CLOSE_PATIENCE:?}"),
+        }
+    }
+}
+
+impl Inner {
+    /// A new channel, within [`CHANNEL_OPEN_PATIENCE`].
+    async fn open_channel(&self) -> Result<lapin::Channel> {
+        match tokio::time::timeout(CHANNEL_OPEN_PATIENCE, self.conn.create_channel()).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(err)) => Err(Error::ConnectionClosed(format!("{}: {err}", self.host))),
+            Err(_elapsed) => Err(self.give_up("opening a channel got no answer")),
+        }
+    }
+
+    /// Close a connection on which opening a channel got no answer (a channel.open sent as the
+    /// connection dropped is never answered), so that its owner sees it closed and connects again
+    /// instead of waiting on it.
+    fn give_up(&self, what: &str) -> Error {
+        let conn = Arc::clone(&self.conn);
+        tokio::spawn(async move { shut(&conn).await });
+        Error::ConnectionClosed(format!(
+            "{}: {what} within {}s; the connection is closed, connect again",
+            self.host,
+            CHANNEL_OPEN_PATIENCE.as_secs()
+        ))
+    }
+
+    /// Run `op` on a fresh channel, which closes when `op` is done with it.
+    async fn on_fresh_channel<T, F, Fut>(&self, subject: Subject<'_>, op: F) -> Result<T>
+    where
+        F: FnOnce(lapin::Channel) -> Fut,
+        Fut: Future<Output = lapin::Result<T>>,
+    {
+        let channel = self.open_channel().await?;
+        // Dropping the channel afterwards closes it (lapin sends the close in the background).
+        op(channel).await.map_err(|err| map_error(&self.host, subject, &err))
+    }
+}
+
+impl Connection {
+    /// Dial a new connection to the same broker, with the same settings (after this one dropped).
+    pub async fn redial(&self) -> Result<Connection> {
+        self.inner.broker.connect().await
+    }
+
+    /// `scheme://host:port/vhost`, without user or password.
+    pub fn display_name(&self) -> String {
+        self.inner.host.clone()
+    }
+
+    /// Close the connection now (idempotent); its consumers end and its exclusive queues go.
+    pub async fn close(&self) {
+        shut(&self.inner.conn).await;
+    }
+}
+
+/// An AMQP short string (names, keys, most properties): at most 255 bytes.
+fn short(what: &str, value: &str) -> Result<ShortString> {
+    ShortString::try_new(value).map_err(|_| {
+        let mut end = 64;
+        while !value.is_char_boundary(end) {
+            end -= 1;
+        }
+        Error::Protocol(format!("{what} `{}...` is {} bytes long; AMQP allows 255", &value[..end], value.len()))
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    //! What the AMQP tests of this module share.
+
+    pub(crate) fn amqp_url() -> String {
+        std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    }
+}
