@@ -495,7 +495,7 @@ impl Serving {
             Err(err) => {
                 let reason = err.to_string();
                 tracing::warn!(routing_key = %delivery.routing_key, %reason, "dead-lettering a job message");
-                let queue = delivery.routing_key.clone();
+                let queue = delivery.queue.clone();
                 match self.topology.dead_letter(&self.conn, delivery.body, &reason, &queue).await {
                     Ok(()) => settle(delivery.acker.ack().await),
                     // Keep it where it is rather than lose it.
