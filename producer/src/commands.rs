@@ -3,9 +3,12 @@
 //! Nothing here does a command's work: see `operations` (run and friends), `list`, `inspect`,
 //! `logs`, `cancel` and `runners`.
 
+use runway_broker::Connection;
+use runway_broker::topology::Topology;
+
 use crate::attach::Interrupts;
 use crate::cancel;
-use crate::cli::{Cli, Command, JobCommand, RunnerCommand};
+use crate::cli::{Cli, Command, JobArgs, JobCommand, RunnerCommand};
 use crate::connect;
 use crate::exit::CliError;
 use crate::inspect;
@@ -27,7 +30,7 @@ pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
 }
 
 async fn dispatch(cli: &Cli, interrupts: &mut impl Interrupts) -> Result<u8, CliError> {
-    let named = |name: &str, job: &crate::cli::JobArgs| Operations::Named(vec![(name.to_owned(), job.clone())]);
+    let named = |name: &str, job: &JobArgs| Operations::Named(vec![(name.to_owned(), job.clone())]);
     match &cli.command {
         Command::Run { operation, job } => operations::run(cli, named(operation, job), job.json, interrupts).await,
         Command::Build(job) => operations::run(cli, named("build", job), job.json, interrupts).await,
@@ -64,7 +67,7 @@ async fn job_command(cli: &Cli, command: &JobCommand) -> Result<u8, CliError> {
 }
 
 /// Connect to the server that the flags, the environment or the project file (if any) name.
-async fn connect_server(cli: &Cli) -> Result<(runway_broker::Connection, runway_broker::topology::Topology), CliError> {
+async fn connect_server(cli: &Cli) -> Result<(Connection, Topology), CliError> {
     let project = settings::optional_project(cli.file.as_deref())?;
     connect::connect_server(&Settings::merge(cli, project.as_ref())).await
 }

@@ -2,7 +2,7 @@
 //! reported as `path:line:column: what was expected`.
 //!
 //! It only reads and validates; it does not pick the execution mode, apply flags or environment
-//! variables, or build jobs (see `commands`).
+//! variables, or build jobs (see `settings` and `plan`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
