@@ -8,11 +8,7 @@ use nix::sys::signal::Signal;
 use runway_broker::protocol::Target;
 use runway_broker::{ConsumeOptions, Message};
 
-use crate::support::{Namespace, Project};
-
-fn args<'a>(ns: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    ns.iter().map(String::as_str).chain(rest.iter().copied()).collect()
-}
+use crate::support::{Namespace, Project, args};
 
 /// A job that says which attempt it is, then waits for `gate-<attempt>` in `dir`.
 fn attempt_gated(dir: &std::path::Path) -> String {

@@ -1,10 +1,6 @@
 //! Local mode end to end: the real `runway` binary with its embedded broker and in-process runner.
 
-use crate::support::Project;
-
-fn op(name: &str, run: &str) -> String {
-    format!("[operations.{name}]\nrun = {run:?}\n")
-}
+use crate::support::{Project, op};
 
 #[tokio::test]
 async fn a_successful_job_prints_its_output_and_exits_zero() {

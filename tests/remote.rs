@@ -5,15 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use runway_broker::protocol::Target;
 
-use crate::support::{Namespace, Project};
-
-fn op(name: &str, run: &str) -> String {
-    format!("[operations.{name}]\nrun = {run:?}\n")
-}
-
-fn args<'a>(ns: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    ns.iter().map(String::as_str).chain(rest.iter().copied()).collect()
-}
+use crate::support::{Namespace, Project, args, op};
 
 #[tokio::test]
 async fn cli_runner_mode_runs_the_job_inside_the_cli_and_its_queue_goes_with_it() {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use runway_broker::protocol::{self, Command as JobCommand, Event, EventBody, Job, Queued, Target, VERSION};
 
-use support::{Namespace, Project};
+use support::{Namespace, Project, args};
 
 /// Held by each scenario for its whole run.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -69,10 +69,6 @@ fn rabbitmqctl(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn args<'a>(ns: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
-    ns.iter().map(String::as_str).chain(rest.iter().copied()).collect()
 }
 
 /// A shell job for any runner, as the CLI would queue it.

@@ -1,6 +1,6 @@
 //! The command line: flags and subcommands of `runway`, parsed with clap.
 //!
-//! Parsing only; what each command does lives in `commands`.
+//! Parsing only; `commands` sends each command to the module that does it.
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -3,8 +3,6 @@
 //!
 //! The table is in the README; keep the two in step.
 
-use std::fmt;
-
 use runway_broker::protocol::{Completed, Status};
 
 use crate::project::ProjectError;
@@ -47,15 +45,22 @@ pub fn for_job(completed: &Completed) -> u8 {
 }
 
 /// Everything that stops the CLI before a job could finish.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CliError {
+    #[error("{0}")]
     Usage(String),
-    Project(ProjectError),
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error("{}", unknown_operation(name, defined))]
     UnknownOperation { name: String, defined: Vec<String> },
+    #[error("{0}")]
     NoRunner(String),
+    #[error("{0}")]
     NoSuchJob(String),
-    Broker(runway_broker::Error),
+    #[error(transparent)]
+    Broker(#[from] runway_broker::Error),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -74,34 +79,12 @@ impl CliError {
     }
 }
 
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CliError::Usage(message)
-            | CliError::NoRunner(message)
-            | CliError::NoSuchJob(message)
-            | CliError::Internal(message) => f.write_str(message),
-            CliError::Project(err) => write!(f, "{err}"),
-            CliError::UnknownOperation { name, defined } if defined.is_empty() => {
-                write!(f, "unknown operation `{name}`: the project file defines no operations")
-            }
-            CliError::UnknownOperation { name, defined } => {
-                write!(f, "unknown operation `{name}`; defined: {}", defined.join(", "))
-            }
-            CliError::Broker(err) => write!(f, "{err}"),
-        }
-    }
-}
-
-impl From<ProjectError> for CliError {
-    fn from(err: ProjectError) -> CliError {
-        CliError::Project(err)
-    }
-}
-
-impl From<runway_broker::Error> for CliError {
-    fn from(err: runway_broker::Error) -> CliError {
-        CliError::Broker(err)
+/// The message of [`CliError::UnknownOperation`].
+fn unknown_operation(name: &str, defined: &[String]) -> String {
+    if defined.is_empty() {
+        format!("unknown operation `{name}`: the project file defines no operations")
+    } else {
+        format!("unknown operation `{name}`; defined: {}", defined.join(", "))
     }
 }
 

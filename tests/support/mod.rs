@@ -24,6 +24,16 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// A project file with one operation `name` that runs `run` in a shell.
+pub fn op(name: &str, run: &str) -> String {
+    format!("[operations.{name}]\nrun = {run:?}\n")
+}
+
+/// A `runway` command line: `flags` (a namespace's, see [`Namespace::flags`]) and then `rest`.
+pub fn args<'a>(flags: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
+    flags.iter().map(String::as_str).chain(rest.iter().copied()).collect()
+}
+
 /// A temporary project directory with a runway.toml.
 pub struct Project {
     dir: PathBuf,

@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use runway_producer::attach::Interrupts;
 use runway_producer::cli::Cli;
-use runway_producer::commands::{self, Interrupts};
+use runway_producer::commands;
 use runway_producer::exit;
 
 /// Ctrl-C presses, from the terminal or a SIGINT. One listener for the whole run, so a press

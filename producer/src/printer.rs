@@ -1,12 +1,14 @@
-//! Following a job: read its events from a consumer in order, print them (human or JSON), and
-//! return how the job ended.
+//! Printing one job's events, decoded once by the caller: human (the job's stdout and stderr,
+//! runway's status lines) or `--json`; it skips what it printed already and says how the job ended.
 //!
-//! It does not queue or cancel anything; the caller decides what a Ctrl-C means.
+//! It reads nothing from the broker and queues or cancels nothing: `attach` and `logs` feed it.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use runway_broker::protocol::{self, Completed, Event, EventBody, Status, Stream};
+
+use crate::format;
 
 /// How events are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,15 +75,14 @@ impl Printer {
         }
     }
 
-    /// Print one raw event body; returns the completion once the job ended.
-    pub fn event(&mut self, body: &[u8]) -> Option<Completed> {
-        let event: Event = match protocol::decode(body, "event") {
-            Ok(event) => event,
-            Err(err) => {
-                self.status(&format!("ignoring an event that cannot be read: {err}"));
-                return None;
-            }
-        };
+    /// An event that could not be decoded: said, and otherwise skipped.
+    pub fn undecodable(&mut self, err: &protocol::DecodeError) {
+        self.status(&format!("ignoring an event that cannot be read: {err}"));
+    }
+
+    /// Print one event; `body` is the event as received, which `--json` prints as it is.
+    /// Returns the completion once the job ended.
+    pub fn event(&mut self, event: &Event, body: &[u8]) -> Option<Completed> {
         // Seq 0 is the producer's own record (queued, cancel requested); a runner's events count
         // from 1 in each attempt.
         if event.seq > 0 {
@@ -99,7 +100,7 @@ impl Printer {
         if self.style == Style::Json {
             self.json_line(body);
         }
-        match event.body {
+        match &event.body {
             EventBody::Queued(_) | EventBody::CancelRequested { .. } => None,
             EventBody::Accepted { hostname, .. } => {
                 self.status(&format!("{} accepted by runner {} on {hostname}", self.operation, event.runner));
@@ -111,18 +112,18 @@ impl Printer {
             }
             EventBody::Log { lines } => {
                 if matches!(self.style, Style::Human { .. }) {
-                    self.lines(&lines);
+                    self.lines(lines);
                 }
                 None
             }
             EventBody::Heartbeat { .. } => None,
             EventBody::Output { key, value } => {
-                self.outputs.insert(key, value);
+                self.outputs.insert(key.clone(), value.clone());
                 None
             }
             EventBody::Completed(completed) => {
-                self.finished(&completed);
-                Some(completed)
+                self.finished(completed);
+                Some(completed.clone())
             }
         }
     }
@@ -179,7 +180,7 @@ impl Printer {
 
     fn finished(&mut self, completed: &Completed) {
         let _ = self.stdout.flush();
-        let took = format_duration(completed.duration_ms);
+        let took = format::duration(completed.duration_ms);
         let outcome = match (completed.status, completed.exit_code) {
             (Status::Success, _) => format!("{} succeeded in {took}", self.operation),
             (Status::Failed, Some(code)) => format!("{} failed with exit code {code} after {took}", self.operation),
@@ -195,26 +196,5 @@ impl Printer {
         for line in lines {
             self.status(&line);
         }
-    }
-}
-
-/// `1.23s`, `2m 3s`: short and exact enough for a status line.
-pub fn format_duration(ms: u64) -> String {
-    if ms < 60_000 {
-        format!("{:.2}s", ms as f64 / 1000.0)
-    } else {
-        let secs = ms / 1000;
-        format!("{}m {}s", secs / 60, secs % 60)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_duration;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(format_duration(1234), "1.23s");
-        assert_eq!(format_duration(123_000), "2m 3s");
     }
 }

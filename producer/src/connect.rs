@@ -1,0 +1,45 @@
+//! Dialling the broker the settings name (RabbitMQ, or the in-memory broker in local mode) and
+//! making sure the topology is there.
+//!
+//! One connection and nothing on it: sessions and the in-process runner are `session`'s.
+
+use std::time::Duration;
+
+use runway_broker::topology::{Retention, Topology};
+use runway_broker::{Broker, Connection};
+
+use crate::exit::CliError;
+use crate::settings::Settings;
+
+/// How long to wait for the broker to answer a connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The broker of `server`, or the in-memory one for local mode (`None`).
+pub fn broker(server: Option<&str>) -> Result<Broker, CliError> {
+    match server {
+        None => Ok(Broker::memory()),
+        Some(url) => Broker::amqp(url, CONNECT_TIMEOUT).map_err(|err| CliError::Usage(err.to_string())),
+    }
+}
+
+/// Connect to `broker` and declare the topology if it is not there yet.
+pub async fn connect(broker: &Broker, topology: &Topology) -> Result<Connection, CliError> {
+    let conn = broker.connect().await?;
+    topology.ensure(&conn, &Retention::default()).await?;
+    Ok(conn)
+}
+
+/// Connect to the configured server, for the commands that read its history or ask its runners:
+/// local mode keeps no history, so they need a server.
+pub async fn connect_server(settings: &Settings) -> Result<(Connection, Topology), CliError> {
+    let Some(url) = settings.server.as_deref() else {
+        return Err(CliError::Usage(
+            "job history and runners live on a server, and none is configured: pass --server URL, set RUNWAY_SERVER, \
+             or add [server] url to runway.toml (local mode keeps no history beyond one run)"
+                .to_owned(),
+        ));
+    };
+    let topology = settings.topology()?;
+    let conn = connect(&broker(Some(url))?, &topology).await?;
+    Ok((conn, topology))
+}

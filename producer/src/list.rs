@@ -1,0 +1,212 @@
+//! `runway job list`: the jobs of a window of time, read from the index, newest first, as a
+//! table or one JSON object per line.
+//!
+//! Which jobs show is a pure function of the records and "now" ([`select`]); only reading the
+//! index talks to the broker.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use runway_broker::Connection;
+use runway_broker::protocol::{self, now_ms};
+use runway_broker::topology::Topology;
+use runway_worker::history::{JobRecord, State};
+use runway_worker::streams::SEEK_SLACK_MS;
+use uuid::Uuid;
+
+use crate::exit::{self, CliError};
+use crate::format;
+use crate::lookup;
+use crate::table::{Align, Column, render};
+use crate::view::{self, JobView};
+
+/// What `job list` shows.
+#[derive(Debug, Clone)]
+pub struct ListFilter {
+    pub state: Option<State>,
+    /// Only jobs queued within this long before now.
+    pub since: Duration,
+    pub limit: usize,
+}
+
+impl ListFilter {
+    /// The earliest creation time a job shown may have.
+    fn since_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(protocol::to_ms(self.since))
+    }
+}
+
+const COLUMNS: [Column; 9] = [
+    Column { header: "ID", width: 36, align: Align::Left, gap: 2 },
+    Column { header: "OPERATION", width: 12, align: Align::Left, gap: 1 },
+    Column { header: "PROJECT", width: 12, align: Align::Left, gap: 1 },
+    Column { header: "STATE", width: 10, align: Align::Left, gap: 1 },
+    Column { header: "RUNNER", width: 16, align: Align::Left, gap: 1 },
+    Column { header: "TRY", width: 3, align: Align::Right, gap: 2 },
+    Column { header: "QUEUED", width: 20, align: Align::Left, gap: 1 },
+    Column { header: "FINISHED", width: 20, align: Align::Left, gap: 1 },
+    Column { header: "DURATION", width: 9, align: Align::Right, gap: 0 },
+];
+
+/// `job list`.
+pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, json: bool) -> Result<u8, CliError> {
+    let now = now_ms();
+    let from = filter.since_ms(now).saturating_sub(SEEK_SLACK_MS);
+    let records = lookup::read_index(conn, topology, from, |_| true).await?;
+    let records = select(records, filter, now);
+    if json {
+        for record in &records {
+            println!("{}", view::line(&JobView::new(record, now)));
+        }
+        return Ok(exit::SUCCESS);
+    }
+    let rows = records.iter().map(|record| row(record, now)).collect();
+    println!("{}", render(&COLUMNS, rows));
+    Ok(exit::SUCCESS)
+}
+
+/// The jobs `filter` shows at `now_ms`: queued within the window, in the state asked for,
+/// newest first, at most `limit`.
+pub fn select(records: HashMap<Uuid, JobRecord>, filter: &ListFilter, now_ms: u64) -> Vec<JobRecord> {
+    let since_ms = filter.since_ms(now_ms);
+    let mut records: Vec<JobRecord> = records
+        .into_values()
+        .filter(|record| record.created_at_ms() >= since_ms)
+        .filter(|record| filter.state.is_none_or(|state| record.state(now_ms) == state))
+        .collect();
+    // UUID v7 ids sort by creation time: newest first.
+    records.sort_by_key(|record| std::cmp::Reverse(record.id));
+    records.truncate(filter.limit);
+    records
+}
+
+fn row(record: &JobRecord, now_ms: u64) -> Vec<String> {
+    let attempt = record.last_attempt();
+    vec![
+        record.id.to_string(),
+        record.operation.as_deref().unwrap_or("?").to_owned(),
+        record.project.as_deref().unwrap_or("?").to_owned(),
+        record.state(now_ms).as_str().to_owned(),
+        attempt.map_or("-", |attempt| attempt.runner.as_str()).to_owned(),
+        attempt.map_or(0, |attempt| attempt.number).to_string(),
+        format::time(Some(record.created_at_ms())),
+        format::time(record.finished_at_ms()),
+        record.completed().map_or_else(|| "-".to_owned(), |completed| format::duration(completed.duration_ms)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use runway_broker::protocol::{Command, Completed, Event, EventBody, Queued, Status, Target, VERSION};
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    /// A job queued `ago_ms` before [`NOW`], ended with `status` if given.
+    fn job(ago_ms: u64, status: Option<Status>) -> JobRecord {
+        let created_at_ms = NOW - ago_ms;
+        let nanos = u32::try_from(created_at_ms % 1000).expect("under a second") * 1_000_000;
+        let id = Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, created_at_ms / 1000, nanos));
+        let mut record = JobRecord::new(id);
+        let queued = Queued {
+            operation: format!("op-{ago_ms}"),
+            project: "shop".to_owned(),
+            command: Command::Shell("true".to_owned()),
+            args: Vec::new(),
+            env_keys: Vec::new(),
+            target: Target::Any,
+            timeout_ms: None,
+            retry_on_lost: false,
+            queued_by: "me@here".to_owned(),
+            created_at_ms,
+        };
+        let event = |seq, body| Event {
+            v: VERSION,
+            job: id,
+            seq,
+            ts: created_at_ms + seq,
+            runner: if seq == 0 { String::new() } else { "w-1".to_owned() },
+            attempt: 1,
+            body,
+        };
+        record.apply(&event(0, EventBody::Queued(queued)));
+        if let Some(status) = status {
+            record.apply(&event(1, EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 }));
+            record.apply(&event(2, EventBody::Completed(Completed::without_exit(status, String::new()))));
+        }
+        record
+    }
+
+    fn operations(records: &[JobRecord]) -> Vec<&str> {
+        records.iter().map(|record| record.operation.as_deref().unwrap_or("?")).collect()
+    }
+
+    fn by_id(records: Vec<JobRecord>) -> HashMap<Uuid, JobRecord> {
+        records.into_iter().map(|record| (record.id, record)).collect()
+    }
+
+    fn filter(since: Duration) -> ListFilter {
+        ListFilter { state: None, since, limit: 50 }
+    }
+
+    #[test]
+    fn since_keeps_only_jobs_queued_within_the_window() {
+        let records = by_id(vec![
+            job(500, Some(Status::Success)),
+            job(1_500, Some(Status::Success)),
+            job(3_000, Some(Status::Failed)),
+        ]);
+        let shown = select(records, &filter(Duration::from_secs(2)), NOW);
+        assert_eq!(operations(&shown), ["op-500", "op-1500"]);
+    }
+
+    #[test]
+    fn a_job_queued_exactly_at_the_window_start_is_in_it() {
+        let shown = select(by_id(vec![job(2_000, None)]), &filter(Duration::from_secs(2)), NOW);
+        assert_eq!(operations(&shown), ["op-2000"]);
+        let shown = select(by_id(vec![job(2_001, None)]), &filter(Duration::from_secs(2)), NOW);
+        assert!(shown.is_empty());
+    }
+
+    #[test]
+    fn state_and_limit_apply_after_the_window_newest_first() {
+        let records = by_id(vec![
+            job(1_000, Some(Status::Failed)),
+            job(2_000, Some(Status::Success)),
+            job(3_000, Some(Status::Failed)),
+            job(4_000, Some(Status::Failed)),
+        ]);
+        let failed = ListFilter { state: Some(State::Failed), since: Duration::from_secs(60), limit: 2 };
+        assert_eq!(operations(&select(records, &failed, NOW)), ["op-1000", "op-3000"]);
+    }
+
+    #[test]
+    fn the_table_keeps_its_columns() {
+        let record = job(1_000, Some(Status::Success));
+        let table = render(&COLUMNS, vec![row(&record, NOW)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            format!(
+                "{:<36}  {:<12} {:<12} {:<10} {:<16} {:>3}  {:<20} {:<20} {:>9}",
+                "ID", "OPERATION", "PROJECT", "STATE", "RUNNER", "TRY", "QUEUED", "FINISHED", "DURATION"
+            )
+        );
+        assert_eq!(
+            lines[1],
+            format!(
+                "{:<36}  {:<12} {:<12} {:<10} {:<16} {:>3}  {:<20} {:<20} {:>9}",
+                record.id,
+                "op-1000",
+                "shop",
+                "success",
+                "w-1",
+                1,
+                format::time(Some(NOW - 1_000)),
+                format::time(Some(NOW - 998)),
+                "0.00s"
+            )
+        );
+    }
+}

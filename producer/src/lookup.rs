@@ -1,0 +1,174 @@
+//! Reading jobs back from the streams: records folded from the index over a window of time, one
+//! job found by its id or a unique prefix of it, and one job's events from the history.
+//!
+//! It prints nothing; the commands decide what to show. The seek slack is the one the runners
+//! use too (`runway_worker::streams::SEEK_SLACK_MS`).
+
+use std::collections::HashMap;
+
+use runway_broker::protocol::{self, DecodeError, Event};
+use runway_broker::topology::Topology;
+use runway_broker::{Connection, StreamOffset};
+use runway_worker::history::{JobRecord, uuid_ms};
+use runway_worker::streams::{LARGE_PREFETCH, Read, SEEK_SLACK_MS, SMALL_PREFETCH, StreamReader};
+use uuid::Uuid;
+
+use crate::exit::CliError;
+
+/// Read the index from `from_ms` up to now, folding the events of every job `wanted` keeps.
+pub async fn read_index(
+    conn: &Connection,
+    topology: &Topology,
+    from_ms: u64,
+    mut wanted: impl FnMut(&Uuid) -> bool,
+) -> Result<HashMap<Uuid, JobRecord>, CliError> {
+    let mut reader =
+        StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from_ms), SMALL_PREFETCH)
+            .await?;
+    let mut records: HashMap<Uuid, JobRecord> = HashMap::new();
+    loop {
+        match reader.next().await? {
+            Some(Read::Message(delivery)) => {
+                let Ok(event) = protocol::decode::<Event>(&delivery.body, "event") else { continue };
+                if wanted(&event.job) {
+                    records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event);
+                }
+            }
+            Some(Read::CaughtUp) => return Ok(records),
+            None => return Err(stream_ended()),
+        }
+    }
+}
+
+/// The error for a stream read that ended before it caught up.
+pub fn stream_ended() -> CliError {
+    CliError::Broker(runway_broker::Error::ConnectionClosed("the stream ended while reading it".to_owned()))
+}
+
+/// Find a job by its full id or a unique prefix of at least 8 hex characters.
+pub async fn resolve(conn: &Connection, topology: &Topology, text: &str) -> Result<JobRecord, CliError> {
+    if let Ok(id) = Uuid::parse_str(text) {
+        let from = uuid_ms(id).saturating_sub(SEEK_SLACK_MS);
+        let mut records = read_index(conn, topology, from, |job| *job == id).await?;
+        return records.remove(&id).ok_or_else(|| CliError::NoSuchJob(format!("no job {id} in the history")));
+    }
+    let hex = id_prefix(text)?;
+    let start = prefix_start_ms(&hex);
+    let mut records = read_index(conn, topology, start.saturating_sub(SEEK_SLACK_MS), |job| {
+        job.simple().to_string().starts_with(&hex)
+    })
+    .await?;
+    match records.len() {
+        0 => Err(CliError::NoSuchJob(format!("no job id starts with `{text}`"))),
+        1 => Ok(records.drain().map(|(_, record)| record).next().expect("one record, just counted")),
+        n => {
+            let mut ids: Vec<String> = records.keys().map(Uuid::to_string).collect();
+            ids.sort();
+            Err(CliError::Usage(format!("`{text}` matches {n} jobs: {}; give more of the id", ids.join(", "))))
+        }
+    }
+}
+
+/// The lowercase hex digits of an id prefix (dashes dropped), at least 8 of them.
+fn id_prefix(text: &str) -> Result<String, CliError> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
+    if hex.len() < 8 || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(CliError::Usage(format!(
+            "`{text}` is not a job id: give the full id or a prefix of at least 8 hex characters"
+        )));
+    }
+    Ok(hex)
+}
+
+/// The earliest creation time (ms) of a UUID v7 whose hex starts with `hex`: the id starts with
+/// that time in ms (48 bits, 12 hex digits), so a prefix bounds when the job was made.
+fn prefix_start_ms(hex: &str) -> u64 {
+    let time_digits = hex.len().min(12);
+    let shift = 4 * (12 - time_digits);
+    u64::from_str_radix(&hex[..time_digits], 16).unwrap_or(0) << shift
+}
+
+/// One job's events from the history stream, from its creation up to now and then live.
+#[derive(Debug)]
+pub struct JobEvents {
+    reader: StreamReader,
+    /// The job's id as the correlation id of its events.
+    job: String,
+}
+
+/// One step of reading a job's events.
+#[derive(Debug)]
+pub enum JobRead {
+    /// An event of the job, decoded, and its body as stored.
+    Event(Box<Event>, Vec<u8>),
+    /// A message of the job that is not a readable event.
+    Undecodable(DecodeError),
+    /// Everything stored before the read began has been delivered.
+    CaughtUp,
+}
+
+impl JobEvents {
+    /// Start reading the events of job `id`, created at `created_at_ms`.
+    pub async fn open(
+        conn: &Connection,
+        topology: &Topology,
+        id: Uuid,
+        created_at_ms: u64,
+    ) -> Result<JobEvents, CliError> {
+        let from = created_at_ms.saturating_sub(SEEK_SLACK_MS);
+        let reader = StreamReader::open(
+            conn,
+            topology,
+            &topology.history_queue(),
+            StreamOffset::Timestamp(from),
+            LARGE_PREFETCH,
+        )
+        .await?;
+        Ok(JobEvents { reader, job: id.to_string() })
+    }
+
+    /// Whether everything stored before the read began has been delivered.
+    pub fn caught_up(&self) -> bool {
+        self.reader.caught_up
+    }
+
+    /// The next step, skipping other jobs' events; `None` once the stream ended. Cancel-safe as
+    /// the stream read is: nothing is awaited after a message of this job arrived.
+    pub async fn next(&mut self) -> Result<Option<JobRead>, CliError> {
+        loop {
+            match self.reader.next().await? {
+                Some(Read::Message(delivery)) => {
+                    if delivery.properties.correlation_id.as_deref() != Some(self.job.as_str()) {
+                        continue;
+                    }
+                    return Ok(Some(match protocol::decode::<Event>(&delivery.body, "event") {
+                        Ok(event) => JobRead::Event(Box::new(event), delivery.body),
+                        Err(err) => JobRead::Undecodable(err),
+                    }));
+                }
+                Some(Read::CaughtUp) => return Ok(Some(JobRead::CaughtUp)),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_prefix_needs_eight_hex_digits_and_may_keep_its_dashes() {
+        assert_eq!(id_prefix("0198A2B3-AA").expect("a prefix"), "0198a2b3aa");
+        assert!(id_prefix("0198a2b").is_err());
+        assert!(id_prefix("0198a2bz").is_err());
+    }
+
+    #[test]
+    fn a_prefix_bounds_the_creation_time_from_below() {
+        let id = Uuid::now_v7();
+        let hex = id.simple().to_string();
+        assert_eq!(prefix_start_ms(&hex), uuid_ms(id));
+        assert_eq!(prefix_start_ms(&hex[..8]), uuid_ms(id) >> 16 << 16);
+    }
+}

@@ -1,0 +1,138 @@
+//! From the command line and the project file to the jobs to queue: which operations, the
+//! target each asks for (flags beat the file), and the job itself (env and timeout merged).
+//!
+//! Pure but for the clock and the job id: it checks everything before anything connects.
+
+use std::collections::BTreeMap;
+
+use runway_broker::protocol::{self, Job, Target, VERSION, now_ms};
+use uuid::Uuid;
+
+use crate::cli::JobArgs;
+use crate::exit::CliError;
+use crate::identity;
+use crate::project::{Operation, Project};
+
+/// The operation `name` of the project file.
+pub fn find_operation<'a>(project: &'a Project, name: &str) -> Result<&'a Operation, CliError> {
+    project.operations.get(name).ok_or_else(|| CliError::UnknownOperation {
+        name: name.to_owned(),
+        defined: project.operations.keys().cloned().collect(),
+    })
+}
+
+/// The operations of `up`: build, deploy, release, skipping (with a note) those not defined.
+pub fn up_operations(project: &Project, quiet: bool) -> Result<Vec<(String, JobArgs)>, CliError> {
+    let mut operations = Vec::new();
+    for name in ["build", "deploy", "release"] {
+        if project.operations.contains_key(name) {
+            operations.push((name.to_owned(), JobArgs::default()));
+        } else if !quiet {
+            eprintln!("runway: skipping {name}: not defined in {}", project.path.display());
+        }
+    }
+    if operations.is_empty() {
+        return Err(CliError::Usage(format!(
+            "`up` runs build, deploy and release, and {} defines none of them",
+            project.path.display()
+        )));
+    }
+    Ok(operations)
+}
+
+/// The remote target a job asks for (flags beat the project file), or `None` for the runner
+/// inside this CLI.
+pub fn remote_target(args: &JobArgs, operation: &Operation, has_server: bool) -> Result<Option<Target>, CliError> {
+    let flagged = if args.remote {
+        Some(Target::Any)
+    } else if let Some(id) = &args.runner {
+        runway_broker::topology::check_runner_id(id).map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(Target::Runner(id.clone()))
+    } else if !args.labels.is_empty() {
+        let labels: BTreeMap<String, String> = args.labels.iter().cloned().collect();
+        runway_broker::topology::check_labels(&labels).map_err(|err| CliError::Usage(err.to_string()))?;
+        Some(Target::Labels(labels))
+    } else {
+        None
+    };
+    let target = flagged.or_else(|| operation.target.clone());
+    let target = match (target, args.detach) {
+        // A detached job must outlive this CLI, so it cannot run inside it.
+        (None, true) => Some(Target::Any),
+        (target, _) => target,
+    };
+    if target.is_some() && !has_server {
+        let why = if args.detach { "--detach" } else { "a remote target (--remote, --runner, --label or `target`)" };
+        return Err(CliError::Usage(format!(
+            "{why} needs a server: set [server] url in runway.toml, RUNWAY_SERVER, or --server URL (operation `{}`)",
+            operation.name
+        )));
+    }
+    Ok(target)
+}
+
+/// The job for `operation`: flags beat the project file for env and timeout.
+pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, target: Target) -> Job {
+    let mut env = operation.env.clone();
+    env.extend(args.env.iter().cloned());
+    Job {
+        v: VERSION,
+        id: Uuid::now_v7(),
+        operation: operation.name.clone(),
+        project: project.name.clone(),
+        command: operation.command.clone(),
+        args: args.args.clone(),
+        env,
+        workdir: Some(project.dir.display().to_string()),
+        timeout_ms: args.timeout.or(operation.timeout).map(protocol::to_ms),
+        kill_grace_ms: operation.kill_grace.map(protocol::to_ms),
+        target,
+        retry_on_lost: operation.retry_on_lost,
+        attempt: 1,
+        created_at_ms: now_ms(),
+        queued_by: identity::user_at_host(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn project() -> Project {
+        let text = "[operations.deploy]\nrun = \"./deploy\"\ntimeout = \"10m\"\nenv = { STAGE = \"file\", KEEP = \"1\" }\n\
+                    target = { labels = { env = \"prod\" } }\n";
+        crate::project::parse(Path::new("/nonexistent/shop/runway.toml"), text).expect("valid project file")
+    }
+
+    #[test]
+    fn flags_beat_the_file_for_env_timeout_and_target() {
+        let project = project();
+        let deploy = find_operation(&project, "deploy").expect("defined");
+        let args = JobArgs {
+            env: vec![("STAGE".to_owned(), "flag".to_owned())],
+            timeout: Some(Duration::from_secs(5)),
+            runner: Some("w-1".to_owned()),
+            ..JobArgs::default()
+        };
+        let target = remote_target(&args, deploy, true).expect("valid").expect("remote");
+        assert_eq!(target, Target::Runner("w-1".to_owned()));
+        let job = build_job(&project, deploy, &args, target);
+        assert_eq!(job.env.get("STAGE").map(String::as_str), Some("flag"));
+        assert_eq!(job.env.get("KEEP").map(String::as_str), Some("1"));
+        assert_eq!(job.timeout_ms, Some(5000));
+        let from_file = remote_target(&JobArgs::default(), deploy, true).expect("valid");
+        assert_eq!(from_file, Some(Target::Labels([("env".to_owned(), "prod".to_owned())].into())));
+    }
+
+    #[test]
+    fn a_remote_target_or_detach_needs_a_server() {
+        let project = project();
+        let deploy = find_operation(&project, "deploy").expect("defined");
+        let err = remote_target(&JobArgs::default(), deploy, false).expect_err("no server");
+        assert!(err.to_string().contains("needs a server"), "{err}");
+        assert!(matches!(find_operation(&project, "nope"), Err(CliError::UnknownOperation { .. })));
+    }
+}

@@ -1,0 +1,111 @@
+//! A session: the CLI's connection to the broker and, in local and CLI-runner modes, the runner
+//! inside this process; open it, submit jobs (recorded, then published and confirmed), close it.
+//!
+//! It does not follow a job's events (see `attach`).
+
+use runway_broker::Connection;
+use runway_broker::protocol::{Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
+use runway_broker::topology::Topology;
+use runway_worker::{Runner, RunnerConfig, Shutdown};
+use uuid::Uuid;
+
+use crate::connect;
+use crate::exit::CliError;
+use crate::format;
+use crate::settings::Settings;
+
+/// A connection to the broker, and the in-process runner when the mode has one.
+#[derive(Debug)]
+pub struct Session {
+    conn: Connection,
+    topology: Topology,
+    runner: Option<Runner>,
+    /// The runner's own connection, kept so its queue lives exactly as long as the session.
+    runner_conn: Option<Connection>,
+}
+
+impl Session {
+    /// Connect as `settings` say; with `needs_runner`, start a by-id-only runner in this process.
+    pub async fn open(settings: &Settings, needs_runner: bool) -> Result<Session, CliError> {
+        let topology = settings.topology()?;
+        let broker = connect::broker(settings.server.as_deref())?;
+        let conn = connect::connect(&broker, &topology).await?;
+        if !needs_runner {
+            return Ok(Session { conn, topology, runner: None, runner_conn: None });
+        }
+        // Local and CLI-runner modes: a by-id-only runner inside this process, on a connection of
+        // its own so that its exclusive queue lives exactly as long as it does.
+        let runner_conn = broker.connect().await?;
+        let mut config = RunnerConfig::new(format!("cli-{}", &Uuid::now_v7().simple().to_string()[20..]));
+        config.by_id_only = true;
+        config.in_process = true;
+        let runner = runway_worker::start(&runner_conn, &topology, config)
+            .await
+            .map_err(|err| CliError::Internal(err.to_string()))?;
+        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn) })
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Go on with a new connection (dialled again after the old one dropped).
+    pub fn replace_connection(&mut self, conn: Connection) {
+        self.conn = conn;
+    }
+
+    /// The target that reaches this CLI's own runner.
+    pub fn own_target(&self) -> Target {
+        match &self.runner {
+            Some(runner) => Target::Runner(runner.id().to_owned()),
+            None => Target::Any,
+        }
+    }
+
+    /// Record `job` in the history, publish it, and wait for the broker's confirm. The record
+    /// goes first so that it precedes every event of the job; a job no runner serves gets a
+    /// `rejected` completion on the record, so the history does not show it waiting forever.
+    pub async fn submit(&self, job: &Job) -> Result<(), CliError> {
+        self.record(job, EventBody::Queued(Queued::of(job))).await?;
+        match self.topology.publish_job(&self.conn, job).await {
+            Ok(()) => Ok(()),
+            Err(runway_broker::Error::Unroutable { .. }) => {
+                let message = format!(
+                    "no runner serves {}: no queue is bound for it, so job {} was not queued",
+                    format::target(&job.target),
+                    job.id
+                );
+                let rejected = Completed::without_exit(Status::Rejected, message.clone());
+                self.record(job, EventBody::Completed(rejected)).await?;
+                Err(CliError::NoRunner(message))
+            }
+            Err(other) => Err(CliError::Broker(other)),
+        }
+    }
+
+    /// Publish an event about `job` on behalf of the producer (`seq` 0, no runner).
+    async fn record(&self, job: &Job, body: EventBody) -> Result<(), CliError> {
+        let event =
+            Event { v: VERSION, job: job.id, seq: 0, ts: now_ms(), runner: String::new(), attempt: job.attempt, body };
+        self.topology.publish_event(&self.conn, &event).await?.wait().await?;
+        Ok(())
+    }
+
+    /// Stop the in-process runner (cancelling what it still runs) and close the connections.
+    pub async fn close(mut self) {
+        if let Some(mut runner) = self.runner.take() {
+            runner.shutdown(Shutdown::Cancel);
+            if let Err(err) = runner.wait().await {
+                tracing::debug!(error = %err, "the in-process runner stopped on its own");
+            }
+        }
+        if let Some(conn) = self.runner_conn.take() {
+            conn.close().await;
+        }
+        self.conn.close().await;
+    }
+}
