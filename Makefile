@@ -4,7 +4,7 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test test-faults lint build broker bench clean
+.PHONY: run test test-faults lint build broker bench clean fuzz
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
@@ -61,3 +61,15 @@ clean:
 .PHONY: cluster
 cluster:
 	scripts/rabbitmq-cluster start
+
+## Run each fuzz target for FUZZ_SECONDS (cargo-fuzz on the stable toolchain through
+## RUSTC_BOOTSTRAP=1; installs cargo-fuzz when missing). A crash is left in fuzz/artifacts/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := decode_job decode_event decode_control fold
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for target in $(FUZZ_TARGETS); do \
+		mkdir -p corpus/$$target && \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$target corpus/$$target seeds/$$target -- \
+			-dict=protocol.dict -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

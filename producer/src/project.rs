@@ -3,6 +3,9 @@
 //!
 //! It only reads and validates; it does not pick the execution mode, apply flags or environment
 //! variables, or build jobs (see `settings` and `plan`).
+//!
+//! Longer than most files (about 600 lines): every key of the file has its parsing and its
+//! error messages here, and splitting them by key would scatter one schema over several files.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

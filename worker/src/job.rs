@@ -105,7 +105,8 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
                 Ok(confirm) => settle(confirm.wait().await),
                 Err(err) => settle(Err(err)),
             }
-            retry.then_some(attempt + 1)
+            // An attempt number at the end of its range (a hostile history) is not run again.
+            retry.then(|| attempt.checked_add(1)).flatten()
         }
         Err(err) => {
             // Without the history we cannot rule out that it runs elsewhere: never risk twice.

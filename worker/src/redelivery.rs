@@ -52,7 +52,9 @@ pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Verdict {
             last_seen_ms: silence.last_seen_ms,
             retry: job.retry_on_lost,
         }),
-        None => Verdict::Wait { until_ms: attempt.last_seen_ms + attempt.heartbeat_ms.saturating_mul(3) + 1 },
+        None => Verdict::Wait {
+            until_ms: attempt.last_seen_ms.saturating_add(attempt.heartbeat_ms.saturating_mul(3)).saturating_add(1),
+        },
     }
 }
 
@@ -110,7 +112,7 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                 // it could not only once it has connected again. So listen for three intervals
                 // from now, not from its last heartbeat, before calling it lost.
                 let interval = record.last_attempt().map_or(0, |attempt| attempt.heartbeat_ms);
-                let grace = now_ms() + interval.saturating_mul(3) + 1;
+                let grace = now_ms().saturating_add(interval.saturating_mul(3)).saturating_add(1);
                 match decide(&record, job, now_ms()) {
                     Verdict::Decided(Decision::Lost { .. }) => deadline = Some(grace),
                     Verdict::Decided(decision) => return Ok(decision),
@@ -196,5 +198,17 @@ mod tests {
             decide(&record, &job, 13_001),
             Verdict::Decided(Decision::Lost { attempt: 1, runner: "old".into(), last_seen_ms: 10_000, retry: true })
         );
+    }
+
+    #[test]
+    fn a_far_future_heartbeat_waits_until_the_end_of_time_instead_of_overflowing() {
+        let job = job(false);
+        let mut record = JobRecord::new(job.id);
+        record.apply(&event(
+            &job,
+            u64::MAX - 1,
+            EventBody::Accepted { hostname: "h".into(), heartbeat_ms: u64::MAX / 2 },
+        ));
+        assert_eq!(decide(&record, &job, 10), Verdict::Wait { until_ms: u64::MAX });
     }
 }
