@@ -4,7 +4,7 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test test-faults lint build broker bench clean fuzz
+.PHONY: run test test-faults test-tls lint build broker bench clean fuzz
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
@@ -23,6 +23,12 @@ test: lint broker python
 test-faults: broker build
 	$(CARGO) test -p runway-tests --test e2e faults:: -- --nocapture
 	$(CARGO) test -p runway-tests --test serial -- --nocapture
+
+## The TLS tests alone (tests/tls.rs): they start a RabbitMQ node of their own with a TLS
+## listener (scripts/rabbitmq-tls, ports 5691-5693) and stop it at the end. `make test` runs
+## them too, with every other test binary.
+test-tls: build
+	$(CARGO) test -p runway-tests --test tls
 
 ## Format check and clippy with warnings as errors.
 lint:

@@ -13,14 +13,16 @@ pub mod topology;
 
 use std::time::Duration;
 
-pub use error::{Error, Result};
+pub use amqp::TlsFiles;
+pub use error::{Error, Result, TlsProblem};
 pub use message::{
     ConsumeOptions, ExchangeKind, HeaderValue, Message, Properties, QueueInfo, QueueKind, QueueOptions, StreamOffset,
 };
 
 /// A tracing directive that silences the AMQP client library's own logs: it logs a dropped
 /// connection as errors, and runway says what that means itself. For binaries' default filters.
-pub const QUIET_CLIENT_LOGS: &str = "lapin=off";
+/// The TLS verifier logs a refused certificate as an error, and runway says which and why.
+pub const QUIET_CLIENT_LOGS: &str = "lapin=off,rustls_platform_verifier=off";
 
 /// A broker to connect to: RabbitMQ, or the in-memory one of local mode.
 #[derive(Debug, Clone)]
@@ -38,6 +40,11 @@ impl Broker {
     /// A RabbitMQ broker at `url` (`amqp://` or `amqps://`); nothing is dialled until `connect`.
     pub fn amqp(url: &str, connect_timeout: Duration) -> Result<Broker> {
         Ok(Broker::Amqp(amqp::AmqpBroker::new(url, connect_timeout)?))
+    }
+
+    /// A RabbitMQ broker at `url`, dialled with the TLS files `tls` (read and checked here).
+    pub fn amqp_with_tls(url: &str, connect_timeout: Duration, tls: &TlsFiles) -> Result<Broker> {
+        Ok(Broker::Amqp(amqp::AmqpBroker::new_with_tls(url, connect_timeout, tls)?))
     }
 
     /// Where the broker is, safe to print: the host, never the password.

@@ -17,6 +17,15 @@ pub struct Cli {
     /// Namespace prefix of every exchange and queue (default `runway`).
     #[arg(long, global = true, env = "RUNWAY_NAMESPACE", value_name = "NS")]
     pub namespace: Option<String>,
+    /// PEM file of CAs to trust for amqps://, besides the system's.
+    #[arg(long, global = true, env = "RUNWAY_TLS_CA", value_name = "PATH")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for amqps://; logs in with EXTERNAL unless the URL names a mechanism.
+    #[arg(long, global = true, env = "RUNWAY_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[arg(long, global = true, env = "RUNWAY_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
     /// The project file (default: runway.toml in this directory or the nearest parent).
     #[arg(long, short = 'f', global = true, value_name = "PATH")]
     pub file: Option<PathBuf>,

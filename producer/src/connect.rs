@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use runway_broker::topology::{Retention, Topology};
-use runway_broker::{Broker, Connection};
+use runway_broker::{Broker, Connection, TlsFiles};
 
 use crate::exit::CliError;
 use crate::settings::Settings;
@@ -14,11 +14,12 @@ use crate::settings::Settings;
 /// How long to wait for the broker to answer a connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The broker of `server`, or the in-memory one for local mode (`None`).
-pub fn broker(server: Option<&str>) -> Result<Broker, CliError> {
+/// The broker of `server`, dialled with the TLS files `tls`, or the in-memory one for local mode
+/// (`None`; `tls` is not used then).
+pub fn broker(server: Option<&str>, tls: &TlsFiles) -> Result<Broker, CliError> {
     match server {
         None => Ok(Broker::memory()),
-        Some(url) => Broker::amqp(url, CONNECT_TIMEOUT).map_err(|err| CliError::Usage(err.to_string())),
+        Some(url) => Broker::amqp_with_tls(url, CONNECT_TIMEOUT, tls).map_err(|err| CliError::Usage(err.to_string())),
     }
 }
 
@@ -40,6 +41,6 @@ pub async fn connect_server(settings: &Settings) -> Result<(Connection, Topology
         ));
     };
     let topology = settings.topology()?;
-    let conn = connect(&broker(Some(url))?, &topology).await?;
+    let conn = connect(&broker(Some(url), &settings.tls)?, &topology).await?;
     Ok((conn, topology))
 }

@@ -14,6 +14,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use runway_broker::TlsFiles;
 use runway_broker::protocol::{Builtin, Command, Target};
 use runway_broker::topology::{self, NameError, Topology};
 use serde::Deserialize;
@@ -53,6 +54,8 @@ pub struct Server {
     /// The broker's address; it may hold credentials, so it is never put in a message.
     pub url: String,
     pub namespace: Option<String>,
+    /// `tls_ca`, `tls_cert`, `tls_key`, relative to the project file's directory.
+    pub tls: TlsFiles,
 }
 
 /// One `[operations.NAME]` table.
@@ -168,6 +171,9 @@ struct ProjectSection {
 struct ServerSection {
     url: Option<Spanned<String>>,
     namespace: Option<Spanned<String>>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 /// An `[operations.NAME]` table as written; [`SourceFile::operation`] validates it.
@@ -243,7 +249,13 @@ impl SourceFile<'_> {
             }
             None => None,
         };
-        Ok(Server { url: url.into_inner(), namespace })
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let tls = TlsFiles {
+            ca: section.tls_ca.map(|path| dir.join(path)),
+            cert: section.tls_cert.map(|path| dir.join(path)),
+            key: section.tls_key.map(|path| dir.join(path)),
+        };
+        Ok(Server { url: url.into_inner(), namespace, tls })
     }
 
     fn operations(&self, value: Spanned<DeValue<'_>>) -> Result<BTreeMap<String, Operation>, ProjectError> {

@@ -28,7 +28,7 @@ impl Session {
     /// Connect as `settings` say; with `needs_runner`, start a by-id-only runner in this process.
     pub async fn open(settings: &Settings, needs_runner: bool) -> Result<Session, CliError> {
         let topology = settings.topology()?;
-        let broker = connect::broker(settings.server.as_deref())?;
+        let broker = connect::broker(settings.server.as_deref(), &settings.tls)?;
         let conn = connect::connect(&broker, &topology).await?;
         if !needs_runner {
             return Ok(Session { conn, topology, runner: None, runner_conn: None });

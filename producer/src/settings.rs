@@ -1,11 +1,12 @@
 //! Where the CLI connects: the server and the namespace, merged once from the flags, the
 //! environment (clap reads `RUNWAY_SERVER` and `RUNWAY_NAMESPACE` into the flags) and the
-//! project file, in that order; and finding and loading that project file.
+//! project file, in that order (each TLS file on its own); and finding and loading that project file.
 //!
 //! It decides; it does not dial (see `connect`).
 
 use std::path::Path;
 
+use runway_broker::TlsFiles;
 use runway_broker::topology::{DEFAULT_NAMESPACE, Topology};
 
 use crate::cli::Cli;
@@ -19,6 +20,8 @@ pub struct Settings {
     /// credentials, so it is never put in a message.
     pub server: Option<String>,
     pub namespace: String,
+    /// The TLS files for an `amqps://` server.
+    pub tls: TlsFiles,
 }
 
 impl Settings {
@@ -32,7 +35,12 @@ impl Settings {
             .clone()
             .or_else(|| file.and_then(|server| server.namespace.clone()))
             .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
-        Settings { server: server.filter(|url| url != "local"), namespace }
+        let tls = TlsFiles {
+            ca: cli.tls_ca.clone().or_else(|| file.and_then(|server| server.tls.ca.clone())),
+            cert: cli.tls_cert.clone().or_else(|| file.and_then(|server| server.tls.cert.clone())),
+            key: cli.tls_key.clone().or_else(|| file.and_then(|server| server.tls.key.clone())),
+        };
+        Settings { server: server.filter(|url| url != "local"), namespace, tls }
     }
 
     /// The names under the namespace; a namespace that cannot be a name is a usage error.
@@ -94,10 +102,24 @@ mod tests {
     }
 
     #[test]
+    fn each_tls_file_comes_from_a_flag_or_else_the_project_file() {
+        let file =
+            project("[server]\nurl = \"amqps://file\"\ntls_ca = \"/file/ca.pem\"\ntls_key = \"/file/key.pem\"\n");
+        let settings =
+            Settings::merge(&cli(&["--tls-ca", "/flag/ca.pem", "--tls-cert", "/flag/cert.pem"]), Some(&file));
+        assert_eq!(settings.tls.ca.as_deref(), Some(Path::new("/flag/ca.pem")));
+        assert_eq!(settings.tls.cert.as_deref(), Some(Path::new("/flag/cert.pem")));
+        assert_eq!(settings.tls.key.as_deref(), Some(Path::new("/file/key.pem")));
+    }
+
+    #[test]
     fn the_server_local_and_no_server_are_local_mode() {
         let file = project("[server]\nurl = \"amqp://file\"\n");
         assert_eq!(Settings::merge(&cli(&["--server", "local"]), Some(&file)).server, None);
         let settings = Settings::merge(&cli(&[]), None);
-        assert_eq!(settings, Settings { server: None, namespace: DEFAULT_NAMESPACE.to_owned() });
+        assert_eq!(
+            settings,
+            Settings { server: None, namespace: DEFAULT_NAMESPACE.to_owned(), tls: TlsFiles::default() }
+        );
     }
 }

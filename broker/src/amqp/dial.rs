@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use lapin::ConnectionProperties;
-use lapin::tcp::{AMQPUriTcpExt, TLSConfig};
+use lapin::tcp::AMQPUriTcpExt;
 use lapin::uri::AMQPUri;
 
 use super::error_map::connect_error;
+use super::tls::{Tls, TlsFiles};
 use super::url::{display_name, invalid_url};
 use super::{Connection, Inner};
 use crate::{Error, Result};
@@ -27,6 +28,8 @@ pub struct AmqpBroker {
     uri: AMQPUri,
     display_name: String,
     connect_timeout: Duration,
+    /// Holds the client key, if any: never print it.
+    tls: Arc<Tls>,
 }
 
 impl fmt::Debug for AmqpBroker {
@@ -34,6 +37,7 @@ impl fmt::Debug for AmqpBroker {
         f.debug_struct("AmqpBroker")
             .field("url", &self.display_name)
             .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -41,13 +45,20 @@ impl fmt::Debug for AmqpBroker {
 impl AmqpBroker {
     /// Parse and check `url` (`amqp://` or `amqps://`); heartbeats default to 10 s.
     pub fn new(url: &str, connect_timeout: Duration) -> Result<AmqpBroker> {
+        AmqpBroker::new_with_tls(url, connect_timeout, &TlsFiles::default())
+    }
+
+    /// As [`AmqpBroker::new`], with the TLS files `tls`, read and checked here; a client
+    /// certificate makes EXTERNAL the login unless the URL names an `auth_mechanism`.
+    pub fn new_with_tls(url: &str, connect_timeout: Duration, tls: &TlsFiles) -> Result<AmqpBroker> {
         let mut uri: AMQPUri = url.parse().map_err(|reason: String| invalid_url(url, &reason))?;
         if uri.authority.host.is_empty() {
             return Err(invalid_url(url, "no host"));
         }
         uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
         let display_name = display_name(&uri);
-        Ok(AmqpBroker { uri, display_name, connect_timeout })
+        let tls = Arc::new(Tls::load(tls, &mut uri, &display_name)?);
+        Ok(AmqpBroker { uri, display_name, connect_timeout, tls })
     }
 
     /// `scheme://host:port/vhost`, without user or password.
@@ -69,11 +80,10 @@ impl AmqpBroker {
         // handshake, so that a refused or unresolvable host reads as the socket's own error.
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let timed_out = || Error::ConnectTimeout { host: host.clone(), after: self.connect_timeout };
-        let stream =
-            tokio::time::timeout_at(deadline, self.uri.connect_with_config_async(TLSConfig::default(), &runtime))
-                .await
-                .map_err(|_| timed_out())?
-                .map_err(|err| Error::Unreachable { host: host.clone(), reason: err.to_string() })?;
+        let stream = tokio::time::timeout_at(deadline, self.uri.connect_with_config_async(self.tls.config(), &runtime))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|err| self.tls.dial_error(&host, &err))?;
         let dialled = Mutex::new(Some(stream));
         let connecting = lapin::Connection::connector(
             self.uri.clone(),

@@ -27,7 +27,7 @@
 //! The files: `dial.rs` (connecting), `url.rs` (what of a URL may be shown), `declare.rs`
 //! (exchanges, queues, bindings), `publish.rs` (publishing and confirms), `consume.rs` (consuming
 //! and acks), `arguments.rs` (`x-` arguments), `properties.rs` (message properties and headers),
-//! `error_map.rs` (lapin's errors as ours).
+//! `error_map.rs` (lapin's errors as ours), `tls.rs` (TLS files, and failed handshakes in words).
 
 mod arguments;
 mod consume;
@@ -38,6 +38,7 @@ mod dropped_connection;
 mod error_map;
 mod properties;
 mod publish;
+mod tls;
 mod url;
 
 use std::fmt;
@@ -51,6 +52,7 @@ pub use consume::{Acker, Consumer};
 pub use dial::AmqpBroker;
 use error_map::{Subject, map_error};
 pub use publish::PendingConfirm;
+pub use tls::TlsFiles;
 
 use crate::{Error, Result};
 

@@ -152,7 +152,20 @@ fn unknown_keys_in_project_and_server_name_their_section() {
     assert_eq!(message, "unknown key `nmae` in [project], expected `name`");
     let (line, column, message) = error("[server]\nurl = \"amqp://x\"\nnamespce = \"y\"\n");
     assert_eq!((line, column), (3, 1));
-    assert_eq!(message, "unknown key `namespce` in [server], expected `url` or `namespace`");
+    assert_eq!(
+        message,
+        "unknown key `namespce` in [server], expected one of `url`, `namespace`, `tls_ca`, `tls_cert`, `tls_key`"
+    );
+}
+
+#[test]
+fn tls_files_in_server_are_relative_to_the_project_file() {
+    let text = "[server]\nurl = \"amqps://rabbit:5671/%2f\"\ntls_ca = \"certs/ca.pem\"\ntls_cert = \"/etc/runway/runner.pem\"\n";
+    let project = parse(Path::new("/work/app/runway.toml"), text).expect("valid");
+    let tls = project.server.expect("a [server]").tls;
+    assert_eq!(tls.ca.as_deref(), Some(Path::new("/work/app/certs/ca.pem")));
+    assert_eq!(tls.cert.as_deref(), Some(Path::new("/etc/runway/runner.pem")));
+    assert_eq!(tls.key, None);
 }
 
 #[test]

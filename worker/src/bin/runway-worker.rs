@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use runway_broker::Broker;
 use runway_broker::topology::Topology;
+use runway_broker::{Broker, TlsFiles};
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::{Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
@@ -30,6 +30,15 @@ struct Flags {
     /// Broker URL (amqp:// or amqps://).
     #[arg(long, env = "RUNWAY_SERVER", value_name = "URL")]
     server: String,
+    /// PEM file of CAs to trust for amqps://, besides the system's.
+    #[arg(long, env = "RUNWAY_TLS_CA", value_name = "PATH")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for amqps://; logs in with EXTERNAL unless the URL names a mechanism.
+    #[arg(long, env = "RUNWAY_TLS_CERT", value_name = "PATH")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM, unencrypted).
+    #[arg(long, env = "RUNWAY_TLS_KEY", value_name = "PATH")]
+    tls_key: Option<PathBuf>,
     /// This runner's id (default: the host name).
     #[arg(long, env = "RUNWAY_RUNNER_ID")]
     id: Option<String>,
@@ -141,7 +150,8 @@ fn main() -> ExitCode {
 /// Connect to the broker named by the flags and serve on it until told to stop.
 async fn serve(flags: &Flags, runner: RunnerConfig, stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
     let topology = Topology::new(&flags.namespace)?;
-    let conn = Broker::amqp(&flags.server, CONNECT_TIMEOUT)?.connect().await?;
+    let tls = TlsFiles { ca: flags.tls_ca.clone(), cert: flags.tls_cert.clone(), key: flags.tls_key.clone() };
+    let conn = Broker::amqp_with_tls(&flags.server, CONNECT_TIMEOUT, &tls)?.connect().await?;
     let config = DaemonConfig { topology, runner, drain_timeout: flags.drain_timeout };
     daemon::run(conn, config, stops).await
 }
