@@ -12,10 +12,10 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "runway", version, about, long_about = None)]
 pub struct Cli {
     /// Broker URL (amqp:// or amqps://), or `local` for the embedded in-memory broker.
-    #[arg(long, global = true, env = "RUNWAY_SERVER", value_name = "URL|local")]
+    #[arg(long, global = true, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL|local")]
     pub server: Option<String>,
     /// Namespace prefix of every exchange and queue (default `runway`).
-    #[arg(long, global = true, env = "RUNWAY_NAMESPACE", value_name = "NS")]
+    #[arg(long, global = true, env = "RUNWAY_NAMESPACE", hide_env_values = true, value_name = "NS")]
     pub namespace: Option<String>,
     /// The project file (default: runway.toml in this directory or the nearest parent).
     #[arg(long, short = 'f', global = true, value_name = "PATH")]
@@ -162,10 +162,13 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A human duration (`90s`, `30m`, `1h 30m`), never zero.
+/// A human duration (`90s`, `30m`, `1h 30m`) of at least a millisecond (the wire's unit).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err(format!("`{text}` is zero; expected a positive duration")),
+        Ok(duration) if duration.as_millis() == 0 => {
+            Err(format!("`{text}` is under a millisecond (durations are sent in whole ms); expected at least 1ms"))
+        }
         Ok(duration) => Ok(duration),
         Err(err) => Err(format!("`{text}` is not a duration ({err}); expected e.g. 90s, 30m, 1h 30m")),
     }
@@ -187,6 +190,9 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1ns").unwrap_err().contains("under a millisecond"));
+        assert!(parse_duration("999us").is_err());
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
         assert!(parse_duration("soon").unwrap_err().contains("expected e.g."));
     }
 

@@ -52,7 +52,9 @@ pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Verdict {
             last_seen_ms: silence.last_seen_ms,
             retry: job.retry_on_lost,
         }),
-        None => Verdict::Wait { until_ms: attempt.last_seen_ms + attempt.heartbeat_ms.saturating_mul(3) + 1 },
+        None => Verdict::Wait {
+            until_ms: attempt.last_seen_ms.saturating_add(attempt.heartbeat_ms.saturating_mul(3)).saturating_add(1),
+        },
     }
 }
 

@@ -28,10 +28,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[command(name = "runway-worker", version, about)]
 struct Flags {
     /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "RUNWAY_SERVER", value_name = "URL")]
+    #[arg(long, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL")]
     server: String,
     /// This runner's id (default: the host name).
-    #[arg(long, env = "RUNWAY_RUNNER_ID")]
+    #[arg(long, env = "RUNWAY_RUNNER_ID", hide_env_values = true)]
     id: Option<String>,
     /// A label jobs can target (repeatable).
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
@@ -43,7 +43,7 @@ struct Flags {
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
     /// Namespace prefix of every exchange and queue.
-    #[arg(long, env = "RUNWAY_NAMESPACE", default_value = "runway")]
+    #[arg(long, env = "RUNWAY_NAMESPACE", hide_env_values = true, default_value = "runway")]
     namespace: String,
     /// Take only jobs addressed to this runner's id.
     #[arg(long)]
