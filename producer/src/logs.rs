@@ -8,7 +8,7 @@ use std::time::Duration;
 use runway_broker::Connection;
 use runway_broker::protocol::{Event, EventBody, Status, now_ms};
 use runway_broker::topology::Topology;
-use runway_worker::history::{JobRecord, State};
+use runway_worker::history::{JobRecord, State, uuid_ms};
 use runway_worker::times::heard_at;
 
 use crate::exit::{self, CliError};
@@ -32,7 +32,10 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
     let LogsOptions { follow, timestamps, quiet } = options;
     let record = lookup::resolve(conn, topology, id).await?;
     let job = record.id;
-    let mut events = JobEvents::open(conn, topology, job, record.created_at_ms()).await?;
+    // The id's own time bounds a recorded creation time that lies (a far-future one would
+    // start the read after every event of the job).
+    let created_at_ms = record.created_at_ms().min(uuid_ms(job));
+    let mut events = JobEvents::open(conn, topology, job, created_at_ms).await?;
     let mut printer = Printer::new(Style::Human { quiet }, record.operation.as_deref().unwrap_or("job"));
     printer.set_timestamps(timestamps);
     printer.set_status_quiet(true);
