@@ -137,7 +137,7 @@ async fn job_inspect_shows_outputs_exit_code_runner_and_attempt() {
     assert!(unknown.stderr.contains("no job 01234567-89ab-7def-8123-456789abcdef"), "{}", unknown.stderr);
     let short = project.runway(&args(&flags, &["job", "inspect", "0123"])).await;
     short.assert_code(64);
-    assert!(short.stderr.contains("at least 8"), "{}", short.stderr);
+    assert!(short.stderr.contains("at least 6"), "{}", short.stderr);
     ns.cleanup().await;
 }
 
@@ -272,7 +272,7 @@ async fn a_worker_killed_mid_job_makes_the_attached_cli_report_lost() {
     worker.signal(Signal::SIGKILL);
     let run = cli.finish().await;
     run.assert_code(75);
-    assert!(run.stderr.contains("lost: no heartbeat from runner w-doomed"), "{}", run.stderr);
+    assert!(run.stderr.contains("lost: runner w-doomed went silent (last heard from "), "{}", run.stderr);
     // The orphaned job is ours to clean up: its runner is gone.
     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), Signal::SIGKILL);
     ns.cleanup().await;

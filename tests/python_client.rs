@@ -153,9 +153,12 @@ async fn listed(ns: &Namespace, project: &Project, job: &str) -> String {
     let stdout = run.stdout();
     let header = stdout.lines().next().expect("a header line");
     let times = header.find("QUEUED").expect("a QUEUED column");
-    let row = stdout.lines().find(|line| line.starts_with(job));
+    // The ID column shows the short id: the last 12 hex digits.
+    let digits = job.replace('-', "");
+    let short = &digits[digits.len() - 12..];
+    let row = stdout.lines().find(|line| line.starts_with(short));
     let row = row.unwrap_or_else(|| panic!("{job} not listed:\n{stdout}"));
-    row.get(job.len()..times).expect("a full row").to_owned()
+    row.get(short.len()..times).expect("a full row").to_owned()
 }
 
 #[tokio::test]

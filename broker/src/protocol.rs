@@ -29,12 +29,55 @@ pub fn now_ms() -> u64 {
 
 /// What to execute: a shell string (run under `sh -c`) or an argv.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(from = "WireCommand", into = "WireCommand")]
 pub enum Command {
     Shell(String),
     Argv(Vec<String>),
     /// Done by the runner itself, without a process.
     Builtin(Builtin),
+    /// A builtin this build does not know (a later version's): shown by name, never run.
+    UnknownBuiltin(String),
+    /// A kind of command this build does not know, kept as it came: shown, never run.
+    Unknown(serde_json::Value),
+}
+
+/// [`Command`] as it is on the wire: decoding never fails on a builtin or kind of command
+/// from a later version (PROTOCOL.md promises forward compatibility); `decode_job` refuses to
+/// run them.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum WireCommand {
+    Shell(String),
+    Argv(Vec<String>),
+    Builtin(String),
+    #[serde(untagged)]
+    Other(serde_json::Value),
+}
+
+impl From<WireCommand> for Command {
+    fn from(wire: WireCommand) -> Command {
+        match wire {
+            WireCommand::Shell(script) => Command::Shell(script),
+            WireCommand::Argv(argv) => Command::Argv(argv),
+            WireCommand::Builtin(name) => match Builtin::ALL.into_iter().find(|builtin| builtin.name() == name) {
+                Some(builtin) => Command::Builtin(builtin),
+                None => Command::UnknownBuiltin(name),
+            },
+            WireCommand::Other(value) => Command::Unknown(value),
+        }
+    }
+}
+
+impl From<Command> for WireCommand {
+    fn from(command: Command) -> WireCommand {
+        match command {
+            Command::Shell(script) => WireCommand::Shell(script),
+            Command::Argv(argv) => WireCommand::Argv(argv),
+            Command::Builtin(builtin) => WireCommand::Builtin(builtin.name().to_owned()),
+            Command::UnknownBuiltin(name) => WireCommand::Builtin(name),
+            Command::Unknown(value) => WireCommand::Other(value),
+        }
+    }
 }
 
 /// The operations a runner does itself.
@@ -73,6 +116,8 @@ impl Command {
             }
             Command::Argv(argv) => argv.iter().chain(args).cloned().collect(),
             Command::Builtin(builtin) => vec![format!("builtin:{}", builtin.name())],
+            Command::UnknownBuiltin(name) => vec![format!("builtin:{name}")],
+            Command::Unknown(value) => vec![format!("unknown:{}", unknown_kind(value))],
         }
     }
 
@@ -80,8 +125,26 @@ impl Command {
         match self {
             Command::Shell(script) => script.trim().is_empty(),
             Command::Argv(argv) => argv.first().is_none_or(|program| program.is_empty()),
-            Command::Builtin(_) => false,
+            Command::Builtin(_) | Command::UnknownBuiltin(_) | Command::Unknown(_) => false,
         }
+    }
+
+    /// Why this build cannot run the command, if it is from a later version:
+    /// "unknown builtin `frobnicate`", "unknown kind of command `wasm`".
+    pub fn unknown(&self) -> Option<String> {
+        match self {
+            Command::Shell(_) | Command::Argv(_) | Command::Builtin(_) => None,
+            Command::UnknownBuiltin(name) => Some(format!("unknown builtin `{name}`")),
+            Command::Unknown(value) => Some(format!("unknown kind of command `{}`", unknown_kind(value))),
+        }
+    }
+}
+
+/// The name of an unknown command: the key of `{"kind": ...}`, or the JSON itself.
+fn unknown_kind(value: &serde_json::Value) -> String {
+    match value.as_object() {
+        Some(object) if object.len() == 1 => object.keys().next().cloned().unwrap_or_default(),
+        _ => value.to_string(),
     }
 }
 
@@ -304,6 +367,10 @@ pub enum EventBody {
     Output { key: String, value: String },
     /// The job ended.
     Completed(Completed),
+    /// A kind of event this build does not know (a later version's), kept as it came: shown as
+    /// such, never dropped. Only [`decode_event`] makes it; it is never published.
+    #[serde(skip_deserializing)]
+    Unknown { kind: String, data: serde_json::Value },
 }
 
 impl EventBody {
@@ -318,6 +385,7 @@ impl EventBody {
             EventBody::Heartbeat { .. } => "heartbeat",
             EventBody::Output { .. } => "output",
             EventBody::Completed(_) => "completed",
+            EventBody::Unknown { .. } => "unknown",
         }
     }
 }
@@ -423,7 +491,51 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &'static str) -> Re
     }
 }
 
-/// Decode a job and check what the type system cannot: a runnable command.
+/// The event kinds this build knows, as [`EventBody::kind`] names them.
+const KNOWN_EVENT_KINDS: [&str; 8] =
+    ["queued", "cancel_requested", "accepted", "started", "log", "heartbeat", "output", "completed"];
+
+/// Decode an event; an event of a kind this build does not know becomes
+/// [`EventBody::Unknown`] rather than an error, so a reader shows it instead of dropping it.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let err = match decode::<Event>(bytes, "event") {
+        Ok(event) => return Ok(event),
+        Err(err) => err,
+    };
+    // The slow path, only for bodies the typed decode refused.
+    #[derive(Deserialize)]
+    struct Lenient {
+        job: Uuid,
+        seq: u64,
+        ts: u64,
+        runner: String,
+        attempt: u32,
+        body: LenientBody,
+    }
+    #[derive(Deserialize)]
+    struct LenientBody {
+        kind: String,
+        #[serde(default)]
+        data: serde_json::Value,
+    }
+    if !matches!(err, DecodeError::Invalid { what: "event", .. }) {
+        return Err(err);
+    }
+    match serde_json::from_slice::<Lenient>(bytes) {
+        Ok(event) if !KNOWN_EVENT_KINDS.contains(&event.body.kind.as_str()) => Ok(Event {
+            v: VERSION,
+            job: event.job,
+            seq: event.seq,
+            ts: event.ts,
+            runner: event.runner,
+            attempt: event.attempt,
+            body: EventBody::Unknown { kind: event.body.kind, data: event.body.data },
+        }),
+        _ => Err(err),
+    }
+}
+
+/// Decode a job and check what the type system cannot: a runnable command this build knows.
 pub fn decode_job(bytes: &[u8], limit: usize) -> Result<Job, DecodeError> {
     if bytes.len() > limit {
         return Err(DecodeError::TooLarge { size: bytes.len(), limit });
@@ -431,6 +543,9 @@ pub fn decode_job(bytes: &[u8], limit: usize) -> Result<Job, DecodeError> {
     let job: Job = decode(bytes, "job")?;
     if job.command.is_empty() {
         return Err(DecodeError::Invalid { what: "job", detail: "empty command".to_owned() });
+    }
+    if let Some(unknown) = job.command.unknown() {
+        return Err(DecodeError::Invalid { what: "job", detail: unknown });
     }
     Ok(job)
 }
@@ -570,6 +685,43 @@ mod tests {
         let mut job = job();
         job.command = Command::Argv(vec![]);
         assert!(matches!(decode_job(&encode(&job), 1 << 20), Err(DecodeError::Invalid { .. })));
+    }
+
+    #[test]
+    fn unknown_builtins_and_commands_decode_round_trip_and_are_never_run() {
+        let mut value = serde_json::to_value(job()).expect("json");
+        value["command"] = serde_json::json!({"builtin": "frobnicate"});
+        let bytes = serde_json::to_vec(&value).expect("json");
+        let queued: Job = decode(&bytes, "job").expect("an unknown builtin decodes");
+        assert_eq!(queued.command, Command::UnknownBuiltin("frobnicate".into()));
+        assert_eq!(queued.command.unknown().as_deref(), Some("unknown builtin `frobnicate`"));
+        assert_eq!(serde_json::to_value(&queued.command).expect("json"), value["command"]);
+        let Err(DecodeError::Invalid { detail, .. }) = decode_job(&bytes, 1 << 20) else { panic!("run refused") };
+        assert_eq!(detail, "unknown builtin `frobnicate`");
+        value["command"] = serde_json::json!({"wasm": {"module": "x"}});
+        let bytes = serde_json::to_vec(&value).expect("json");
+        let later: Job = decode(&bytes, "job").expect("an unknown kind of command decodes");
+        assert_eq!(later.command.unknown().as_deref(), Some("unknown kind of command `wasm`"));
+        assert_eq!(serde_json::to_value(&later.command).expect("json"), value["command"]);
+        assert!(decode_job(&bytes, 1 << 20).is_err());
+        let noop: Command = serde_json::from_str(r#"{"builtin":"noop"}"#).expect("noop");
+        assert_eq!(noop, Command::Builtin(Builtin::Noop));
+        assert_eq!(serde_json::to_string(&noop).expect("json"), r#"{"builtin":"noop"}"#);
+    }
+
+    #[test]
+    fn an_unknown_event_kind_decodes_as_unknown_and_a_broken_known_one_does_not() {
+        let id = Uuid::now_v7();
+        let body = format!(
+            r#"{{"v":1,"job":"{id}","seq":4,"ts":5,"runner":"r","attempt":1,"later":true,"body":{{"kind":"paused","data":{{"why":"x"}}}}}}"#
+        );
+        let event = decode_event(body.as_bytes()).expect("decodes");
+        assert_eq!(event.seq, 4);
+        assert_eq!(event.body, EventBody::Unknown { kind: "paused".into(), data: serde_json::json!({"why": "x"}) });
+        let broken =
+            format!(r#"{{"v":1,"job":"{id}","seq":4,"ts":5,"runner":"r","attempt":1,"body":{{"kind":"log"}}}}"#);
+        assert!(matches!(decode_event(broken.as_bytes()), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(decode_event(b"{\"v\":2}"), Err(DecodeError::Version { found: 2 })));
     }
 
     #[test]

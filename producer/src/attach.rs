@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use runway_broker::protocol::{self, Completed, Event, Job, Status};
+use runway_broker::protocol::{self, Completed, Job, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, ConsumeOptions, Consumer};
 use runway_worker::history::JobRecord;
@@ -52,6 +52,8 @@ pub async fn submit_and_follow(
     interrupts: &mut impl Interrupts,
 ) -> Result<Completed, CliError> {
     let mut printer = Printer::new(style, &job.operation);
+    // A lost attempt of a job that sets retry_on_lost is followed by the next one, to its end.
+    printer.set_retry_on_lost(job.retry_on_lost);
     // Bind before publishing, so not even the first event can be missed.
     let mut events = bind_events(session.conn(), session.topology(), job).await?;
     session.submit(job).await?;
@@ -95,7 +97,7 @@ pub async fn submit_and_follow(
         };
         match next {
             Some(Some(Ok(delivery))) => {
-                let completed = match protocol::decode::<Event>(&delivery.body, "event") {
+                let completed = match protocol::decode_event(&delivery.body) {
                     Ok(event) => {
                         // Only a runner's events say the job left its queue (not our own record).
                         if !event.runner.is_empty() {
@@ -248,14 +250,18 @@ fn lost(record: &JobRecord, last_heard: tokio::time::Instant) -> Option<Complete
     if last_heard.elapsed() <= allowed {
         return None;
     }
-    let since = humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(attempt.last_seen_ms));
-    Some(Completed::without_exit(
+    let heard = runway_worker::times::heard_at(attempt.last_seen_ms, protocol::now_ms());
+    let mut lost = Completed::without_exit(
         Status::Lost,
         format!(
-            "job {} lost: no heartbeat from runner {} since {since} (three intervals of {})",
-            record.id,
+            "job {} lost: runner {} went silent (last heard from {heard}; three intervals of {})",
+            format::short_id(record.id),
             attempt.runner,
             format::duration(attempt.heartbeat_ms)
         ),
-    ))
+    );
+    // It ran from when it was taken up until its runner was last heard from.
+    let began = attempt.started_at_ms.or(attempt.accepted_at_ms).unwrap_or(attempt.last_seen_ms);
+    lost.duration_ms = attempt.last_seen_ms.saturating_sub(began);
+    Some(lost)
 }

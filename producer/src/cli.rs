@@ -12,19 +12,19 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "runway", version, about, long_about = None)]
 pub struct Cli {
     /// Broker URL (amqp:// or amqps://), or `local` for the embedded in-memory broker.
-    #[arg(long, global = true, env = "RUNWAY_SERVER", value_name = "URL|local")]
+    #[arg(long, global = true, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL|local")]
     pub server: Option<String>,
     /// Namespace prefix of every exchange and queue (default `runway`).
-    #[arg(long, global = true, env = "RUNWAY_NAMESPACE", value_name = "NS")]
+    #[arg(long, global = true, env = "RUNWAY_NAMESPACE", hide_env_values = true, value_name = "NS")]
     pub namespace: Option<String>,
     /// PEM file of CAs to trust for amqps://, besides the system's.
-    #[arg(long, global = true, env = "RUNWAY_TLS_CA", value_name = "PATH")]
+    #[arg(long, global = true, env = "RUNWAY_TLS_CA", hide_env_values = true, value_name = "PATH")]
     pub tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for amqps://; logs in with EXTERNAL unless the URL names a mechanism.
-    #[arg(long, global = true, env = "RUNWAY_TLS_CERT", value_name = "PATH")]
+    #[arg(long, global = true, env = "RUNWAY_TLS_CERT", hide_env_values = true, value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM, unencrypted).
-    #[arg(long, global = true, env = "RUNWAY_TLS_KEY", value_name = "PATH")]
+    #[arg(long, global = true, env = "RUNWAY_TLS_KEY", hide_env_values = true, value_name = "PATH")]
     pub tls_key: Option<PathBuf>,
     /// The project file (default: runway.toml in this directory or the nearest parent).
     #[arg(long, short = 'f', global = true, value_name = "PATH")]
@@ -171,10 +171,13 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A human duration (`90s`, `30m`, `1h 30m`), never zero.
+/// A human duration (`90s`, `30m`, `1h 30m`) of at least a millisecond (the wire's unit).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err(format!("`{text}` is zero; expected a positive duration")),
+        Ok(duration) if duration.as_millis() == 0 => {
+            Err(format!("`{text}` is under a millisecond (durations are sent in whole ms); expected at least 1ms"))
+        }
         Ok(duration) => Ok(duration),
         Err(err) => Err(format!("`{text}` is not a duration ({err}); expected e.g. 90s, 30m, 1h 30m")),
     }
@@ -183,6 +186,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_option_shows_its_environment_value_in_help() {
+        use clap::CommandFactory;
+        fn check(command: &clap::Command) {
+            for arg in command.get_arguments() {
+                if arg.get_env().is_some() {
+                    assert!(arg.is_hide_env_values_set(), "--{:?} would print its environment value", arg.get_long());
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub);
+            }
+        }
+        check(&Cli::command());
+    }
 
     #[test]
     fn key_values() {
@@ -196,6 +215,9 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("1m 30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("1ns").unwrap_err().contains("under a millisecond"));
+        assert!(parse_duration("999us").is_err());
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
         assert!(parse_duration("soon").unwrap_err().contains("expected e.g."));
     }
 

@@ -22,6 +22,7 @@ use crate::settings::{self, Settings};
 pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
     match dispatch(&cli, &mut interrupts).await {
         Ok(code) => code,
+        Err(CliError::StdoutClosed) => CliError::StdoutClosed.exit_code(),
         Err(err) => {
             eprintln!("runway: error: {err}");
             err.exit_code()

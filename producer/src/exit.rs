@@ -62,6 +62,9 @@ pub enum CliError {
     Broker(#[from] runway_broker::Error),
     #[error("{0}")]
     Internal(String),
+    /// Whoever read stdout went away (a closed pipe): not a failure, and nothing to say.
+    #[error("stdout was closed")]
+    StdoutClosed,
 }
 
 impl CliError {
@@ -75,6 +78,7 @@ impl CliError {
             CliError::Broker(err) if err.is_unreachable() => BROKER_UNAVAILABLE,
             CliError::Broker(runway_broker::Error::Unroutable { .. }) => NO_RUNNER,
             CliError::Broker(_) | CliError::Internal(_) => INTERNAL,
+            CliError::StdoutClosed => SUCCESS,
         }
     }
 }

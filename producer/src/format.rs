@@ -2,8 +2,6 @@
 //!
 //! Formatting only: nothing here prints or reads the broker.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use runway_broker::protocol::Target;
 
 /// `1.23s`, `2m 3s`: short and exact enough for a status line.
@@ -16,12 +14,16 @@ pub fn duration(ms: u64) -> String {
     }
 }
 
-/// A moment to the second (RFC 3339, UTC), or `-` for none.
+/// A moment to the second (RFC 3339, UTC), or `-` for none; any value, even past the year 9999.
 pub fn time(ms: Option<u64>) -> String {
-    ms.map_or_else(
-        || "-".to_owned(),
-        |ms| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string(),
-    )
+    ms.map_or_else(|| "-".to_owned(), runway_worker::times::rfc3339_seconds)
+}
+
+/// A job's short id: the last 12 hex digits of its UUID v7, which are random (the first ones
+/// are the time, shared by every job of the same minute). `job inspect|logs|cancel` take it.
+pub fn short_id(id: uuid::Uuid) -> String {
+    let digits = id.simple().to_string();
+    digits[digits.len() - 12..].to_owned()
 }
 
 /// Who may take a job: "any runner", "runner `ID`", "labels K=V,...".
@@ -44,8 +46,25 @@ mod tests {
     }
 
     #[test]
+    fn a_short_id_is_the_random_end_of_the_id() {
+        let id = uuid::Uuid::parse_str("0198a2b3-c4d5-7e6f-8a9b-0c1d2e3f4a5b").expect("uuid");
+        assert_eq!(short_id(id), "0c1d2e3f4a5b");
+    }
+
+    #[test]
     fn times_are_to_the_second_or_a_dash() {
         assert_eq!(time(Some(1_700_000_000_123)), "2023-11-14T22:13:20Z");
         assert_eq!(time(None), "-");
+    }
+
+    proptest::proptest! {
+        /// Any value a message can carry is printed, never a panic.
+        #[test]
+        fn any_time_or_duration_is_printed(ms in proptest::num::u64::ANY) {
+            proptest::prop_assert!(!time(Some(ms)).is_empty());
+            proptest::prop_assert!(!duration(ms).is_empty());
+            proptest::prop_assert!(!runway_worker::times::rfc3339_millis(ms).is_empty());
+            proptest::prop_assert!(!runway_worker::times::heard_at(ms, ms / 2).is_empty());
+        }
     }
 }

@@ -4,14 +4,16 @@
 //! Derived from the index and the job's queue; nothing here changes the job.
 
 use runway_broker::Connection;
-use runway_broker::protocol::now_ms;
+use runway_broker::protocol::{Command, now_ms};
 use runway_broker::topology::Topology;
 use runway_worker::history::State;
+use runway_worker::times::heard_at;
 
 use crate::exit::{self, CliError};
 use crate::format::{self, time};
 use crate::lookup;
 use crate::runners;
+use crate::stdout;
 use crate::view::{self, JobView};
 
 /// `job inspect`.
@@ -35,55 +37,77 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         if let Some(info) = &waiting {
             view = view.waiting(info, why.as_deref());
         }
-        println!("{}", view::line(&view));
+        stdout::line(&view::line(&view))?;
         return Ok(exit::SUCCESS);
     }
-    println!("job        {}", record.id);
-    println!("operation  {}", record.operation.as_deref().unwrap_or("?"));
-    println!("project    {}", record.project.as_deref().unwrap_or("?"));
-    println!("state      {}", state.as_str());
+    let mut out = String::new();
+    // One line of the answer, written whole at the end (see `stdout`).
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            out.push_str(&format!($($arg)*));
+            out.push('\n');
+        }};
+    }
+    say!("job        {}", record.id);
+    say!("operation  {}", record.operation.as_deref().unwrap_or("?"));
+    say!("project    {}", record.project.as_deref().unwrap_or("?"));
+    say!("state      {}", state.as_str());
+    if let Some(unknown) = record.command.as_ref().and_then(Command::unknown) {
+        say!("command    {unknown}: this runway cannot run it (a later version's)");
+    }
+    if !record.unknown_kinds.is_empty() {
+        let kinds: Vec<&str> = record.unknown_kinds.iter().map(String::as_str).collect();
+        say!("unknown    events of kinds this runway does not know: {}", kinds.join(", "));
+    }
     if let Some(target) = &record.target {
-        println!("target     {}", format::target(target));
+        say!("target     {}", format::target(target));
     }
     if let Some(by) = &record.queued_by {
-        println!("queued by  {by}");
+        say!("queued by  {by}");
     }
-    println!("queued at  {}", time(Some(record.created_at_ms())));
+    say!("queued at  {}", time(Some(record.created_at_ms())));
     if !record.env_keys.is_empty() {
-        println!("env        {} (values are never recorded)", record.env_keys.join(", "));
+        say!("env        {} (values are never recorded)", record.env_keys.join(", "));
     }
     if let Some((at, by)) = &record.cancel_requested {
-        println!("cancel     requested by {by} at {}", time(Some(*at)));
+        say!("cancel     requested by {by} at {}", time(Some(*at)));
     }
     if let Some(info) = &waiting {
-        println!(
+        say!(
             "waiting    in queue `{}` ({} messages), consumed by {} runner(s)",
-            info.name, info.messages, info.consumers
+            info.name,
+            info.messages,
+            info.consumers
         );
         if let Some(why) = &why {
-            println!("           {why}");
+            say!("           {why}");
         }
     }
     if let Some(silence) = record.silence(now) {
-        println!("lost       no heartbeat from runner {} since {}", silence.runner, time(Some(silence.last_seen_ms)));
+        say!(
+            "lost       runner {} went silent (last heard from {})",
+            silence.runner,
+            heard_at(silence.last_seen_ms, now)
+        );
     }
     for attempt in record.attempts.values() {
-        println!("attempt {}  runner {} on {}", attempt.number, attempt.runner, attempt.hostname);
-        println!("  started  {}", time(attempt.started_at_ms));
+        say!("attempt {}  runner {} on {}", attempt.number, attempt.runner, attempt.hostname);
+        say!("  started  {}", time(attempt.started_at_ms));
         match &attempt.completed {
             Some(completed) => {
-                println!("  ended    {} at {}", completed.status, time(attempt.finished_at_ms));
-                println!("  exit     {}", completed.exit_code.map_or("-".to_owned(), |code| code.to_string()));
-                println!("  duration {}", format::duration(completed.duration_ms));
+                say!("  ended    {} at {}", completed.status, time(attempt.finished_at_ms));
+                say!("  exit     {}", completed.exit_code.map_or("-".to_owned(), |code| code.to_string()));
+                say!("  duration {}", format::duration(completed.duration_ms));
                 if let Some(error) = &completed.error {
-                    println!("  error    {error}");
+                    say!("  error    {error}");
                 }
             }
-            None => println!("  running  last seen {}", time(Some(attempt.last_seen_ms))),
+            None => say!("  running  last seen {}", time(Some(attempt.last_seen_ms))),
         }
     }
     for (key, value) in &record.outputs {
-        println!("output     {key}={value}");
+        say!("output     {key}={value}");
     }
+    stdout::write(&out)?;
     Ok(exit::SUCCESS)
 }

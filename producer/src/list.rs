@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::exit::{self, CliError};
 use crate::format;
 use crate::lookup;
+use crate::stdout;
 use crate::table::{Align, Column, render};
 use crate::view::{self, JobView};
 
@@ -37,7 +38,7 @@ impl ListFilter {
 }
 
 const COLUMNS: [Column; 9] = [
-    Column { header: "ID", width: 36, align: Align::Left, gap: 2 },
+    Column { header: "ID", width: 12, align: Align::Left, gap: 2 },
     Column { header: "OPERATION", width: 12, align: Align::Left, gap: 1 },
     Column { header: "PROJECT", width: 12, align: Align::Left, gap: 1 },
     Column { header: "STATE", width: 10, align: Align::Left, gap: 1 },
@@ -56,12 +57,12 @@ pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, j
     let records = select(records, filter, now);
     if json {
         for record in &records {
-            println!("{}", view::line(&JobView::new(record, now)));
+            stdout::line(&view::line(&JobView::new(record, now)))?;
         }
         return Ok(exit::SUCCESS);
     }
     let rows = records.iter().map(|record| row(record, now)).collect();
-    println!("{}", render(&COLUMNS, rows));
+    stdout::line(&render(&COLUMNS, rows))?;
     Ok(exit::SUCCESS)
 }
 
@@ -83,7 +84,7 @@ pub fn select(records: HashMap<Uuid, JobRecord>, filter: &ListFilter, now_ms: u6
 fn row(record: &JobRecord, now_ms: u64) -> Vec<String> {
     let attempt = record.last_attempt();
     vec![
-        record.id.to_string(),
+        format::short_id(record.id),
         record.operation.as_deref().unwrap_or("?").to_owned(),
         record.project.as_deref().unwrap_or("?").to_owned(),
         record.state(now_ms).as_str().to_owned(),
@@ -189,15 +190,15 @@ mod tests {
         assert_eq!(
             lines[0],
             format!(
-                "{:<36}  {:<12} {:<12} {:<10} {:<16} {:>3}  {:<20} {:<20} {:>9}",
+                "{:<12}  {:<12} {:<12} {:<10} {:<16} {:>3}  {:<20} {:<20} {:>9}",
                 "ID", "OPERATION", "PROJECT", "STATE", "RUNNER", "TRY", "QUEUED", "FINISHED", "DURATION"
             )
         );
         assert_eq!(
             lines[1],
             format!(
-                "{:<36}  {:<12} {:<12} {:<10} {:<16} {:>3}  {:<20} {:<20} {:>9}",
-                record.id,
+                "{:<12}  {:<12} {:<12} {:<10} {:<16} {:>3}  {:<20} {:<20} {:>9}",
+                format::short_id(record.id),
                 "op-1000",
                 "shop",
                 "success",

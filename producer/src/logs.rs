@@ -6,12 +6,13 @@
 use std::time::Duration;
 
 use runway_broker::Connection;
-use runway_broker::protocol::now_ms;
+use runway_broker::protocol::{Event, EventBody, Status, now_ms};
 use runway_broker::topology::Topology;
-use runway_worker::history::{JobRecord, State};
+use runway_worker::history::{JobRecord, State, uuid_ms};
+use runway_worker::times::heard_at;
 
 use crate::exit::{self, CliError};
-use crate::format::time;
+use crate::format;
 use crate::lookup::{self, JobEvents, JobRead};
 use crate::printer::{Printer, Style};
 
@@ -31,10 +32,16 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
     let LogsOptions { follow, timestamps, quiet } = options;
     let record = lookup::resolve(conn, topology, id).await?;
     let job = record.id;
-    let mut events = JobEvents::open(conn, topology, job, record.created_at_ms()).await?;
+    // The id's own time bounds a recorded creation time that lies (a far-future one would
+    // start the read after every event of the job).
+    let created_at_ms = record.created_at_ms().min(uuid_ms(job));
+    let mut events = JobEvents::open(conn, topology, job, created_at_ms).await?;
     let mut printer = Printer::new(Style::Human { quiet }, record.operation.as_deref().unwrap_or("job"));
     printer.set_timestamps(timestamps);
     printer.set_status_quiet(true);
+    printer.set_retry_on_lost(record.retry_on_lost);
+    // With retry_on_lost, a silent runner is said once per attempt, and the next one followed.
+    let mut announced_silence = None;
     let mut live = JobRecord::new(job);
     let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -42,12 +49,21 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
             read = events.next() => read?,
             _ = check.tick(), if follow && events.caught_up() => {
                 if let Some(silence) = live.silence(now_ms()) {
-                    eprintln!(
-                        "runway: job {job} lost: no heartbeat from runner {} since {}",
+                    let lost = format!(
+                        "runway: job {} lost: runner {} went silent (last heard from {})",
+                        format::short_id(job),
                         silence.runner,
-                        time(Some(silence.last_seen_ms))
+                        heard_at(silence.last_seen_ms, now_ms())
                     );
-                    return Ok(exit::LOST);
+                    if !record.retry_on_lost {
+                        eprintln!("{lost}");
+                        return Ok(exit::LOST);
+                    }
+                    let attempt = live.last_attempt().map(|attempt| attempt.number);
+                    if announced_silence != attempt {
+                        announced_silence = attempt;
+                        eprintln!("{lost}; retry_on_lost is set, so it runs again when a runner takes it up");
+                    }
                 }
                 continue;
             }
@@ -55,6 +71,9 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
         match read {
             Some(JobRead::Event(event, body)) => {
                 live.apply(&event);
+                if follow {
+                    say_retried(&event, &live, quiet);
+                }
                 if let Some(completed) = printer.event(&event, &body) {
                     return Ok(if follow { exit::for_job(&completed) } else { exit::SUCCESS });
                 }
@@ -69,5 +88,23 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
             }
             None => return Err(lookup::stream_ended()),
         }
+    }
+}
+
+/// For `--follow` (status lines are otherwise off in `job logs`): an attempt lost and run again,
+/// and where the next attempt runs.
+fn say_retried(event: &Event, live: &JobRecord, quiet: bool) {
+    if quiet || !live.retry_on_lost {
+        return;
+    }
+    match &event.body {
+        EventBody::Completed(completed) if completed.status == Status::Lost => {
+            let error = completed.error.as_deref().unwrap_or("its runner went silent");
+            eprintln!("runway: attempt {} was lost: {error}; following the next attempt", event.attempt);
+        }
+        EventBody::Accepted { hostname, .. } if event.attempt > 1 => {
+            eprintln!("runway: attempt {} accepted by runner {} on {hostname}", event.attempt, event.runner);
+        }
+        _ => {}
     }
 }

@@ -1,5 +1,6 @@
 //! Reading jobs back from the streams: records folded from the index over a window of time, one
-//! job found by its id or a unique prefix of it, and one job's events from the history.
+//! job found by its id or a unique prefix or suffix of it (the short id is the suffix), and one
+//! job's events from the history.
 //!
 //! It prints nothing; the commands decide what to show. The seek slack is the one the runners
 //! use too (`runway_worker::streams::SEEK_SLACK_MS`).
@@ -29,7 +30,7 @@ pub async fn read_index(
     loop {
         match reader.next().await? {
             Some(Read::Message(delivery)) => {
-                let Ok(event) = protocol::decode::<Event>(&delivery.body, "event") else { continue };
+                let Ok(event) = protocol::decode_event(&delivery.body) else { continue };
                 if wanted(&event.job) {
                     records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event);
                 }
@@ -45,21 +46,19 @@ pub fn stream_ended() -> CliError {
     CliError::Broker(runway_broker::Error::ConnectionClosed("the stream ended while reading it".to_owned()))
 }
 
-/// Find a job by its full id or a unique prefix of at least 8 hex characters.
+/// Find a job by its full id, or a unique prefix or suffix of at least 6 hex characters (the
+/// short id `job list` shows is the suffix).
 pub async fn resolve(conn: &Connection, topology: &Topology, text: &str) -> Result<JobRecord, CliError> {
     if let Ok(id) = Uuid::parse_str(text) {
         let from = uuid_ms(id).saturating_sub(SEEK_SLACK_MS);
         let mut records = read_index(conn, topology, from, |job| *job == id).await?;
         return records.remove(&id).ok_or_else(|| CliError::NoSuchJob(format!("no job {id} in the history")));
     }
-    let hex = id_prefix(text)?;
-    let start = prefix_start_ms(&hex);
-    let mut records = read_index(conn, topology, start.saturating_sub(SEEK_SLACK_MS), |job| {
-        job.simple().to_string().starts_with(&hex)
-    })
-    .await?;
+    let hex = id_part(text)?;
+    // A suffix says nothing of when the job was made: the whole index is read.
+    let mut records = read_index(conn, topology, 0, |job| matches_part(job, &hex)).await?;
     match records.len() {
-        0 => Err(CliError::NoSuchJob(format!("no job id starts with `{text}`"))),
+        0 => Err(CliError::NoSuchJob(format!("no job id starts or ends with `{text}`"))),
         1 => Ok(records.drain().map(|(_, record)| record).next().expect("one record, just counted")),
         n => {
             let mut ids: Vec<String> = records.keys().map(Uuid::to_string).collect();
@@ -69,23 +68,25 @@ pub async fn resolve(conn: &Connection, topology: &Topology, text: &str) -> Resu
     }
 }
 
-/// The lowercase hex digits of an id prefix (dashes dropped), at least 8 of them.
-fn id_prefix(text: &str) -> Result<String, CliError> {
+/// The fewest hex digits a part of an id may have.
+const SHORTEST_PART: usize = 6;
+
+/// The lowercase hex digits of a part of an id (dashes dropped), at least 6 of them.
+fn id_part(text: &str) -> Result<String, CliError> {
     let hex: String = text.chars().filter(|c| *c != '-').collect::<String>().to_ascii_lowercase();
-    if hex.len() < 8 || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if hex.len() < SHORTEST_PART || hex.len() > 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(CliError::Usage(format!(
-            "`{text}` is not a job id: give the full id or a prefix of at least 8 hex characters"
+            "`{text}` is not a job id: give the full id, its short id (as `job list` shows it), or a unique \
+             prefix or suffix of at least {SHORTEST_PART} hex characters"
         )));
     }
     Ok(hex)
 }
 
-/// The earliest creation time (ms) of a UUID v7 whose hex starts with `hex`: the id starts with
-/// that time in ms (48 bits, 12 hex digits), so a prefix bounds when the job was made.
-fn prefix_start_ms(hex: &str) -> u64 {
-    let time_digits = hex.len().min(12);
-    let shift = 4 * (12 - time_digits);
-    u64::from_str_radix(&hex[..time_digits], 16).unwrap_or(0) << shift
+/// Whether the id's hex digits start or end with `hex`.
+fn matches_part(id: &Uuid, hex: &str) -> bool {
+    let digits = id.simple().to_string();
+    digits.starts_with(hex) || digits.ends_with(hex)
 }
 
 /// One job's events from the history stream, from its creation up to now and then live.
@@ -141,7 +142,7 @@ impl JobEvents {
                     if delivery.properties.correlation_id.as_deref() != Some(self.job.as_str()) {
                         continue;
                     }
-                    return Ok(Some(match protocol::decode::<Event>(&delivery.body, "event") {
+                    return Ok(Some(match protocol::decode_event(&delivery.body) {
                         Ok(event) => JobRead::Event(Box::new(event), delivery.body),
                         Err(err) => JobRead::Undecodable(err),
                     }));
@@ -158,17 +159,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_id_prefix_needs_eight_hex_digits_and_may_keep_its_dashes() {
-        assert_eq!(id_prefix("0198A2B3-AA").expect("a prefix"), "0198a2b3aa");
-        assert!(id_prefix("0198a2b").is_err());
-        assert!(id_prefix("0198a2bz").is_err());
+    fn an_id_part_needs_six_hex_digits_and_may_keep_its_dashes() {
+        assert_eq!(id_part("0198A2B3-AA").expect("a part"), "0198a2b3aa");
+        assert_eq!(id_part("a2b3c4").expect("six digits"), "a2b3c4");
+        assert!(id_part("a2b3c").is_err());
+        assert!(id_part("0198a2bz").is_err());
     }
 
     #[test]
-    fn a_prefix_bounds_the_creation_time_from_below() {
+    fn the_short_id_a_prefix_and_a_dashed_suffix_match() {
         let id = Uuid::now_v7();
-        let hex = id.simple().to_string();
-        assert_eq!(prefix_start_ms(&hex), uuid_ms(id));
-        assert_eq!(prefix_start_ms(&hex[..8]), uuid_ms(id) >> 16 << 16);
+        let short = crate::format::short_id(id);
+        assert!(matches_part(&id, &id_part(&short).expect("a short id")));
+        let text = id.to_string();
+        assert!(matches_part(&id, &id_part(&text[..9]).expect("a prefix")));
+        assert!(matches_part(&id, &id_part(&text[text.len() - 17..]).expect("a dashed suffix")));
+        assert!(!matches_part(&id, "ffffffffffff") || text.ends_with("ffffffffffff"));
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use runway_broker::protocol::{self, Completed, Event, EventBody, Status, Stream};
+use runway_worker::history::JobRecord;
 
 use crate::format;
 
@@ -33,6 +34,11 @@ pub struct Printer {
     stdout_closed: bool,
     /// Prefix each line with the time the runner read it.
     timestamps: bool,
+    /// A lost attempt is not the end: another runner runs the job again (`retry_on_lost`).
+    retry_on_lost: bool,
+    /// The events printed, folded: what a completion alone does not say (how long a lost
+    /// attempt ran).
+    record: Option<JobRecord>,
 }
 
 impl Printer {
@@ -46,7 +52,14 @@ impl Printer {
             outputs: BTreeMap::new(),
             stdout_closed: false,
             timestamps: false,
+            retry_on_lost: false,
+            record: None,
         }
+    }
+
+    /// Whether a lost attempt is followed by another (the job's `retry_on_lost`).
+    pub fn set_retry_on_lost(&mut self, retry_on_lost: bool) {
+        self.retry_on_lost = retry_on_lost;
     }
 
     pub fn set_timestamps(&mut self, timestamps: bool) {
@@ -61,10 +74,7 @@ impl Printer {
     }
 
     fn stamp(&self, t: u64) -> Option<String> {
-        self.timestamps.then(|| {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(t);
-            format!("{} ", humantime::format_rfc3339_millis(at))
-        })
+        self.timestamps.then(|| format!("{} ", runway_worker::times::rfc3339_millis(t)))
     }
 
     /// A status line on stderr (human style only).
@@ -100,8 +110,20 @@ impl Printer {
         if self.style == Style::Json {
             self.json_line(body);
         }
+        let record = self.record.get_or_insert_with(|| JobRecord::new(event.job));
+        record.apply(event);
+        // The fold's completion of the attempt: the first one, with a lost attempt's run time.
+        let folded = record.attempts.get(&event.attempt).and_then(|attempt| attempt.completed.clone());
         match &event.body {
             EventBody::Queued(_) | EventBody::CancelRequested { .. } => None,
+            EventBody::Accepted { hostname, .. } if event.attempt > 1 => {
+                let (operation, attempt) = (&self.operation, event.attempt);
+                self.status(&format!(
+                    "{operation} attempt {attempt} accepted by runner {} on {hostname}",
+                    event.runner
+                ));
+                None
+            }
             EventBody::Accepted { hostname, .. } => {
                 self.status(&format!("{} accepted by runner {} on {hostname}", self.operation, event.runner));
                 None
@@ -122,8 +144,22 @@ impl Printer {
                 None
             }
             EventBody::Completed(completed) => {
-                self.finished(completed);
-                Some(completed.clone())
+                let completed = folded.unwrap_or_else(|| completed.clone());
+                if completed.status == Status::Lost && self.retry_on_lost {
+                    let error = completed.error.as_deref().unwrap_or("its runner went silent");
+                    let took = format::duration(completed.duration_ms);
+                    self.status(&format!(
+                        "attempt {} was lost after {took}: {error}; following the next attempt",
+                        event.attempt
+                    ));
+                    return None;
+                }
+                self.finished(&completed);
+                Some(completed)
+            }
+            EventBody::Unknown { kind, .. } => {
+                self.status(&format!("ignoring an event of a kind this runway does not know: `{kind}`"));
+                None
             }
         }
     }

@@ -314,6 +314,17 @@ impl SourceFile<'_> {
                         ),
                     ));
                 }
+                // The wire carries milliseconds: under one would be sent as 0.
+                if timeout.as_millis() == 0 {
+                    let value = &text.get_ref().0;
+                    return Err(self.invalid(
+                        text.span(),
+                        format!(
+                            "`timeout` `{value}` in operation `{name}` is under a millisecond (timeouts are \
+                             sent in whole ms), expected at least 1ms, {DURATION_EXAMPLES}"
+                        ),
+                    ));
+                }
                 Some(timeout)
             }
             None => None,

@@ -33,12 +33,12 @@ pub async fn list(conn: &Connection, topology: &Topology, json: bool) -> Result<
     let now = now_ms();
     if json {
         for info in &runners {
-            println!("{}", view::line(&RunnerView::new(info, now)));
+            crate::stdout::line(&view::line(&RunnerView::new(info, now)))?;
         }
         return Ok(exit::SUCCESS);
     }
     let rows = runners.iter().map(|info| row(info, now)).collect();
-    println!("{}", render(&COLUMNS, rows));
+    crate::stdout::line(&render(&COLUMNS, rows))?;
     if runners.is_empty() {
         eprintln!("runway: no runner answered within {}", format::duration(protocol::to_ms(PING_DEADLINE)));
     }

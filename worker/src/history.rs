@@ -4,7 +4,7 @@
 //! Nothing else stores job state. This module is pure: reading the streams is in `streams`.
 //! It lives in the runner library because runners resolve redelivered jobs with it too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use runway_broker::protocol::{Command, Completed, Event, EventBody, Status, Target};
 use uuid::Uuid;
@@ -98,10 +98,14 @@ pub struct JobRecord {
     pub target: Option<Target>,
     pub queued_by: Option<String>,
     pub timeout_ms: Option<u64>,
+    /// A lost attempt is run again (the operation sets `retry_on_lost`).
+    pub retry_on_lost: bool,
     pub queued_at_ms: Option<u64>,
     pub cancel_requested: Option<(u64, String)>,
     pub attempts: BTreeMap<u32, Attempt>,
     pub outputs: BTreeMap<String, String>,
+    /// Kinds of events this build does not know (a later version's) that the job had.
+    pub unknown_kinds: BTreeSet<String>,
 }
 
 /// Why a job counts as lost.
@@ -128,11 +132,17 @@ impl JobRecord {
                 self.target = Some(queued.target.clone());
                 self.queued_by = Some(queued.queued_by.clone());
                 self.timeout_ms = queued.timeout_ms;
+                self.retry_on_lost = queued.retry_on_lost;
                 self.queued_at_ms = Some(queued.created_at_ms);
                 return;
             }
             EventBody::CancelRequested { by, .. } => {
                 self.cancel_requested.get_or_insert((event.ts, by.clone()));
+                return;
+            }
+            // Not knowing what it means, it says nothing of the attempt: noted, nothing more.
+            EventBody::Unknown { kind, .. } => {
+                self.unknown_kinds.insert(kind.clone());
                 return;
             }
             _ => {}
@@ -143,6 +153,7 @@ impl JobRecord {
             heartbeat_ms: 5000,
             ..Attempt::default()
         });
+        let seen_before = attempt.last_seen_ms;
         attempt.last_seen_ms = attempt.last_seen_ms.max(event.ts);
         match &event.body {
             EventBody::Accepted { hostname, heartbeat_ms } => {
@@ -160,15 +171,23 @@ impl JobRecord {
             EventBody::Completed(completed) => {
                 // The first completion of an attempt is the one that counts.
                 if attempt.completed.is_none() {
-                    attempt.completed = Some(completed.clone());
-                    attempt.finished_at_ms = Some(event.ts);
+                    let mut completed = completed.clone();
+                    // Whoever records a lost attempt cannot know how long it ran (0): it ran
+                    // from when it was taken up until its runner was last heard from.
+                    if completed.status == Status::Lost && completed.duration_ms == 0 {
+                        let began = attempt.started_at_ms.or(attempt.accepted_at_ms).unwrap_or(seen_before);
+                        completed.duration_ms = seen_before.saturating_sub(began);
+                    }
                     self.outputs.extend(completed.outputs.clone());
+                    attempt.completed = Some(completed);
+                    attempt.finished_at_ms = Some(event.ts);
                 }
             }
             EventBody::Log { .. }
             | EventBody::Heartbeat { .. }
             | EventBody::Queued(_)
-            | EventBody::CancelRequested { .. } => {}
+            | EventBody::CancelRequested { .. }
+            | EventBody::Unknown { .. } => {}
         }
     }
 
@@ -306,6 +325,51 @@ mod tests {
         record.apply(&event(id, 1, 1_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
         assert_eq!(record.state(1_000_000), State::Success);
         assert_eq!(record.attempts.len(), 2);
+    }
+
+    #[test]
+    fn a_lost_attempt_ran_until_its_runner_was_last_heard_from() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&event(id, 1, 10_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
+        record.apply(&event(id, 2, 10_500, 1, EventBody::Started { pid: 9, argv: vec![] }));
+        record.apply(&event(id, 3, 14_500, 1, EventBody::Heartbeat { interval_ms: 1_000 }));
+        let lost = Completed::without_exit(Status::Lost, "runner r1 went silent".into());
+        record.apply(&Event { runner: String::new(), ..event(id, 0, 30_000, 1, EventBody::Completed(lost)) });
+        assert_eq!(record.completed().map(|c| c.duration_ms), Some(4_000));
+    }
+
+    #[test]
+    fn an_unknown_event_kind_is_noted_and_changes_no_state() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&queued(id));
+        let unknown = EventBody::Unknown { kind: "paused".into(), data: serde_json::Value::Null };
+        record.apply(&event(id, 1, 2_000, 1, unknown));
+        assert_eq!(record.state(2_000), State::Queued);
+        assert!(record.unknown_kinds.contains("paused"));
+    }
+
+    proptest::proptest! {
+        /// No event, whatever its numbers, makes the fold or the state panic.
+        #[test]
+        fn any_numbers_fold_without_a_panic(
+            seq in proptest::num::u64::ANY,
+            ts in proptest::num::u64::ANY,
+            attempt in proptest::num::u32::ANY,
+            heartbeat_ms in proptest::num::u64::ANY,
+            now in proptest::num::u64::ANY,
+        ) {
+            let id = Uuid::now_v7();
+            let mut record = JobRecord::new(id);
+            record.apply(&queued(id));
+            record.apply(&event(id, seq, ts, attempt, EventBody::Accepted { hostname: "h".into(), heartbeat_ms }));
+            record.apply(&event(id, seq, ts, attempt, EventBody::Heartbeat { interval_ms: heartbeat_ms }));
+            let _ = record.state(now);
+            let lost = Completed::without_exit(Status::Lost, String::new());
+            record.apply(&event(id, 0, now, attempt, EventBody::Completed(lost)));
+            let _ = (record.state(now), record.created_at_ms(), record.finished_at_ms());
+        }
     }
 
     #[test]

@@ -87,8 +87,8 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
             let completed = Completed::without_exit(
                 Status::Lost,
                 format!(
-                    "runner {runner} went silent (last heard from at {} ms since the epoch); {}",
-                    last_seen_ms,
+                    "runner {runner} went silent (last heard from {}); {}",
+                    crate::times::heard_at(last_seen_ms, protocol::now_ms()),
                     if retry { "running it again" } else { "not retried: the operation does not set retry_on_lost" }
                 ),
             );

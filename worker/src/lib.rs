@@ -18,6 +18,7 @@ mod link;
 mod redelivery;
 mod runner;
 pub mod streams;
+pub mod times;
 
 pub use execute::Limits;
 pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, hostname, start};

@@ -30,14 +30,19 @@ pub(super) fn invalid_url(url: &str, reason: &str) -> Error {
 }
 
 /// `url` with any password replaced by `***`. It errs on the side of hiding: everything between
-/// the scheme and the last `@` is user info, even if the URL is malformed.
+/// the scheme and the last `@` is user info, even if the URL is malformed; with no `@`, a
+/// `user:rest` right after the scheme may be `user:password` cut short (`amqp://guest:pw`),
+/// unless `rest` is only a port.
 fn redact(url: &str) -> String {
     let (prefix, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
         None => ("", url),
     };
     let Some(at) = rest.rfind('@') else {
-        return url.to_owned();
+        return match rest.split_once(':') {
+            Some((user, after)) if !prefix.is_empty() && !is_port_and_path(after) => format!("{prefix}{user}:***"),
+            _ => url.to_owned(),
+        };
     };
     let (userinfo, host) = rest.split_at(at);
     match userinfo.split_once(':') {
@@ -45,6 +50,12 @@ fn redact(url: &str) -> String {
         None if prefix.is_empty() => format!("***{host}"),
         None => url.to_owned(),
     }
+}
+
+/// `5672`, `5672/vhost`: what follows a host's colon, nothing to hide.
+fn is_port_and_path(after_colon: &str) -> bool {
+    let port = after_colon.split('/').next().unwrap_or_default();
+    !port.is_empty() && port.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -65,11 +76,21 @@ mod tests {
             "amqp://u:s3cret@host:notaport/",
             "amqp://u:s3/cret@host:99999/",
             "amqp//u:s3cret@host",
+            "amqp://guest:s3cret",
+            "amqp://guest:s3cret/vhost",
         ] {
             let err = AmqpBroker::new(bad, Duration::from_secs(1)).expect_err(bad);
             let message = err.to_string();
             assert!(!message.contains("s3cret") && !message.contains("cret@"), "{message}");
             assert!(message.contains("invalid broker URL"), "{message}");
         }
+    }
+
+    #[test]
+    fn redaction_hides_a_password_without_an_at_and_keeps_a_port() {
+        assert_eq!(super::redact("amqp://guest:pw"), "amqp://guest:***");
+        assert_eq!(super::redact("amqp://u:p@w@host/"), "amqp://u:***@host/");
+        assert_eq!(super::redact("amqp://host:99999/vhost"), "amqp://host:99999/vhost");
+        assert_eq!(super::redact("amqp://host"), "amqp://host");
     }
 }

@@ -243,6 +243,9 @@ fn a_zero_timeout_is_rejected_but_a_zero_kill_grace_is_not() {
         message,
         r#"zero `timeout` in operation `build`, expected a positive duration, e.g. "90s", "30m", "1h 30m""#
     );
+    let (line, column, message) = error("[operations.build]\nrun = \"x\"\ntimeout = \"1ns\"\n");
+    assert_eq!((line, column), (3, 11));
+    assert!(message.contains("`timeout` `1ns` in operation `build` is under a millisecond"), "{message}");
     let project = parse_text("[operations.build]\nrun = \"x\"\nkill_grace = \"0s\"\n").expect("valid");
     assert_eq!(project.operations["build"].kill_grace, Some(Duration::ZERO));
 }

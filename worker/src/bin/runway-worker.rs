@@ -28,19 +28,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[command(name = "runway-worker", version, about)]
 struct Flags {
     /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "RUNWAY_SERVER", value_name = "URL")]
+    #[arg(long, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL")]
     server: String,
     /// PEM file of CAs to trust for amqps://, besides the system's.
-    #[arg(long, env = "RUNWAY_TLS_CA", value_name = "PATH")]
+    #[arg(long, env = "RUNWAY_TLS_CA", hide_env_values = true, value_name = "PATH")]
     tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for amqps://; logs in with EXTERNAL unless the URL names a mechanism.
-    #[arg(long, env = "RUNWAY_TLS_CERT", value_name = "PATH")]
+    #[arg(long, env = "RUNWAY_TLS_CERT", hide_env_values = true, value_name = "PATH")]
     tls_cert: Option<PathBuf>,
     /// The client certificate's private key (PEM, unencrypted).
-    #[arg(long, env = "RUNWAY_TLS_KEY", value_name = "PATH")]
+    #[arg(long, env = "RUNWAY_TLS_KEY", hide_env_values = true, value_name = "PATH")]
     tls_key: Option<PathBuf>,
     /// This runner's id (default: the host name).
-    #[arg(long, env = "RUNWAY_RUNNER_ID")]
+    #[arg(long, env = "RUNWAY_RUNNER_ID", hide_env_values = true)]
     id: Option<String>,
     /// A label jobs can target (repeatable).
     #[arg(long = "label", value_name = "K=V", value_parser = parse_label)]
@@ -52,7 +52,7 @@ struct Flags {
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
     /// Namespace prefix of every exchange and queue.
-    #[arg(long, env = "RUNWAY_NAMESPACE", default_value = "runway")]
+    #[arg(long, env = "RUNWAY_NAMESPACE", hide_env_values = true, default_value = "runway")]
     namespace: String,
     /// Take only jobs addressed to this runner's id.
     #[arg(long)]
@@ -154,4 +154,19 @@ async fn serve(flags: &Flags, runner: RunnerConfig, stops: mpsc::Receiver<()>) -
     let conn = Broker::amqp_with_tls(&flags.server, CONNECT_TIMEOUT, &tls)?.connect().await?;
     let config = DaemonConfig { topology, runner, drain_timeout: flags.drain_timeout };
     daemon::run(conn, config, stops).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_option_shows_its_environment_value_in_help() {
+        use clap::CommandFactory;
+        for arg in Flags::command().get_arguments() {
+            if arg.get_env().is_some() {
+                assert!(arg.is_hide_env_values_set(), "--{:?} would print its environment value", arg.get_long());
+            }
+        }
+    }
 }
