@@ -9,3 +9,4 @@ mod local;
 mod python_client;
 mod remote;
 mod support;
+mod worker_flags;

@@ -12,6 +12,7 @@ pub mod daemon;
 mod events;
 mod execute;
 pub mod history;
+pub mod interval;
 mod job;
 mod lines;
 mod link;

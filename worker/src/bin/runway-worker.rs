@@ -10,6 +10,7 @@ use clap::Parser;
 use runway_broker::Broker;
 use runway_broker::topology::Topology;
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
+use runway_worker::interval;
 use runway_worker::{Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -49,13 +50,13 @@ struct Flags {
     #[arg(long)]
     by_id_only: bool,
     /// After SIGTERM, how long running jobs may take to finish before they are cancelled.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = |text: &str| interval::DRAIN_TIMEOUT.parse(text))]
     drain_timeout: Duration,
     /// How often a running job sends a heartbeat.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = |text: &str| interval::HEARTBEAT.parse(text))]
     heartbeat: Duration,
     /// SIGTERM-to-SIGKILL grace period for cancelled and timed-out jobs (unless the job sets one).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = |text: &str| interval::KILL_GRACE.parse(text))]
     kill_grace: Duration,
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
