@@ -7,6 +7,7 @@ mod faults;
 mod jobs;
 mod local;
 mod python_client;
+mod rejections;
 mod remote;
 mod support;
 mod worker_flags;

@@ -435,6 +435,20 @@ pub fn decode_job(bytes: &[u8], limit: usize) -> Result<Job, DecodeError> {
     Ok(job)
 }
 
+/// The id and attempt a job body names, read leniently: a job that does not decode as a whole
+/// (an unknown builtin, an empty command) still says whose it is, so that the runner that refuses
+/// it can tell the job's followers. The attempt is 1 when the body does not give a usable one.
+pub fn probe_job_id(bytes: &[u8]) -> Option<(Uuid, u32)> {
+    #[derive(Deserialize)]
+    struct Probe {
+        id: Uuid,
+        attempt: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    let attempt = probe.attempt.and_then(|value| value.as_u64()).and_then(|n| u32::try_from(n).ok());
+    Some((probe.id, attempt.filter(|n| *n > 0).unwrap_or(1)))
+}
+
 fn probe_version(bytes: &[u8]) -> Result<u64, DecodeError> {
     #[derive(Deserialize)]
     struct Probe {
@@ -570,6 +584,18 @@ mod tests {
         let mut job = job();
         job.command = Command::Argv(vec![]);
         assert!(matches!(decode_job(&encode(&job), 1 << 20), Err(DecodeError::Invalid { .. })));
+    }
+
+    #[test]
+    fn a_job_that_does_not_decode_still_names_its_id() {
+        let id = Uuid::now_v7();
+        let body = format!(r#"{{"v":1,"id":"{id}","attempt":3,"command":{{"builtin":"frobnicate"}}}}"#);
+        assert!(decode_job(body.as_bytes(), 1 << 20).is_err());
+        assert_eq!(probe_job_id(body.as_bytes()), Some((id, 3)));
+        let body = format!(r#"{{"id":"{id}","attempt":"x"}}"#);
+        assert_eq!(probe_job_id(body.as_bytes()), Some((id, 1)));
+        assert_eq!(probe_job_id(b"{not json"), None);
+        assert_eq!(probe_job_id(br#"{"id":"not a uuid"}"#), None);
     }
 
     #[test]

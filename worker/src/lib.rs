@@ -17,6 +17,7 @@ mod job;
 mod lines;
 mod link;
 mod redelivery;
+mod rejection;
 mod runner;
 pub mod streams;
 
