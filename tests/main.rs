@@ -9,5 +9,6 @@ mod local;
 mod python_client;
 mod rejections;
 mod remote;
+mod secret_logs;
 mod support;
 mod worker_flags;

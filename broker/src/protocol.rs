@@ -97,8 +97,8 @@ pub enum Target {
     Labels(BTreeMap<String, String>),
 }
 
-/// One job: what to run, where, and under which limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One job: what to run, where, and under which limits. Its `Debug` shows env names, never values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub v: u32,
     pub id: Uuid,
@@ -123,6 +123,47 @@ pub struct Job {
     pub attempt: u32,
     pub created_at_ms: u64,
     pub queued_by: String,
+}
+
+/// Every field but env values, so that a `?job` in a log line cannot leak one. Destructured in
+/// full: a new field must be judged here (is it secret?) before it compiles.
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Job {
+            v,
+            id,
+            operation,
+            project,
+            command,
+            args,
+            env,
+            workdir,
+            timeout_ms,
+            kill_grace_ms,
+            target,
+            retry_on_lost,
+            attempt,
+            created_at_ms,
+            queued_by,
+        } = self;
+        f.debug_struct("Job")
+            .field("v", v)
+            .field("id", id)
+            .field("operation", operation)
+            .field("project", project)
+            .field("command", command)
+            .field("args", args)
+            .field("env_keys", &env.keys().collect::<Vec<_>>())
+            .field("workdir", workdir)
+            .field("timeout_ms", timeout_ms)
+            .field("kill_grace_ms", kill_grace_ms)
+            .field("target", target)
+            .field("retry_on_lost", retry_on_lost)
+            .field("attempt", attempt)
+            .field("created_at_ms", created_at_ms)
+            .field("queued_by", queued_by)
+            .finish()
+    }
 }
 
 /// Which pipe a log line came from.
@@ -596,6 +637,13 @@ mod tests {
         assert_eq!(probe_job_id(body.as_bytes()), Some((id, 1)));
         assert_eq!(probe_job_id(b"{not json"), None);
         assert_eq!(probe_job_id(br#"{"id":"not a uuid"}"#), None);
+    }
+
+    #[test]
+    fn a_job_debug_shows_env_names_not_values() {
+        let text = format!("{:?}", job());
+        assert!(text.contains("env_keys: [\"A\"]") && text.contains("make"), "{text}");
+        assert!(!text.contains("\"b\""), "{text}");
     }
 
     #[test]

@@ -8,12 +8,16 @@ use std::time::Duration;
 
 use clap::Parser;
 use runway_broker::Broker;
+use runway_broker::client_logs::client_log_cap;
 use runway_broker::topology::Topology;
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::interval;
 use runway_worker::{Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Exit code for bad flags.
 const USAGE: u8 = 64;
@@ -84,13 +88,13 @@ fn main() -> ExitCode {
         0 => format!("info,{}", runway_broker::QUIET_CLIENT_LOGS),
         _ => "debug".to_owned(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into()),
-        )
+    // Whatever `RUNWAY_LOG` says, the AMQP client's debug and trace (frames with the login's
+    // password bytes, job bodies with env values) never pass.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into());
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(output.with_filter(filter.and(client_log_cap()))).init();
     let id = flags.id.clone().or_else(runway_worker::hostname).unwrap_or_else(|| "worker".to_owned());
     let mut runner = RunnerConfig::new(id);
     runner.labels = flags.labels.iter().cloned().collect::<BTreeMap<_, _>>();
