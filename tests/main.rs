@@ -8,5 +8,8 @@ mod hostile;
 mod jobs;
 mod local;
 mod python_client;
+mod rejections;
 mod remote;
+mod secret_logs;
 mod support;
+mod worker_flags;

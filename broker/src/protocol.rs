@@ -160,8 +160,8 @@ pub enum Target {
     Labels(BTreeMap<String, String>),
 }
 
-/// One job: what to run, where, and under which limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One job: what to run, where, and under which limits. Its `Debug` shows env names, never values.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub v: u32,
     pub id: Uuid,
@@ -186,6 +186,47 @@ pub struct Job {
     pub attempt: u32,
     pub created_at_ms: u64,
     pub queued_by: String,
+}
+
+/// Every field but env values, so that a `?job` in a log line cannot leak one. Destructured in
+/// full: a new field must be judged here (is it secret?) before it compiles.
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Job {
+            v,
+            id,
+            operation,
+            project,
+            command,
+            args,
+            env,
+            workdir,
+            timeout_ms,
+            kill_grace_ms,
+            target,
+            retry_on_lost,
+            attempt,
+            created_at_ms,
+            queued_by,
+        } = self;
+        f.debug_struct("Job")
+            .field("v", v)
+            .field("id", id)
+            .field("operation", operation)
+            .field("project", project)
+            .field("command", command)
+            .field("args", args)
+            .field("env_keys", &env.keys().collect::<Vec<_>>())
+            .field("workdir", workdir)
+            .field("timeout_ms", timeout_ms)
+            .field("kill_grace_ms", kill_grace_ms)
+            .field("target", target)
+            .field("retry_on_lost", retry_on_lost)
+            .field("attempt", attempt)
+            .field("created_at_ms", created_at_ms)
+            .field("queued_by", queued_by)
+            .finish()
+    }
 }
 
 /// Which pipe a log line came from.
@@ -550,6 +591,20 @@ pub fn decode_job(bytes: &[u8], limit: usize) -> Result<Job, DecodeError> {
     Ok(job)
 }
 
+/// The id and attempt a job body names, read leniently: a job that does not decode as a whole
+/// (an unknown builtin, an empty command) still says whose it is, so that the runner that refuses
+/// it can tell the job's followers. The attempt is 1 when the body does not give a usable one.
+pub fn probe_job_id(bytes: &[u8]) -> Option<(Uuid, u32)> {
+    #[derive(Deserialize)]
+    struct Probe {
+        id: Uuid,
+        attempt: Option<serde_json::Value>,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).ok()?;
+    let attempt = probe.attempt.and_then(|value| value.as_u64()).and_then(|n| u32::try_from(n).ok());
+    Some((probe.id, attempt.filter(|n| *n > 0).unwrap_or(1)))
+}
+
 fn probe_version(bytes: &[u8]) -> Result<u64, DecodeError> {
     #[derive(Deserialize)]
     struct Probe {
@@ -722,6 +777,25 @@ mod tests {
             format!(r#"{{"v":1,"job":"{id}","seq":4,"ts":5,"runner":"r","attempt":1,"body":{{"kind":"log"}}}}"#);
         assert!(matches!(decode_event(broken.as_bytes()), Err(DecodeError::Invalid { .. })));
         assert!(matches!(decode_event(b"{\"v\":2}"), Err(DecodeError::Version { found: 2 })));
+    }
+
+    #[test]
+    fn a_job_that_does_not_decode_still_names_its_id() {
+        let id = Uuid::now_v7();
+        let body = format!(r#"{{"v":1,"id":"{id}","attempt":3,"command":{{"builtin":"frobnicate"}}}}"#);
+        assert!(decode_job(body.as_bytes(), 1 << 20).is_err());
+        assert_eq!(probe_job_id(body.as_bytes()), Some((id, 3)));
+        let body = format!(r#"{{"id":"{id}","attempt":"x"}}"#);
+        assert_eq!(probe_job_id(body.as_bytes()), Some((id, 1)));
+        assert_eq!(probe_job_id(b"{not json"), None);
+        assert_eq!(probe_job_id(br#"{"id":"not a uuid"}"#), None);
+    }
+
+    #[test]
+    fn a_job_debug_shows_env_names_not_values() {
+        let text = format!("{:?}", job());
+        assert!(text.contains("env_keys: [\"A\"]") && text.contains("make"), "{text}");
+        assert!(!text.contains("\"b\""), "{text}");
     }
 
     #[test]

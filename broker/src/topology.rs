@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::message::{ExchangeKind, Message, QueueInfo, QueueKind, QueueOptions};
+use crate::message::{ExchangeKind, Message, Properties, QueueInfo, QueueKind, QueueOptions};
 use crate::protocol::{self, Control, Event, Job, RunnerInfo, Target};
 use crate::{Confirm, Connection, Error, HeaderValue, Result};
 
@@ -402,9 +402,18 @@ impl Topology {
         conn.publish_confirmed("", stream, &message, true).await
     }
 
-    /// Move an undecodable job to the dead-letter exchange with the reason in its headers.
-    pub async fn dead_letter(&self, conn: &Connection, body: Vec<u8>, reason: &str, queue: &str) -> Result<()> {
-        let mut message = Message::json(body, protocol::KIND_JOB);
+    /// Move a job that cannot be run to the dead-letter exchange: its body and `original`
+    /// properties (`message_id`, `correlation_id`, `timestamp`, headers...) as they came, persistent,
+    /// with the reason and the queue it came from added as headers.
+    pub async fn dead_letter(
+        &self,
+        conn: &Connection,
+        body: Vec<u8>,
+        original: &Properties,
+        reason: &str,
+        queue: &str,
+    ) -> Result<()> {
+        let mut message = Message { body, properties: original.clone() };
         message.properties.persistent = true;
         message.properties.headers.insert("x-runway-reason".to_owned(), HeaderValue::Str(reason.to_owned()));
         message.properties.headers.insert("x-runway-queue".to_owned(), HeaderValue::Str(queue.to_owned()));

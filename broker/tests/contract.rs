@@ -910,12 +910,19 @@ async fn a_dead_lettered_job_names_the_queue_it_was_consumed_from(broker: Broker
     let delivery = next(&mut consumer).await;
     assert_eq!(delivery.queue, queue);
     assert_ne!(delivery.routing_key, queue, "this test needs a routing key other than the queue's name");
-    topology.dead_letter(&conn, delivery.body.clone(), "a reason", &delivery.queue).await.expect("dead-letter");
+    topology
+        .dead_letter(&conn, delivery.body.clone(), &delivery.properties, "a reason", &delivery.queue)
+        .await
+        .expect("dead-letter");
     delivery.acker.ack().await.expect("ack");
     let mut dead = conn.consume(&topology.dead_queue(), &ConsumeOptions::with_prefetch(1)).await.expect("consume");
     let letter = next(&mut dead).await;
     assert_eq!(letter.properties.header_str("x-runway-reason"), Some("a reason"));
     assert_eq!(letter.properties.header_str("x-runway-queue"), Some(queue.as_str()));
+    let id = job.id.to_string();
+    assert_eq!(letter.properties.message_id.as_deref(), Some(id.as_str()), "the original message_id is kept");
+    assert_eq!(letter.properties.correlation_id.as_deref(), Some(id.as_str()), "the original correlation_id is kept");
+    assert_eq!(letter.properties.timestamp_ms.map(|ms| ms / 1000), Some(job.created_at_ms / 1000), "timestamp kept");
     drop((consumer, dead));
     topology.delete_runner(&conn, &runner).await.expect("clean up");
     topology.delete_shared(&conn).await.expect("clean up");

@@ -220,6 +220,7 @@ impl Printer {
         let outcome = match (completed.status, completed.exit_code) {
             (Status::Success, _) => format!("{} succeeded in {took}", self.operation),
             (Status::Failed, Some(code)) => format!("{} failed with exit code {code} after {took}", self.operation),
+            (Status::Rejected, _) => format!("{} rejected", self.operation),
             (status, _) => format!("{} ended {status} after {took}", self.operation),
         };
         let outcome = match &completed.error {

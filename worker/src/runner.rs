@@ -26,6 +26,7 @@ use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
 use crate::job::{JobRun, run_job, settle};
 use crate::link::{Link, LinkState};
+use crate::rejection::reject;
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -488,22 +489,12 @@ impl Serving {
         }
     }
 
-    /// Decode a delivered job and start it, or dead-letter it with the reason.
+    /// Decode a delivered job and start it, or reject it (`rejection`).
     async fn take(&mut self, instance: u64, delivery: Delivery) {
         let job = match protocol::decode_job(&delivery.body, self.config.max_job_bytes) {
             Ok(job) => job,
             Err(err) => {
-                let reason = err.to_string();
-                tracing::warn!(routing_key = %delivery.routing_key, %reason, "dead-lettering a job message");
-                let queue = delivery.queue.clone();
-                match self.topology.dead_letter(&self.conn, delivery.body, &reason, &queue).await {
-                    Ok(()) => settle(delivery.acker.ack().await),
-                    // Keep it where it is rather than lose it.
-                    Err(err) => {
-                        tracing::warn!(error = %err, "dead-lettering failed");
-                        settle(delivery.acker.nack(true).await);
-                    }
-                }
+                reject(&self.conn, &self.topology, &self.config.id, delivery, &err).await;
                 return;
             }
         };

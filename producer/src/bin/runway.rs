@@ -3,10 +3,14 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use runway_broker::client_logs::client_log_cap;
 use runway_producer::attach::Interrupts;
 use runway_producer::cli::Cli;
 use runway_producer::commands;
 use runway_producer::exit;
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Ctrl-C presses, from the terminal or a SIGINT. One listener for the whole run, so a press
 /// that arrives while an event is being printed is kept, not lost.
@@ -45,13 +49,13 @@ fn main() -> ExitCode {
         1 => "info,runway=debug".to_owned(),
         _ => "debug".to_owned(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into()),
-        )
+    // Whatever `RUNWAY_LOG` says, the AMQP client's debug and trace (frames with the login's
+    // password bytes, job bodies with env values) never pass.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into());
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(output.with_filter(filter.and(client_log_cap()))).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {

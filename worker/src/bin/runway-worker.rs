@@ -7,12 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use runway_broker::client_logs::client_log_cap;
 use runway_broker::topology::Topology;
 use runway_broker::{Broker, TlsFiles};
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
+use runway_worker::interval;
 use runway_worker::{Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+use tracing_subscriber::filter::FilterExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Exit code for bad flags.
 const USAGE: u8 = 64;
@@ -58,13 +63,13 @@ struct Flags {
     #[arg(long)]
     by_id_only: bool,
     /// After SIGTERM, how long running jobs may take to finish before they are cancelled.
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10m", value_parser = |text: &str| interval::DRAIN_TIMEOUT.parse(text))]
     drain_timeout: Duration,
     /// How often a running job sends a heartbeat.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = |text: &str| interval::HEARTBEAT.parse(text))]
     heartbeat: Duration,
     /// SIGTERM-to-SIGKILL grace period for cancelled and timed-out jobs (unless the job sets one).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = |text: &str| interval::KILL_GRACE.parse(text))]
     kill_grace: Duration,
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -92,13 +97,13 @@ fn main() -> ExitCode {
         0 => format!("info,{}", runway_broker::QUIET_CLIENT_LOGS),
         _ => "debug".to_owned(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into()),
-        )
+    // Whatever `RUNWAY_LOG` says, the AMQP client's debug and trace (frames with the login's
+    // password bytes, job bodies with env values) never pass.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into());
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    tracing_subscriber::registry().with(output.with_filter(filter.and(client_log_cap()))).init();
     let id = flags.id.clone().or_else(runway_worker::hostname).unwrap_or_else(|| "worker".to_owned());
     let mut runner = RunnerConfig::new(id);
     runner.labels = flags.labels.iter().cloned().collect::<BTreeMap<_, _>>();
