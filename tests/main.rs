@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod faults;
+mod groups;
 mod jobs;
 mod local;
 mod python_client;

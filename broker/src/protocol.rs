@@ -123,6 +123,9 @@ pub struct Job {
     pub attempt: u32,
     pub created_at_ms: u64,
     pub queued_by: String,
+    /// The concurrency group: at most one job of a group runs at a time, in queue order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Which pipe a log line came from.
@@ -249,6 +252,8 @@ pub struct Queued {
     pub retry_on_lost: bool,
     pub queued_by: String,
     pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Queued {
@@ -264,6 +269,7 @@ impl Queued {
             retry_on_lost: job.retry_on_lost,
             queued_by: job.queued_by.clone(),
             created_at_ms: job.created_at_ms,
+            group: job.group.clone(),
         }
     }
 }
@@ -350,6 +356,8 @@ pub enum ControlBody {
     Cancel { job: Uuid, force: bool },
     /// Every runner answers with a [`RunnerInfo`] to the queue `reply_to`.
     Ping { reply_to: String },
+    /// A job of concurrency group `name` is queued: runners consume the group's queue.
+    Group { name: String },
 }
 
 impl ControlBody {
@@ -358,6 +366,7 @@ impl ControlBody {
         match self {
             ControlBody::Cancel { .. } => "cancel",
             ControlBody::Ping { .. } => "ping",
+            ControlBody::Group { .. } => "group",
         }
     }
 }
@@ -488,6 +497,7 @@ mod tests {
             attempt: 1,
             created_at_ms: 5,
             queued_by: "me@host".into(),
+            group: None,
         }
     }
 

@@ -940,6 +940,7 @@ async fn a_dead_lettered_job_names_the_queue_it_was_consumed_from(broker: Broker
         attempt: 1,
         created_at_ms: now_ms(),
         queued_by: "contract".to_owned(),
+        group: None,
     };
     topology.publish_job(&conn, &job).await.expect("publish job");
     let queue = topology.job_queue(&target);

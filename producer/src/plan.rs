@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::cli::JobArgs;
 use crate::exit::CliError;
 use crate::identity;
-use crate::project::{Operation, Project};
+use crate::project::{Concurrency, Operation, Project};
 
 /// The operation `name` of the project file.
 pub fn find_operation<'a>(project: &'a Project, name: &str) -> Result<&'a Operation, CliError> {
@@ -91,6 +91,41 @@ pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, targe
         attempt: 1,
         created_at_ms: now_ms(),
         queued_by: identity::user_at_host(),
+        group: None,
+    }
+}
+
+/// The concurrency group of a job for `operation` (the flag beats the file; `deploy` and
+/// `release` default to `<project>.<operation>`). Groups are served by remote runners: a job
+/// for this CLI's own runner or for a label set runs in none, and asking for one is an error.
+pub fn concurrency_group(
+    project: &Project,
+    operation: &Operation,
+    args: &JobArgs,
+    target: Option<&Target>,
+) -> Result<Option<String>, CliError> {
+    let explicit = match (&args.concurrency_group, &operation.concurrency) {
+        (Some(flag), _) => Some(flag.clone()),
+        (None, Concurrency::Group(group)) => Some(group.clone()),
+        (None, Concurrency::Off) => return Ok(None),
+        (None, Concurrency::Default) => None,
+    };
+    let serves_groups = matches!(target, Some(Target::Any));
+    match explicit {
+        Some(group) if serves_groups => {
+            runway_broker::topology::check_group(&group).map_err(|err| CliError::Usage(err.to_string()))?;
+            Ok(Some(group))
+        }
+        Some(group) => Err(CliError::Usage(format!(
+            "concurrency group `{group}` (operation `{}`) needs a job any remote runner may take (--remote); \
+             groups are not served for label sets or single runners yet",
+            operation.name
+        ))),
+        None if serves_groups && matches!(operation.name.as_str(), "deploy" | "release") => {
+            let group = format!("{}.{}", project.name, operation.name);
+            Ok(runway_broker::topology::check_group(&group).is_ok().then_some(group))
+        }
+        None => Ok(None),
     }
 }
 

@@ -11,6 +11,7 @@ mod credit;
 pub mod daemon;
 mod events;
 mod execute;
+mod groups;
 pub mod history;
 mod job;
 mod lines;

@@ -24,6 +24,7 @@ use crate::cancels::cancelled_job;
 use crate::consumers::{Forward, Tagged, Wiring, forward, job_consume_options, wire};
 use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
+use crate::groups::Groups;
 use crate::job::{JobRun, run_job, settle};
 use crate::link::{Link, LinkState};
 
@@ -152,8 +153,11 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         shared: HashMap::new(),
         ledger: Ledger::default(),
         instances: 0,
+        groups: Groups::default(),
     };
+    let groups = wiring.groups.clone();
     let (control, cancels) = state.plug(wiring);
+    state.consume_groups(groups).await;
     state.reconcile().await;
     let id = state.config.id.clone();
     let task = tokio::spawn(serve(state, deliveries, control, cancels, shutdown_rx));
@@ -195,6 +199,8 @@ struct Serving {
     ledger: Ledger,
     /// Consumer instances numbered so far.
     instances: u64,
+    /// The concurrency groups' queues consumed, and the group jobs here.
+    groups: Groups,
 }
 
 /// A consumer of a shared job queue, made for `prefetch` free slots.
@@ -246,7 +252,8 @@ impl Serving {
         if self.shutdown.borrow().is_some() {
             return;
         }
-        let free = self.config.concurrency.max(1).saturating_sub(self.running.len());
+        let in_slots = self.running.len().saturating_sub(self.groups.jobs_here());
+        let free = self.config.concurrency.max(1).saturating_sub(in_slots);
         let queues: Vec<String> = self.job_queues.iter().skip(1).cloned().collect();
         for queue in queues {
             let held = self.shared.get(&queue).map(|active| Held {
@@ -283,6 +290,20 @@ impl Serving {
                     tracing::warn!(%queue, error = %err, "consuming a shared job queue failed; trying again when a job ends");
                 }
             }
+        }
+    }
+
+    /// Consume the queues of concurrency groups (see `groups`); a runner that takes only its
+    /// own jobs consumes none.
+    async fn consume_groups(&mut self, names: impl IntoIterator<Item = String>) {
+        if self.config.by_id_only || self.shutdown.borrow().is_some() {
+            return;
+        }
+        let (conn, topology) = (self.conn.clone(), self.topology.clone());
+        match self.groups.consume(&conn, &topology, names, &mut self.instances, &self.deliveries_tx).await {
+            Ok(()) => {}
+            Err(err) if err.is_unreachable() => self.link.report_lost(self.generation),
+            Err(err) => tracing::warn!(error = %err, "consuming a concurrency group's queue failed"),
         }
     }
 
@@ -341,11 +362,14 @@ async fn serve(
             Step::Delivery(None) => {}
             Step::Reconnected(conn, generation) => {
                 state.forwarders.abort_all();
+                let groups = state.groups.unplug();
                 state.conn = conn;
                 state.generation = generation;
                 match wire(&state.conn, &state.topology, &state.config).await {
                     Ok(wiring) => {
+                        let groups: Vec<String> = groups.into_iter().chain(wiring.groups.clone()).collect();
                         let (new_control, new_cancels) = state.plug(wiring);
+                        state.consume_groups(groups).await;
                         control = Some(new_control);
                         cancels = new_cancels;
                         state.reconcile().await;
@@ -373,6 +397,7 @@ async fn serve(
             Step::Control(None) => control = None,
             Step::JobEnded(id) => {
                 state.running.remove(&id);
+                state.groups.ended(id);
                 state.ledger.settled(id);
                 state.reconcile().await;
             }
@@ -420,6 +445,8 @@ async fn serve(
             state.cancel_running().await;
         }
     }
+    // Only now: a group job still running keeps its group held until it completed.
+    state.groups.stop().await;
     state.link.close();
 }
 
@@ -521,13 +548,20 @@ impl Serving {
         }
         self.running.insert(job.id, stop_tx);
         self.ledger.took(job.id, instance);
+        // A group job runs outside the slots: the group bounds it to one (see `groups`).
+        let slots = if self.groups.is_group_consumer(instance) {
+            self.groups.took(job.id);
+            Arc::new(Semaphore::new(1))
+        } else {
+            Arc::clone(&self.slots)
+        };
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
             link: self.link.clone(),
             topology: self.topology.clone(),
             config: Arc::clone(&self.config),
-            slots: Arc::clone(&self.slots),
+            slots,
             hostname: self.hostname.clone(),
         };
         self.jobs.spawn(async move {
@@ -547,6 +581,7 @@ impl Serving {
                         let _ = stop.send(Stop { force });
                     }
                 }
+                ControlBody::Group { name } => self.consume_groups([name]).await,
                 ControlBody::Ping { reply_to } => {
                     let info = self.info();
                     if let Err(err) = self.topology.reply_runner_info(&self.conn, &reply_to, &info).await {
