@@ -7,6 +7,7 @@ mod faults;
 mod groups;
 mod jobs;
 mod local;
+mod once;
 mod python_client;
 mod remote;
 mod support;

@@ -170,4 +170,24 @@ mod tests {
         assert!(err.to_string().contains("needs a server"), "{err}");
         assert!(matches!(find_operation(&project, "nope"), Err(CliError::UnknownOperation { .. })));
     }
+
+    #[test]
+    fn deploy_and_release_get_a_group_per_project_unless_turned_off() {
+        let text = "[operations.deploy]\nrun = \"d\"\n\n[operations.release]\nrun = \"r\"\nconcurrency = false\n\n\
+                    [operations.build]\nrun = \"b\"\n";
+        let project = crate::project::parse(Path::new("/nonexistent/shop/runway.toml"), text).expect("valid");
+        let any = Some(&Target::Any);
+        let group = |name: &str, args: &JobArgs, target: Option<&Target>| {
+            concurrency_group(&project, find_operation(&project, name).expect("defined"), args, target)
+        };
+        let none = JobArgs::default();
+        assert_eq!(group("deploy", &none, any).expect("valid"), Some("shop.deploy".to_owned()));
+        assert_eq!(group("release", &none, any).expect("valid"), None, "concurrency = false");
+        assert_eq!(group("build", &none, any).expect("valid"), None);
+        assert_eq!(group("deploy", &none, None).expect("valid"), None, "this CLI's own runner serves no group");
+        let flagged = JobArgs { concurrency_group: Some("prod".to_owned()), ..JobArgs::default() };
+        assert_eq!(group("build", &flagged, any).expect("valid"), Some("prod".to_owned()));
+        let err = group("build", &flagged, None).expect_err("a group needs a remote job");
+        assert!(matches!(err, CliError::Usage(_)), "{err}");
+    }
 }

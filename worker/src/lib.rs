@@ -14,6 +14,7 @@ mod execute;
 mod groups;
 pub mod history;
 mod job;
+mod lifetime;
 mod lines;
 mod link;
 mod redelivery;
@@ -21,4 +22,5 @@ mod runner;
 pub mod streams;
 
 pub use execute::Limits;
+pub use lifetime::Lifetime;
 pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, hostname, start};

@@ -26,6 +26,7 @@ use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
 use crate::groups::Groups;
 use crate::job::{JobRun, run_job, settle};
+use crate::lifetime::{Lifetime, Progress};
 use crate::link::{Link, LinkState};
 
 /// Everything that shapes a runner.
@@ -44,6 +45,8 @@ pub struct RunnerConfig {
     pub limits: Limits,
     /// Larger job messages are dead-lettered unread.
     pub max_job_bytes: usize,
+    /// One job only, or an idle timeout (see `lifetime`).
+    pub lifetime: Lifetime,
 }
 
 impl RunnerConfig {
@@ -58,6 +61,7 @@ impl RunnerConfig {
             workdir: None,
             limits: Limits::default(),
             max_job_bytes: 1024 * 1024,
+            lifetime: Lifetime::default(),
         }
     }
 }
@@ -123,7 +127,11 @@ impl Runner {
 /// The runner outlives its connection: when the broker goes away it dials again (with a growing
 /// pause, until stopped), declares its queues again and consumes again; running jobs keep
 /// running, and their events wait and go out on the new connection.
-pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig) -> Result<Runner, RunnerError> {
+pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerConfig) -> Result<Runner, RunnerError> {
+    if config.lifetime.once {
+        // Prefetch 1 on every queue it consumes.
+        config.concurrency = 1;
+    }
     runway_broker::topology::check_runner_id(&config.id)?;
     runway_broker::topology::check_labels(&config.labels)?;
     let concurrency = config.concurrency.max(1);
@@ -133,6 +141,7 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     tokio::spawn(link.clone().keep_up());
 
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
+    let config_lifetime = config.lifetime;
     let (shutdown, shutdown_rx) = watch::channel(None);
     let mut state = Serving {
         conn: conn.clone(),
@@ -154,6 +163,7 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         ledger: Ledger::default(),
         instances: 0,
         groups: Groups::default(),
+        progress: Progress::new(config_lifetime),
     };
     let groups = wiring.groups.clone();
     let (control, cancels) = state.plug(wiring);
@@ -201,6 +211,8 @@ struct Serving {
     instances: u64,
     /// The concurrency groups' queues consumed, and the group jobs here.
     groups: Groups,
+    /// Whether the runner ends on its own (one job, idle timeout).
+    progress: Progress,
 }
 
 /// A consumer of a shared job queue, made for `prefetch` free slots.
@@ -249,7 +261,7 @@ impl Serving {
     /// says: a full runner holds no credit on a queue that another runner could serve, so it
     /// hoards none of its jobs, and a runner with free slots consumes every shared queue.
     async fn reconcile(&mut self) {
-        if self.shutdown.borrow().is_some() {
+        if self.shutdown.borrow().is_some() || !self.progress.consumes() {
             return;
         }
         let in_slots = self.running.len().saturating_sub(self.groups.jobs_here());
@@ -296,7 +308,7 @@ impl Serving {
     /// Consume the queues of concurrency groups (see `groups`); a runner that takes only its
     /// own jobs consumes none.
     async fn consume_groups(&mut self, names: impl IntoIterator<Item = String>) {
-        if self.config.by_id_only || self.shutdown.borrow().is_some() {
+        if self.config.by_id_only || self.shutdown.borrow().is_some() || !self.progress.consumes() {
             return;
         }
         let (conn, topology) = (self.conn.clone(), self.topology.clone());
@@ -343,6 +355,10 @@ async fn serve(
                 Ok(id) => Step::JobEnded(id),
                 Err(err) => { tracing::error!(error = %err, "job task failed"); continue; }
             },
+            () = idle(state.progress.idle_deadline(state.running.len())) => {
+                tracing::info!("no job for the idle timeout: stopping");
+                Step::Shutdown
+            }
             Ok(()) = link.changed() => match &*link.borrow_and_update() {
                 LinkState::Up(conn, generation) if *generation > state.generation => {
                     Step::Reconnected(conn.clone(), *generation)
@@ -352,8 +368,21 @@ async fn serve(
         };
         match step {
             Step::Shutdown => break,
+            Step::Delivery(Some((_, Ok(delivery)))) if !state.progress.arrived() => {
+                tracing::info!("handing back a second job: this runner takes one (--once)");
+                settle(delivery.acker.nack(true).await);
+            }
             Step::Delivery(Some((instance, Ok(delivery)))) => {
                 state.take(instance, delivery).await;
+                if !state.progress.consumes() {
+                    // A one-shot runner has its job: consume nothing more.
+                    state.forwarders.abort_all();
+                    state.shared.clear();
+                    state.groups.unplug();
+                    if state.running.is_empty() {
+                        break;
+                    }
+                }
                 state.reconcile().await;
             }
             Step::Delivery(Some((_, Err(err)))) if err.is_unreachable() => state.link.report_lost(state.generation),
@@ -399,6 +428,9 @@ async fn serve(
                 state.running.remove(&id);
                 state.groups.ended(id);
                 state.ledger.settled(id);
+                if state.progress.settled(state.running.len()) {
+                    break;
+                }
                 state.reconcile().await;
             }
         }
@@ -455,6 +487,14 @@ async fn until(state: &mut watch::Receiver<LinkState>, up: bool) {
     let reached = state.wait_for(|state| matches!(state, LinkState::Up(..)) == up).await.is_ok();
     if !reached {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Resolve at `deadline`, or never without one.
+async fn idle(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
