@@ -86,3 +86,52 @@ async fn jobs_of_one_group_never_overlap_across_three_workers_and_run_in_queue_o
     ns.conn().delete_queue(&ns.topology.group_queue("deploy-prod")).await.expect("delete the group queue");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_group_stays_held_across_a_worker_sigkill_until_the_dead_job_is_resolved_lost() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    let workers = [ns.worker("w-a", &["--concurrency", "2"]).await, ns.worker("w-b", &["--concurrency", "2"]).await];
+    let toml = "[operations.slow]\nrun = \"sleep 5\"\nconcurrency = \"g\"\n\n\
+                [operations.quick]\nrun = \"echo quick\"\nconcurrency = \"g\"\n";
+    let project = Project::new(toml);
+    let slow = project.runway(&args(&flags, &["run", "slow", "--remote", "--detach"])).await;
+    slow.assert_code(0);
+    let slow = slow.stdout().trim().to_owned();
+    let mut holder = String::new();
+    ns.read_history(|event| {
+        if event["job"] == slow.as_str() && event["body"]["kind"] == "started" {
+            holder = event["runner"].as_str().unwrap_or_default().to_owned();
+            return true;
+        }
+        false
+    })
+    .await;
+    let quick = project.runway(&args(&flags, &["run", "quick", "--remote", "--detach"])).await;
+    quick.assert_code(0);
+    let quick = quick.stdout().trim().to_owned();
+    let index = if holder == "w-a" { 0 } else { 1 };
+    workers[index].signal(nix::sys::signal::Signal::SIGKILL);
+    let (mut lost_at, mut quick_started_at) = (None, None);
+    ns.read_history(|event| {
+        let kind = event["body"]["kind"].as_str().unwrap_or_default();
+        if event["job"] == slow.as_str() && kind == "completed" {
+            assert_eq!(event["body"]["data"]["status"], "lost", "{event}");
+            lost_at = event["ts"].as_u64();
+        }
+        if event["job"] == quick.as_str() && kind == "accepted" {
+            quick_started_at = event["ts"].as_u64();
+        }
+        event["job"] == quick.as_str() && kind == "completed"
+    })
+    .await;
+    let (lost_at, quick_started_at) =
+        (lost_at.expect("the slow job was resolved lost"), quick_started_at.expect("quick ran"));
+    assert!(
+        lost_at <= quick_started_at,
+        "the next job of the group was taken ({quick_started_at}) before the dead one was resolved lost ({lost_at})"
+    );
+    eprintln!("figure: the group was free {} ms after the dead job was resolved lost", quick_started_at - lost_at);
+    ns.conn().delete_queue(&ns.topology.group_queue("g")).await.expect("delete the group queue");
+    ns.cleanup().await;
+}

@@ -476,6 +476,10 @@ impl Topology {
         format!("group.{name}")
     }
 
+    /// A quorum queue like the shared job queues (delivery limit, replicated), with a single
+    /// active consumer. A job returned by a runner that died goes back ahead of the group's
+    /// other jobs (a channel close; the group SIGKILL test holds RabbitMQ to it), so the next
+    /// active consumer resolves the dead one (lost) before it takes the next.
     fn group_queue_options(&self) -> QueueOptions {
         QueueOptions { single_active_consumer: true, ..self.shared_job_queue_options() }
     }
