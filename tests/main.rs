@@ -4,9 +4,11 @@
 #![allow(unreachable_pub)]
 
 mod faults;
+mod groups;
 mod hostile;
 mod jobs;
 mod local;
+mod once;
 mod python_client;
 mod rejections;
 mod remote;

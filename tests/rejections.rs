@@ -26,6 +26,7 @@ fn job(id: Uuid, operation: &str, command: Command) -> Job {
         attempt: 1,
         created_at_ms: protocol::now_ms(),
         queued_by: "tests@rejections".to_owned(),
+        group: None,
     }
 }
 

@@ -93,6 +93,7 @@ fn job_of(operation: &str, command: JobCommand) -> Job {
         attempt: 1,
         created_at_ms: protocol::now_ms(),
         queued_by: "test".to_owned(),
+        group: None,
     }
 }
 

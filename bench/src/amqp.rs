@@ -102,6 +102,7 @@ fn job(kind: Kind) -> Job {
         attempt: 1,
         created_at_ms: protocol::now_ms(),
         queued_by: "bench".into(),
+        group: None,
     }
 }
 

@@ -63,6 +63,7 @@ async fn write_job(writer: &mut Writer, lines: usize) -> Result<Uuid> {
         timeout_ms: None,
         retry_on_lost: false,
         queued_by: "bench".into(),
+        group: None,
         created_at_ms: protocol::now_ms(),
     };
     writer.emit(id, 0, EventBody::Queued(queued)).await?;

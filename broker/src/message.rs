@@ -47,6 +47,9 @@ pub struct QueueOptions {
     pub max_age: Option<Duration>,
     /// Retention by size (`x-max-length-bytes`).
     pub max_length_bytes: Option<u64>,
+    /// Only one consumer at a time receives anything, the oldest; when it goes, the next
+    /// (`x-single-active-consumer`).
+    pub single_active_consumer: bool,
 }
 
 /// What a queue holds right now.

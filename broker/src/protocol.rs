@@ -186,6 +186,9 @@ pub struct Job {
     pub attempt: u32,
     pub created_at_ms: u64,
     pub queued_by: String,
+    /// The concurrency group: at most one job of a group runs at a time, in queue order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// Every field but env values, so that a `?job` in a log line cannot leak one. Destructured in
@@ -208,6 +211,7 @@ impl fmt::Debug for Job {
             attempt,
             created_at_ms,
             queued_by,
+            group,
         } = self;
         f.debug_struct("Job")
             .field("v", v)
@@ -225,6 +229,7 @@ impl fmt::Debug for Job {
             .field("attempt", attempt)
             .field("created_at_ms", created_at_ms)
             .field("queued_by", queued_by)
+            .field("group", group)
             .finish()
     }
 }
@@ -353,6 +358,8 @@ pub struct Queued {
     pub retry_on_lost: bool,
     pub queued_by: String,
     pub created_at_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 impl Queued {
@@ -368,6 +375,7 @@ impl Queued {
             retry_on_lost: job.retry_on_lost,
             queued_by: job.queued_by.clone(),
             created_at_ms: job.created_at_ms,
+            group: job.group.clone(),
         }
     }
 }
@@ -459,6 +467,8 @@ pub enum ControlBody {
     Cancel { job: Uuid, force: bool },
     /// Every runner answers with a [`RunnerInfo`] to the queue `reply_to`.
     Ping { reply_to: String },
+    /// A job of concurrency group `name` is queued: runners consume the group's queue.
+    Group { name: String },
 }
 
 impl ControlBody {
@@ -467,6 +477,7 @@ impl ControlBody {
         match self {
             ControlBody::Cancel { .. } => "cancel",
             ControlBody::Ping { .. } => "ping",
+            ControlBody::Group { .. } => "group",
         }
     }
 }
@@ -658,6 +669,7 @@ mod tests {
             attempt: 1,
             created_at_ms: 5,
             queued_by: "me@host".into(),
+            group: None,
         }
     }
 

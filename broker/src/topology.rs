@@ -258,6 +258,8 @@ impl Topology {
         }
         conn.declare_queue(&self.cancels_queue(), &history).await?;
         conn.bind_queue(&self.cancels_queue(), &self.control_exchange(), "cancel").await?;
+        conn.declare_queue(&self.groups_queue(), &history).await?;
+        conn.bind_queue(&self.groups_queue(), &self.control_exchange(), "group").await?;
         // Last: its presence says that everything above is in place.
         conn.declare_exchange(&self.complete_marker(), ExchangeKind::Fanout, true).await?;
         Ok(())
@@ -276,7 +278,7 @@ impl Topology {
     /// An exchange that routes nothing, declared after everything else: the topology of this
     /// version is complete. A version that adds to the topology names a new marker.
     fn complete_marker(&self) -> String {
-        format!("{}.topology.v1", self.ns)
+        format!("{}.topology.v2", self.ns)
     }
 
     /// Whether the streams events and cancels go to are up. Right after a broker restart
@@ -353,7 +355,11 @@ impl Topology {
         message.properties.correlation_id = Some(id);
         message.properties.timestamp_ms = Some(job.created_at_ms);
         message.properties.persistent = true;
-        conn.publish_confirmed(&self.jobs_exchange(), &Self::job_routing_key(&job.target), &message, true).await
+        let routing_key = match &job.group {
+            Some(group) => Self::group_routing_key(group),
+            None => Self::job_routing_key(&job.target),
+        };
+        conn.publish_confirmed(&self.jobs_exchange(), &routing_key, &message, true).await
     }
 
     /// Publish one event; the returned confirm resolves in publish order.
@@ -427,9 +433,14 @@ impl Topology {
 
     /// Delete everything of this namespace that can be deleted (tests clean up with it).
     pub async fn delete_shared(&self, conn: &Connection) -> Result<(), Error> {
-        for queue in
-            [self.any_queue(), self.history_queue(), self.index_queue(), self.cancels_queue(), self.dead_queue()]
-        {
+        for queue in [
+            self.any_queue(),
+            self.history_queue(),
+            self.index_queue(),
+            self.cancels_queue(),
+            self.groups_queue(),
+            self.dead_queue(),
+        ] {
             conn.delete_queue(&queue).await?;
         }
         for exchange in [
@@ -454,6 +465,53 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// Concurrency groups: a quorum queue per group with a single active consumer and prefetch 1,
+/// so at most one job of the group is out at a time, in queue order; and a stream of the
+/// groups' names (announced as control messages), from which runners learn what to consume.
+impl Topology {
+    /// The stream of group announcements ([`protocol::ControlBody::Group`]).
+    pub fn groups_queue(&self) -> String {
+        format!("{}.groups", self.ns)
+    }
+
+    /// The queue the jobs of group `name` wait in.
+    pub fn group_queue(&self, name: &str) -> String {
+        format!("{}.group.{name}", self.ns)
+    }
+
+    fn group_routing_key(name: &str) -> String {
+        format!("group.{name}")
+    }
+
+    /// A quorum queue like the shared job queues (delivery limit, replicated), with a single
+    /// active consumer. A job returned by a runner that died goes back ahead of the group's
+    /// other jobs (a channel close; the group SIGKILL test holds RabbitMQ to it), so the next
+    /// active consumer resolves the dead one (lost) before it takes the next.
+    fn group_queue_options(&self) -> QueueOptions {
+        QueueOptions { single_active_consumer: true, ..self.shared_job_queue_options() }
+    }
+
+    /// Declare and bind the queue of group `name`; returns its name.
+    pub async fn declare_group(&self, conn: &Connection, name: &str) -> Result<String> {
+        check_group(name).map_err(|err| Error::Protocol(err.to_string()))?;
+        let queue = self.group_queue(name);
+        conn.declare_queue(&queue, &self.group_queue_options()).await?;
+        conn.bind_queue(&queue, &self.jobs_exchange(), &Self::group_routing_key(name)).await?;
+        Ok(queue)
+    }
+
+    /// Tell every runner, now and later, that group `name` has jobs: they consume its queue.
+    pub async fn announce_group(&self, conn: &Connection, name: &str) -> Result<()> {
+        let control = Control { v: protocol::VERSION, body: protocol::ControlBody::Group { name: name.to_owned() } };
+        self.publish_control(conn, &control).await
+    }
+}
+
+/// Check a concurrency group's name.
+pub fn check_group(name: &str) -> Result<(), NameError> {
+    check_name("concurrency group", name)
 }
 
 #[cfg(test)]

@@ -72,6 +72,7 @@ macro_rules! contract {
 }
 
 contract!(
+    a_single_active_consumer_queue_feeds_only_its_oldest_consumer_until_it_goes,
     direct_exchange_routes_by_exact_key,
     topic_exchange_routes_by_pattern,
     fanout_exchange_routes_to_every_queue,
@@ -219,6 +220,42 @@ async fn a_requeued_message_goes_to_the_head_of_a_classic_queue_and_the_back_of_
         drop(consumer);
         cleanup(&conn, &[&queue_name], &[]).await;
     }
+}
+
+async fn a_single_active_consumer_queue_feeds_only_its_oldest_consumer_until_it_goes(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let (first_conn, second_conn) =
+        (broker.connect().await.expect("connect"), broker.connect().await.expect("connect"));
+    let queue_name = names.name("q");
+    let options = QueueOptions { kind: QueueKind::Quorum, single_active_consumer: true, ..durable() };
+    first_conn.declare_queue(&queue_name, &options).await.expect("queue");
+    for i in 0..3 {
+        first_conn.publish_confirmed("", &queue_name, &text(&i.to_string()), true).await.expect("publish");
+    }
+    let mut active = first_conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let mut waiting = second_conn.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
+    let zero = next(&mut active).await;
+    assert_eq!(body(&zero), "0");
+    zero.acker.ack().await.expect("ack");
+    // Without a single active consumer the second one, with credit, would have had "1" while
+    // the first held "0".
+    let one = next(&mut active).await;
+    assert_eq!(body(&one), "1");
+    assert_eq!(second_conn.queue_info(&queue_name).await.expect("info").expect("exists").messages, 1);
+    // The active consumer's connection goes: its unacknowledged "1" comes back, and the next
+    // consumer is the active one now.
+    drop(active);
+    drop(one);
+    first_conn.close().await;
+    let mut got = HashSet::new();
+    for _ in 0..2 {
+        let delivery = next(&mut waiting).await;
+        got.insert(body(&delivery));
+        delivery.acker.ack().await.expect("ack");
+    }
+    assert_eq!(got, HashSet::from(["1".to_owned(), "2".to_owned()]));
+    drop(waiting);
+    cleanup(&second_conn, &[&queue_name], &[]).await;
 }
 
 async fn direct_exchange_routes_by_exact_key(broker: Broker, test: &str) {
@@ -903,6 +940,7 @@ async fn a_dead_lettered_job_names_the_queue_it_was_consumed_from(broker: Broker
         attempt: 1,
         created_at_ms: now_ms(),
         queued_by: "contract".to_owned(),
+        group: None,
     };
     topology.publish_job(&conn, &job).await.expect("publish job");
     let queue = topology.job_queue(&target);

@@ -124,7 +124,7 @@ class Client:
         """See "Checking the topology": one passive declaration says all the rest is there."""
         probe = self.connection.channel()  # a failed passive declaration closes its channel
         try:
-            probe.exchange_declare(f"{self.ns}.topology.v1", passive=True)
+            probe.exchange_declare(f"{self.ns}.topology.v2", passive=True)
         except pika.exceptions.ChannelClosedByBroker as err:
             raise RunwayError(
                 f"namespace `{self.ns}` has no runway topology ({err.reply_text}): start a runway-worker "

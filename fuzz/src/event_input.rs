@@ -109,6 +109,7 @@ fn queued(u: &mut Unstructured<'_>) -> Result<Queued> {
         retry_on_lost: u.arbitrary()?,
         queued_by: text(u)?,
         created_at_ms: timestamp(u)?,
+        group: if u.arbitrary()? { Some(text(u)?) } else { None },
     })
 }
 

@@ -158,6 +158,9 @@ pub struct JobArgs {
     /// Print the job id and exit once the broker has the job; it runs on a remote runner.
     #[arg(long)]
     pub detach: bool,
+    /// Run in this concurrency group: one job of the group at a time; beats the project file.
+    #[arg(long, value_name = "NAME")]
+    pub concurrency_group: Option<String>,
     /// Arguments appended to the operation's command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,

@@ -120,6 +120,7 @@ mod tests {
             timeout_ms: None,
             retry_on_lost: false,
             queued_by: "me@here".to_owned(),
+            group: None,
             created_at_ms,
         };
         let event = |seq, body| Event {

@@ -30,15 +30,16 @@ pub async fn run(
     for (name, args) in &operations {
         let operation = plan::find_operation(&project, name)?;
         let target = plan::remote_target(args, operation, settings.server.is_some())?;
-        planned.push((operation, args, target));
+        let group = plan::concurrency_group(&project, operation, args, target.as_ref())?;
+        planned.push((operation, args, target, group));
     }
-    let needs_runner = planned.iter().any(|(_, _, target)| target.is_none());
+    let needs_runner = planned.iter().any(|(_, _, target, _)| target.is_none());
     let mut session = Session::open(&settings, needs_runner).await?;
     let style = if json { Style::Json } else { Style::Human { quiet: cli.quiet } };
     let mut code = exit::SUCCESS;
-    for (operation, args, target) in planned {
+    for (operation, args, target, group) in planned {
         let target = target.unwrap_or_else(|| session.own_target());
-        let job = plan::build_job(&project, operation, args, target);
+        let job = runway_broker::protocol::Job { group, ..plan::build_job(&project, operation, args, target) };
         if args.detach {
             session.submit(&job).await?;
             println!("{}", job.id);

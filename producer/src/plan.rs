@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::cli::JobArgs;
 use crate::exit::CliError;
 use crate::identity;
-use crate::project::{Operation, Project};
+use crate::project::{Concurrency, Operation, Project};
 
 /// The operation `name` of the project file.
 pub fn find_operation<'a>(project: &'a Project, name: &str) -> Result<&'a Operation, CliError> {
@@ -91,6 +91,41 @@ pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, targe
         attempt: 1,
         created_at_ms: now_ms(),
         queued_by: identity::user_at_host(),
+        group: None,
+    }
+}
+
+/// The concurrency group of a job for `operation` (the flag beats the file; `deploy` and
+/// `release` default to `<project>.<operation>`). Groups are served by remote runners: a job
+/// for this CLI's own runner or for a label set runs in none, and asking for one is an error.
+pub fn concurrency_group(
+    project: &Project,
+    operation: &Operation,
+    args: &JobArgs,
+    target: Option<&Target>,
+) -> Result<Option<String>, CliError> {
+    let explicit = match (&args.concurrency_group, &operation.concurrency) {
+        (Some(flag), _) => Some(flag.clone()),
+        (None, Concurrency::Group(group)) => Some(group.clone()),
+        (None, Concurrency::Off) => return Ok(None),
+        (None, Concurrency::Default) => None,
+    };
+    let serves_groups = matches!(target, Some(Target::Any));
+    match explicit {
+        Some(group) if serves_groups => {
+            runway_broker::topology::check_group(&group).map_err(|err| CliError::Usage(err.to_string()))?;
+            Ok(Some(group))
+        }
+        Some(group) => Err(CliError::Usage(format!(
+            "concurrency group `{group}` (operation `{}`) needs a job any remote runner may take (--remote); \
+             groups are not served for label sets or single runners yet",
+            operation.name
+        ))),
+        None if serves_groups && matches!(operation.name.as_str(), "deploy" | "release") => {
+            let group = format!("{}.{}", project.name, operation.name);
+            Ok(runway_broker::topology::check_group(&group).is_ok().then_some(group))
+        }
+        None => Ok(None),
     }
 }
 
@@ -134,5 +169,25 @@ mod tests {
         let err = remote_target(&JobArgs::default(), deploy, false).expect_err("no server");
         assert!(err.to_string().contains("needs a server"), "{err}");
         assert!(matches!(find_operation(&project, "nope"), Err(CliError::UnknownOperation { .. })));
+    }
+
+    #[test]
+    fn deploy_and_release_get_a_group_per_project_unless_turned_off() {
+        let text = "[operations.deploy]\nrun = \"d\"\n\n[operations.release]\nrun = \"r\"\nconcurrency = false\n\n\
+                    [operations.build]\nrun = \"b\"\n";
+        let project = crate::project::parse(Path::new("/nonexistent/shop/runway.toml"), text).expect("valid");
+        let any = Some(&Target::Any);
+        let group = |name: &str, args: &JobArgs, target: Option<&Target>| {
+            concurrency_group(&project, find_operation(&project, name).expect("defined"), args, target)
+        };
+        let none = JobArgs::default();
+        assert_eq!(group("deploy", &none, any).expect("valid"), Some("shop.deploy".to_owned()));
+        assert_eq!(group("release", &none, any).expect("valid"), None, "concurrency = false");
+        assert_eq!(group("build", &none, any).expect("valid"), None);
+        assert_eq!(group("deploy", &none, None).expect("valid"), None, "this CLI's own runner serves no group");
+        let flagged = JobArgs { concurrency_group: Some("prod".to_owned()), ..JobArgs::default() };
+        assert_eq!(group("build", &flagged, any).expect("valid"), Some("prod".to_owned()));
+        let err = group("build", &flagged, None).expect_err("a group needs a remote job");
+        assert!(matches!(err, CliError::Usage(_)), "{err}");
     }
 }

@@ -72,6 +72,20 @@ pub struct Operation {
     pub target: Option<Target>,
     pub retry_on_lost: bool,
     pub description: Option<String>,
+    /// `concurrency`: the operation's concurrency group.
+    pub concurrency: Concurrency,
+}
+
+/// An operation's concurrency group, as the file says.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Concurrency {
+    /// Not set: `deploy` and `release` get a group of their own per project, others none.
+    #[default]
+    Default,
+    /// `concurrency = false`.
+    Off,
+    /// `concurrency = "NAME"`.
+    Group(String),
 }
 
 /// Why the project file cannot be used.
@@ -189,6 +203,15 @@ struct OperationSection {
     #[serde(default)]
     retry_on_lost: bool,
     description: Option<String>,
+    concurrency: Option<Spanned<ConcurrencySection>>,
+}
+
+/// `concurrency` as written: a group name, or `false`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ConcurrencySection {
+    Group(String),
+    Flag(bool),
 }
 
 /// The text being parsed and where it came from, to turn byte spans into located errors.
@@ -346,6 +369,26 @@ impl SourceFile<'_> {
             env.insert(key.into_inner(), value);
         }
         let target = section.target.map(|target| self.target(target.into_inner(), name)).transpose()?;
+        let concurrency = match section.concurrency {
+            None => Concurrency::Default,
+            Some(spanned) => {
+                let span = spanned.span();
+                match spanned.into_inner() {
+                    ConcurrencySection::Flag(false) => Concurrency::Off,
+                    ConcurrencySection::Flag(true) => {
+                        return Err(self.invalid(
+                            span,
+                            format!("`concurrency = true` in operation `{name}`: name the group, or write false"),
+                        ));
+                    }
+                    ConcurrencySection::Group(group) => {
+                        runway_broker::topology::check_group(&group)
+                            .map_err(|err| self.invalid(span, format!("{err} (operation `{name}`)")))?;
+                        Concurrency::Group(group)
+                    }
+                }
+            }
+        };
         Ok(Operation {
             name: name.to_owned(),
             command: run.into_inner().0,
@@ -355,6 +398,7 @@ impl SourceFile<'_> {
             target,
             retry_on_lost: section.retry_on_lost,
             description: section.description,
+            concurrency,
         })
     }
 

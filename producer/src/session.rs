@@ -71,6 +71,12 @@ impl Session {
     /// `rejected` completion on the record, so the history does not show it waiting forever.
     pub async fn submit(&self, job: &Job) -> Result<(), CliError> {
         self.record(job, EventBody::Queued(Queued::of(job))).await?;
+        if let Some(group) = &job.group {
+            // The group's queue must exist for the job to route; runners learn of it from the
+            // announcement and consume it.
+            self.topology.declare_group(&self.conn, group).await?;
+            self.topology.announce_group(&self.conn, group).await?;
+        }
         match self.topology.publish_job(&self.conn, job).await {
             Ok(()) => Ok(()),
             Err(runway_broker::Error::Unroutable { .. }) => {

@@ -185,6 +185,7 @@ mod tests {
             timeout_ms: None,
             retry_on_lost: false,
             queued_by: "me@here".to_owned(),
+            group: None,
             created_at_ms: 1_700_000_000_000,
         };
         record.apply(&event(id, 0, EventBody::Queued(queued)));

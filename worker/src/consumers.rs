@@ -37,6 +37,8 @@ pub(crate) struct Wiring {
     pub(crate) control: Consumer,
     /// Jobs cancelled so far, and the consumer of later cancels (not for an in-process runner).
     pub(crate) cancels: Option<(HashSet<Uuid>, Consumer)>,
+    /// Concurrency groups announced so far (none for a runner that takes only its own jobs).
+    pub(crate) groups: HashSet<String>,
 }
 
 /// Declare the runner's queues on `conn` and consume them.
@@ -63,7 +65,8 @@ pub(crate) async fn wire(
     let consumers = vec![(own.clone(), options.clone(), conn.consume(own, &options).await?)];
     let control =
         conn.consume(&control_queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;
-    Ok(Wiring { job_queues, consumers, control, cancels })
+    let groups = if config.by_id_only { HashSet::new() } else { crate::groups::read_groups(conn, topology).await? };
+    Ok(Wiring { job_queues, consumers, control, cancels, groups })
 }
 
 /// How a job queue is consumed: `slots` deliveries at most, unacknowledged for up to a day.

@@ -262,6 +262,7 @@ mod tests {
             timeout_ms: None,
             retry_on_lost: false,
             queued_by: "me@host".into(),
+            group: None,
             created_at_ms: 1_000,
         });
         Event { runner: String::new(), ..event(job, 0, 1_000, 1, body) }

@@ -11,9 +11,11 @@ mod credit;
 pub mod daemon;
 mod events;
 mod execute;
+mod groups;
 pub mod history;
 pub mod interval;
 mod job;
+mod lifetime;
 mod lines;
 mod link;
 mod redelivery;
@@ -23,4 +25,5 @@ pub mod streams;
 pub mod times;
 
 pub use execute::Limits;
+pub use lifetime::Lifetime;
 pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, hostname, start};

@@ -154,6 +154,7 @@ mod tests {
             attempt: 1,
             created_at_ms: 0,
             queued_by: "t".into(),
+            group: None,
         }
     }
 

@@ -24,7 +24,9 @@ use crate::cancels::cancelled_job;
 use crate::consumers::{Forward, Tagged, Wiring, forward, job_consume_options, wire};
 use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
+use crate::groups::Groups;
 use crate::job::{JobRun, run_job, settle};
+use crate::lifetime::{Lifetime, Progress};
 use crate::link::{Link, LinkState};
 use crate::rejection::reject;
 
@@ -44,6 +46,8 @@ pub struct RunnerConfig {
     pub limits: Limits,
     /// Larger job messages are dead-lettered unread.
     pub max_job_bytes: usize,
+    /// One job only, or an idle timeout (see `lifetime`).
+    pub lifetime: Lifetime,
 }
 
 impl RunnerConfig {
@@ -58,6 +62,7 @@ impl RunnerConfig {
             workdir: None,
             limits: Limits::default(),
             max_job_bytes: 1024 * 1024,
+            lifetime: Lifetime::default(),
         }
     }
 }
@@ -123,7 +128,11 @@ impl Runner {
 /// The runner outlives its connection: when the broker goes away it dials again (with a growing
 /// pause, until stopped), declares its queues again and consumes again; running jobs keep
 /// running, and their events wait and go out on the new connection.
-pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig) -> Result<Runner, RunnerError> {
+pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerConfig) -> Result<Runner, RunnerError> {
+    if config.lifetime.once {
+        // Prefetch 1 on every queue it consumes.
+        config.concurrency = 1;
+    }
     runway_broker::topology::check_runner_id(&config.id)?;
     runway_broker::topology::check_labels(&config.labels)?;
     let concurrency = config.concurrency.max(1);
@@ -133,6 +142,7 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
     tokio::spawn(link.clone().keep_up());
 
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
+    let config_lifetime = config.lifetime;
     let (shutdown, shutdown_rx) = watch::channel(None);
     let mut state = Serving {
         conn: conn.clone(),
@@ -153,8 +163,12 @@ pub async fn start(conn: &Connection, topology: &Topology, config: RunnerConfig)
         shared: HashMap::new(),
         ledger: Ledger::default(),
         instances: 0,
+        groups: Groups::default(),
+        progress: Progress::new(config_lifetime),
     };
+    let groups = wiring.groups.clone();
     let (control, cancels) = state.plug(wiring);
+    state.consume_groups(groups).await;
     state.reconcile().await;
     let id = state.config.id.clone();
     let task = tokio::spawn(serve(state, deliveries, control, cancels, shutdown_rx));
@@ -196,6 +210,10 @@ struct Serving {
     ledger: Ledger,
     /// Consumer instances numbered so far.
     instances: u64,
+    /// The concurrency groups' queues consumed, and the group jobs here.
+    groups: Groups,
+    /// Whether the runner ends on its own (one job, idle timeout).
+    progress: Progress,
 }
 
 /// A consumer of a shared job queue, made for `prefetch` free slots.
@@ -244,10 +262,11 @@ impl Serving {
     /// says: a full runner holds no credit on a queue that another runner could serve, so it
     /// hoards none of its jobs, and a runner with free slots consumes every shared queue.
     async fn reconcile(&mut self) {
-        if self.shutdown.borrow().is_some() {
+        if self.shutdown.borrow().is_some() || !self.progress.consumes() {
             return;
         }
-        let free = self.config.concurrency.max(1).saturating_sub(self.running.len());
+        let in_slots = self.running.len().saturating_sub(self.groups.jobs_here());
+        let free = self.config.concurrency.max(1).saturating_sub(in_slots);
         let queues: Vec<String> = self.job_queues.iter().skip(1).cloned().collect();
         for queue in queues {
             let held = self.shared.get(&queue).map(|active| Held {
@@ -287,6 +306,20 @@ impl Serving {
         }
     }
 
+    /// Consume the queues of concurrency groups (see `groups`); a runner that takes only its
+    /// own jobs consumes none.
+    async fn consume_groups(&mut self, names: impl IntoIterator<Item = String>) {
+        if self.config.by_id_only || self.shutdown.borrow().is_some() || !self.progress.consumes() {
+            return;
+        }
+        let (conn, topology) = (self.conn.clone(), self.topology.clone());
+        match self.groups.consume(&conn, &topology, names, &mut self.instances, &self.deliveries_tx).await {
+            Ok(()) => {}
+            Err(err) if err.is_unreachable() => self.link.report_lost(self.generation),
+            Err(err) => tracing::warn!(error = %err, "consuming a concurrency group's queue failed"),
+        }
+    }
+
     /// Cancel the live consumer of a shared queue; its forwarder still hands over what the
     /// broker had sent (see docs/ARCHITECTURE.md, "Job consumers and credit").
     fn cancel_shared(&mut self, queue: &str) {
@@ -323,6 +356,10 @@ async fn serve(
                 Ok(id) => Step::JobEnded(id),
                 Err(err) => { tracing::error!(error = %err, "job task failed"); continue; }
             },
+            () = idle(state.progress.idle_deadline(state.running.len())) => {
+                tracing::info!("no job for the idle timeout: stopping");
+                Step::Shutdown
+            }
             Ok(()) = link.changed() => match &*link.borrow_and_update() {
                 LinkState::Up(conn, generation) if *generation > state.generation => {
                     Step::Reconnected(conn.clone(), *generation)
@@ -332,8 +369,21 @@ async fn serve(
         };
         match step {
             Step::Shutdown => break,
+            Step::Delivery(Some((_, Ok(delivery)))) if !state.progress.arrived() => {
+                tracing::info!("handing back a second job: this runner takes one (--once)");
+                settle(delivery.acker.nack(true).await);
+            }
             Step::Delivery(Some((instance, Ok(delivery)))) => {
                 state.take(instance, delivery).await;
+                if !state.progress.consumes() {
+                    // A one-shot runner has its job: consume nothing more.
+                    state.forwarders.abort_all();
+                    state.shared.clear();
+                    state.groups.unplug();
+                    if state.running.is_empty() {
+                        break;
+                    }
+                }
                 state.reconcile().await;
             }
             Step::Delivery(Some((_, Err(err)))) if err.is_unreachable() => state.link.report_lost(state.generation),
@@ -342,11 +392,14 @@ async fn serve(
             Step::Delivery(None) => {}
             Step::Reconnected(conn, generation) => {
                 state.forwarders.abort_all();
+                let groups = state.groups.unplug();
                 state.conn = conn;
                 state.generation = generation;
                 match wire(&state.conn, &state.topology, &state.config).await {
                     Ok(wiring) => {
+                        let groups: Vec<String> = groups.into_iter().chain(wiring.groups.clone()).collect();
                         let (new_control, new_cancels) = state.plug(wiring);
+                        state.consume_groups(groups).await;
                         control = Some(new_control);
                         cancels = new_cancels;
                         state.reconcile().await;
@@ -374,7 +427,11 @@ async fn serve(
             Step::Control(None) => control = None,
             Step::JobEnded(id) => {
                 state.running.remove(&id);
+                state.groups.ended(id);
                 state.ledger.settled(id);
+                if state.progress.settled(state.running.len()) {
+                    break;
+                }
                 state.reconcile().await;
             }
         }
@@ -421,6 +478,8 @@ async fn serve(
             state.cancel_running().await;
         }
     }
+    // Only now: a group job still running keeps its group held until it completed.
+    state.groups.stop().await;
     state.link.close();
 }
 
@@ -429,6 +488,14 @@ async fn until(state: &mut watch::Receiver<LinkState>, up: bool) {
     let reached = state.wait_for(|state| matches!(state, LinkState::Up(..)) == up).await.is_ok();
     if !reached {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Resolve at `deadline`, or never without one.
+async fn idle(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -512,13 +579,20 @@ impl Serving {
         }
         self.running.insert(job.id, stop_tx);
         self.ledger.took(job.id, instance);
+        // A group job runs outside the slots: the group bounds it to one (see `groups`).
+        let slots = if self.groups.is_group_consumer(instance) {
+            self.groups.took(job.id);
+            Arc::new(Semaphore::new(1))
+        } else {
+            Arc::clone(&self.slots)
+        };
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
             link: self.link.clone(),
             topology: self.topology.clone(),
             config: Arc::clone(&self.config),
-            slots: Arc::clone(&self.slots),
+            slots,
             hostname: self.hostname.clone(),
         };
         self.jobs.spawn(async move {
@@ -538,6 +612,7 @@ impl Serving {
                         let _ = stop.send(Stop { force });
                     }
                 }
+                ControlBody::Group { name } => self.consume_groups([name]).await,
                 ControlBody::Ping { reply_to } => {
                     let info = self.info();
                     if let Err(err) = self.topology.reply_runner_info(&self.conn, &reply_to, &info).await {

@@ -35,6 +35,7 @@ fn job(command: &str) -> Job {
         attempt: 1,
         created_at_ms: protocol::now_ms(),
         queued_by: "daemon-test".to_owned(),
+        group: None,
     }
 }
 

@@ -108,11 +108,13 @@ fn queued() -> impl Strategy<Value = Queued> {
     (
         (short_text(), short_text(), command(), vec(short_text(), 0..3), vec(short_text(), 0..3)),
         (target(), proptest::option::of(millis()), any::<bool>(), short_text(), timestamp()),
+        proptest::option::of(short_text()),
     )
         .prop_map(
             |(
                 (operation, project, command, args, env_keys),
                 (target, timeout_ms, retry_on_lost, queued_by, created_at_ms),
+                group,
             )| Queued {
                 operation,
                 project,
@@ -124,6 +126,7 @@ fn queued() -> impl Strategy<Value = Queued> {
                 retry_on_lost,
                 queued_by,
                 created_at_ms,
+                group,
             },
         )
 }

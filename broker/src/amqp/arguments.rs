@@ -44,6 +44,9 @@ pub(super) fn queue_arguments(options: &QueueOptions) -> Result<FieldTable> {
     if let Some(bytes) = options.max_length_bytes {
         arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(i64::try_from(bytes).unwrap_or(i64::MAX)));
     }
+    if options.single_active_consumer {
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    }
     Ok(arguments)
 }
 

@@ -272,9 +272,11 @@ impl State {
 pub(super) fn dispatch_queue(queue_name: &str, queue: &mut Queue, counter: &mut u64) {
     while !queue.ready.is_empty() && !queue.consumers.is_empty() {
         let count = queue.consumers.len();
-        let Some(index) =
-            (0..count).map(|i| (queue.next_consumer + i) % count).find(|&i| queue.consumers[i].has_credit())
-        else {
+        // With a single active consumer only the oldest one (the first, since consumers leave
+        // the list in order) receives anything.
+        let eligible = if queue.options.single_active_consumer { 1 } else { count };
+        let start = if queue.options.single_active_consumer { 0 } else { queue.next_consumer };
+        let Some(index) = (0..eligible).map(|i| (start + i) % count).find(|&i| queue.consumers[i].has_credit()) else {
             return;
         };
         let Some(stored) = queue.ready.pop_front() else { return };

@@ -141,7 +141,7 @@ fn an_unknown_operation_key_is_named_at_the_key() {
     assert_eq!(
         message,
         "unknown key `tiemout` in [operations.build], expected one of `run`, `timeout`, `kill_grace`, `env`, \
-             `target`, `retry_on_lost`, `description`"
+             `target`, `retry_on_lost`, `description`, `concurrency`"
     );
 }
 
@@ -456,4 +456,20 @@ fn a_builtin_operation_is_read_and_an_unknown_one_is_named() {
     assert!(text.contains("unknown builtin `nope`, expected one of: noop"), "{text}");
     let err = parse(path, "[operations.ping]\nrun = { program = \"x\" }\n").expect_err("unknown key");
     assert!(err.to_string().contains("program"), "{err}");
+}
+
+#[test]
+fn concurrency_is_a_group_name_or_false() {
+    let project = parse_text(
+        "[operations.deploy]\nrun = \"d\"\nconcurrency = false\n\n[operations.migrate]\nrun = \"m\"\nconcurrency = \"db-prod\"\n\n[operations.build]\nrun = \"b\"\n",
+    )
+    .expect("valid");
+    assert_eq!(project.operations["deploy"].concurrency, super::Concurrency::Off);
+    assert_eq!(project.operations["migrate"].concurrency, super::Concurrency::Group("db-prod".to_owned()));
+    assert_eq!(project.operations["build"].concurrency, super::Concurrency::Default);
+    let (line, _, message) = error("[operations.deploy]\nrun = \"d\"\nconcurrency = true\n");
+    assert_eq!(line, 3);
+    assert!(message.contains("name the group"), "{message}");
+    let (_, _, message) = error("[operations.deploy]\nrun = \"d\"\nconcurrency = \"a b\"\n");
+    assert!(message.contains("invalid concurrency group"), "{message}");
 }

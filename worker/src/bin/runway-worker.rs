@@ -12,7 +12,7 @@ use runway_broker::topology::Topology;
 use runway_broker::{Broker, TlsFiles};
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::interval;
-use runway_worker::{Limits, RunnerConfig};
+use runway_worker::{Lifetime, Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing_subscriber::filter::FilterExt as _;
@@ -71,6 +71,12 @@ struct Flags {
     /// SIGTERM-to-SIGKILL grace period for cancelled and timed-out jobs (unless the job sets one).
     #[arg(long, default_value = "10s", value_parser = |text: &str| interval::KILL_GRACE.parse(text))]
     kill_grace: Duration,
+    /// Take exactly one job, run it, and exit (0, whatever the job's outcome).
+    #[arg(long)]
+    once: bool,
+    /// Exit (0) after this long with no job (e.g. 10m).
+    #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -110,6 +116,7 @@ fn main() -> ExitCode {
     runner.concurrency = usize::from(flags.concurrency);
     runner.by_id_only = flags.by_id_only;
     runner.workdir = flags.workdir.clone();
+    runner.lifetime = Lifetime { once: flags.once, idle_timeout: flags.idle_timeout };
     runner.limits = Limits { heartbeat: flags.heartbeat, kill_grace: flags.kill_grace, ..Limits::default() };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
