@@ -47,6 +47,10 @@ pub struct QueueOptions {
     pub max_age: Option<Duration>,
     /// Retention by size (`x-max-length-bytes`).
     pub max_length_bytes: Option<u64>,
+    /// Nodes a quorum queue or a stream is replicated to when it is created
+    /// (`x-quorum-initial-group-size`, `x-initial-cluster-size`); RabbitMQ caps it at the
+    /// cluster's size. Only creation reads it: redeclaring with another count is no conflict.
+    pub replicas: Option<u16>,
 }
 
 /// What a queue holds right now.
