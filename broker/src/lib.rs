@@ -35,9 +35,15 @@ impl Broker {
         Broker::Memory(memory::MemoryBroker::new())
     }
 
-    /// A RabbitMQ broker at `url` (`amqp://` or `amqps://`); nothing is dialled until `connect`.
+    /// A RabbitMQ broker at `url` (`amqp://` or `amqps://`), or at any of the nodes of a
+    /// comma-separated list, tried in a random order; nothing is dialled until `connect`.
     pub fn amqp(url: &str, connect_timeout: Duration) -> Result<Broker> {
         Ok(Broker::Amqp(amqp::AmqpBroker::new(url, connect_timeout)?))
+    }
+
+    /// As [`Broker::amqp`], with the nodes tried in `order`.
+    pub fn amqp_in_order(urls: &str, connect_timeout: Duration, order: amqp::ServerOrder) -> Result<Broker> {
+        Ok(Broker::Amqp(amqp::AmqpBroker::in_order(urls, connect_timeout, order)?))
     }
 
     /// Where the broker is, safe to print: the host, never the password.
@@ -45,6 +51,14 @@ impl Broker {
         match self {
             Broker::Memory(_) => "local (in-memory)".to_owned(),
             Broker::Amqp(broker) => broker.display_name(),
+        }
+    }
+
+    /// How many nodes it may connect to: 1, or the length of a server list.
+    pub fn nodes(&self) -> usize {
+        match self {
+            Broker::Memory(_) => 1,
+            Broker::Amqp(broker) => broker.nodes(),
         }
     }
 

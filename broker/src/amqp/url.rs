@@ -31,7 +31,7 @@ pub(super) fn invalid_url(url: &str, reason: &str) -> Error {
 
 /// `url` with any password replaced by `***`. It errs on the side of hiding: everything between
 /// the scheme and the last `@` is user info, even if the URL is malformed.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     let (prefix, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
         None => ("", url),

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use runway_broker::Broker;
+use runway_broker::amqp::ServerOrder;
 use runway_broker::topology::Topology;
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::{Limits, RunnerConfig};
@@ -27,9 +28,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "runway-worker", version, about)]
 struct Flags {
-    /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "RUNWAY_SERVER", value_name = "URL")]
+    /// Broker URL (amqp:// or amqps://), or the nodes of a cluster, comma-separated.
+    #[arg(long, env = "RUNWAY_SERVER", value_name = "URL[,URL...]")]
     server: String,
+    /// The order the nodes of --server are tried in: shuffled (spreads runners), or listed
+    /// (the first is preferred).
+    #[arg(long, env = "RUNWAY_SERVER_ORDER", value_enum, default_value_t = Order::Shuffled)]
+    server_order: Order,
     /// This runner's id (default: the host name).
     #[arg(long, env = "RUNWAY_RUNNER_ID")]
     id: Option<String>,
@@ -60,6 +65,13 @@ struct Flags {
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--server-order`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Order {
+    Shuffled,
+    Listed,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -141,7 +153,11 @@ fn main() -> ExitCode {
 /// Connect to the broker named by the flags and serve on it until told to stop.
 async fn serve(flags: &Flags, runner: RunnerConfig, stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
     let topology = Topology::new(&flags.namespace)?;
-    let conn = Broker::amqp(&flags.server, CONNECT_TIMEOUT)?.connect().await?;
+    let order = match flags.server_order {
+        Order::Shuffled => ServerOrder::Shuffled,
+        Order::Listed => ServerOrder::Listed,
+    };
+    let conn = Broker::amqp_in_order(&flags.server, CONNECT_TIMEOUT, order)?.connect().await?;
     let config = DaemonConfig { topology, runner, drain_timeout: flags.drain_timeout };
     daemon::run(conn, config, stops).await
 }
