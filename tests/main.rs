@@ -3,6 +3,7 @@
 // The support module is this binary's own; `pub` there just means "for the test modules".
 #![allow(unreachable_pub)]
 
+mod consumer_cancel;
 mod faults;
 mod jobs;
 mod local;
