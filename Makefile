@@ -4,17 +4,25 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test test-faults test-tls lint build broker bench clean fuzz
+.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
 	$(CARGO) build --release -p runway-producer --bin runway
 	cd examples/demo && ../../target/release/runway up
 
-## Lint, make sure a RabbitMQ answers, then run every test.
+## Lint, make sure a RabbitMQ answers, then run every test; the cluster tests last (they start
+## a cluster of their own, which needs root).
 test: lint broker python
 	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast --exclude runway-tests
+	$(CARGO) test -p runway-tests --no-fail-fast --test e2e --test serial --test tls
+	$(MAKE) test-cluster
+
+## The cluster fault tests alone: start a three-node cluster (scripts/rabbitmq-cluster, ports
+## 5681-5683), kill, stop and restart its nodes under runners and CLIs, stop it; figure lines.
+test-cluster: build
+	$(CARGO) test -p runway-tests --test cluster -- --test-threads=1 --nocapture
 
 ## The fault suite alone, with its figure lines: worker kills, poison messages, drain and the
 ## delivery limit (e2e `faults::`), then the scenarios that need the broker to themselves

@@ -3,6 +3,7 @@
 // The support module is this binary's own; `pub` there just means "for the test modules".
 #![allow(unreachable_pub)]
 
+mod consumer_cancel;
 mod faults;
 mod groups;
 mod hostile;
@@ -13,5 +14,6 @@ mod python_client;
 mod rejections;
 mod remote;
 mod secret_logs;
+mod server_list;
 mod support;
 mod worker_flags;

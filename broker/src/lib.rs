@@ -38,14 +38,26 @@ impl Broker {
         Broker::Memory(memory::MemoryBroker::new())
     }
 
-    /// A RabbitMQ broker at `url` (`amqp://` or `amqps://`); nothing is dialled until `connect`.
+    /// A RabbitMQ broker at `url` (`amqp://` or `amqps://`), or at any of the nodes of a
+    /// comma-separated list, tried in a random order; nothing is dialled until `connect`.
     pub fn amqp(url: &str, connect_timeout: Duration) -> Result<Broker> {
         Ok(Broker::Amqp(amqp::AmqpBroker::new(url, connect_timeout)?))
     }
 
-    /// A RabbitMQ broker at `url`, dialled with the TLS files `tls` (read and checked here).
-    pub fn amqp_with_tls(url: &str, connect_timeout: Duration, tls: &TlsFiles) -> Result<Broker> {
-        Ok(Broker::Amqp(amqp::AmqpBroker::new_with_tls(url, connect_timeout, tls)?))
+    /// A RabbitMQ broker at `urls` (one node, or several comma-separated, tried in a random
+    /// order), dialled with the TLS files `tls` (read and checked here).
+    pub fn amqp_with_tls(urls: &str, connect_timeout: Duration, tls: &TlsFiles) -> Result<Broker> {
+        Ok(Broker::Amqp(amqp::AmqpBroker::new_with_tls(urls, connect_timeout, tls)?))
+    }
+
+    /// As [`Broker::amqp_with_tls`], with the nodes tried in `order`.
+    pub fn amqp_in_order(
+        urls: &str,
+        connect_timeout: Duration,
+        order: amqp::ServerOrder,
+        tls: &TlsFiles,
+    ) -> Result<Broker> {
+        Ok(Broker::Amqp(amqp::AmqpBroker::in_order(urls, connect_timeout, order, tls)?))
     }
 
     /// Where the broker is, safe to print: the host, never the password.
@@ -53,6 +65,14 @@ impl Broker {
         match self {
             Broker::Memory(_) => "local (in-memory)".to_owned(),
             Broker::Amqp(broker) => broker.display_name(),
+        }
+    }
+
+    /// How many nodes it may connect to: 1, or the length of a server list.
+    pub fn nodes(&self) -> usize {
+        match self {
+            Broker::Memory(_) => 1,
+            Broker::Amqp(broker) => broker.nodes(),
         }
     }
 

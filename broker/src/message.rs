@@ -50,6 +50,10 @@ pub struct QueueOptions {
     /// Only one consumer at a time receives anything, the oldest; when it goes, the next
     /// (`x-single-active-consumer`).
     pub single_active_consumer: bool,
+    /// Nodes a quorum queue or a stream is replicated to when it is created
+    /// (`x-quorum-initial-group-size`, `x-initial-cluster-size`); RabbitMQ caps it at the
+    /// cluster's size. Only creation reads it: redeclaring with another count is no conflict.
+    pub replicas: Option<u16>,
 }
 
 /// What a queue holds right now.

@@ -28,6 +28,10 @@ pub const MAX_LABELS: usize = 6;
 /// Deliveries of one job before it is dead-lettered (a job that keeps killing its runners).
 pub const DELIVERY_LIMIT: u32 = 5;
 
+/// Nodes each quorum queue and stream is replicated to when created: RabbitMQ takes the
+/// cluster's size when it is smaller (a single node takes 3 and makes one replica).
+pub const REPLICAS: u16 = 3;
+
 /// How long an idle daemon's own queue outlives the daemon (x-expires).
 pub const RUNNER_QUEUE_EXPIRY: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -228,6 +232,7 @@ impl Topology {
             durable: true,
             delivery_limit: Some(DELIVERY_LIMIT),
             dead_letter_exchange: Some(self.dead_exchange()),
+            replicas: Some(REPLICAS),
             ..QueueOptions::default()
         }
     }
@@ -241,22 +246,23 @@ impl Topology {
         let dead = QueueOptions { durable: true, ..QueueOptions::default() };
         conn.declare_queue(&self.dead_queue(), &dead).await?;
         conn.bind_queue(&self.dead_queue(), &self.dead_exchange(), "").await?;
-        conn.declare_queue(&self.any_queue(), &self.shared_job_queue_options()).await?;
+        declare_replicated(conn, &self.any_queue(), &self.shared_job_queue_options()).await?;
         conn.bind_queue(&self.any_queue(), &self.jobs_exchange(), "any").await?;
         let history = QueueOptions {
             kind: QueueKind::Stream,
             durable: true,
             max_age: Some(retention.max_age),
             max_length_bytes: Some(retention.max_bytes),
+            replicas: Some(REPLICAS),
             ..QueueOptions::default()
         };
-        conn.declare_queue(&self.history_queue(), &history).await?;
+        declare_replicated(conn, &self.history_queue(), &history).await?;
         conn.bind_queue(&self.history_queue(), &self.events_exchange(), "job.#").await?;
-        conn.declare_queue(&self.index_queue(), &history).await?;
+        declare_replicated(conn, &self.index_queue(), &history).await?;
         for kind in INDEX_KINDS {
             conn.bind_queue(&self.index_queue(), &self.events_exchange(), &format!("job.*.{kind}")).await?;
         }
-        conn.declare_queue(&self.cancels_queue(), &history).await?;
+        declare_replicated(conn, &self.cancels_queue(), &history).await?;
         conn.bind_queue(&self.cancels_queue(), &self.control_exchange(), "cancel").await?;
         conn.declare_queue(&self.groups_queue(), &history).await?;
         conn.bind_queue(&self.groups_queue(), &self.control_exchange(), "group").await?;
@@ -302,7 +308,7 @@ impl Topology {
         } else {
             QueueOptions { expires: Some(RUNNER_QUEUE_EXPIRY), ..self.shared_job_queue_options() }
         };
-        conn.declare_queue(&own, &options).await?;
+        declare_replicated(conn, &own, &options).await?;
         conn.bind_queue(&own, &self.jobs_exchange(), &Self::job_routing_key(&Target::Runner(runner.id.clone())))
             .await?;
         let mut queues = vec![own];
@@ -311,7 +317,7 @@ impl Topology {
                 let target = Target::Labels(subset);
                 let queue = self.job_queue(&target);
                 if queue != self.any_queue() {
-                    conn.declare_queue(&queue, &self.shared_job_queue_options()).await?;
+                    declare_replicated(conn, &queue, &self.shared_job_queue_options()).await?;
                     conn.bind_queue(&queue, &self.jobs_exchange(), &Self::job_routing_key(&target)).await?;
                 }
                 queues.push(queue);
@@ -497,7 +503,7 @@ impl Topology {
     pub async fn declare_group(&self, conn: &Connection, name: &str) -> Result<String> {
         check_group(name).map_err(|err| Error::Protocol(err.to_string()))?;
         let queue = self.group_queue(name);
-        conn.declare_queue(&queue, &self.group_queue_options()).await?;
+        declare_replicated(conn, &queue, &self.group_queue_options()).await?;
         conn.bind_queue(&queue, &self.jobs_exchange(), &Self::group_routing_key(name)).await?;
         Ok(queue)
     }
@@ -512,6 +518,22 @@ impl Topology {
 /// Check a concurrency group's name.
 pub fn check_group(name: &str) -> Result<(), NameError> {
     check_name("concurrency group", name)
+}
+
+/// Declare a queue whose options ask for a replica count. RabbitMQ compares the count when the
+/// queue exists, and namespaces made before runway asked for one hold queues declared without:
+/// such a queue is declared again without a count (which checks every other argument), since
+/// the count only matters when a queue is created.
+async fn declare_replicated(conn: &Connection, name: &str, options: &QueueOptions) -> Result<QueueInfo> {
+    match conn.declare_queue(name, options).await {
+        Err(Error::PreconditionFailed(first)) if options.replicas.is_some() => {
+            let unreplicated = QueueOptions { replicas: None, ..options.clone() };
+            // If that fails too, the queue differs in more than its count: say what this
+            // version asked for.
+            conn.declare_queue(name, &unreplicated).await.map_err(|_| Error::PreconditionFailed(first))
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -86,6 +86,8 @@ contract!(
     mandatory_unroutable_publish_is_an_error,
     publish_to_a_missing_exchange_is_not_found,
     redeclaring_with_other_options_fails,
+    a_replica_count_is_compared_and_three_fits_any_cluster,
+    a_namespace_declared_without_replica_counts_is_declared_again,
     auto_delete_queue_goes_with_its_last_consumer,
     quorum_queue_counts_deliveries_and_dead_letters_past_the_limit,
     stream_replays_from_first,
@@ -560,6 +562,48 @@ async fn redeclaring_with_other_options_fails(broker: Broker, test: &str) {
     assert_eq!(body(&next(&mut consumer).await), "ok");
     drop(consumer);
     cleanup(&conn, &[&queue_name], &[&exchange]).await;
+}
+
+/// RabbitMQ compares a replica count on redeclaration like any other argument, and takes 3 on a
+/// cluster of fewer nodes (the single test broker).
+async fn a_replica_count_is_compared_and_three_fits_any_cluster(broker: Broker, test: &str) {
+    let names = Names::new(test);
+    let conn = broker.connect().await.expect("connect");
+    let quorum = names.name("quorum");
+    let log = names.name("stream");
+    let plain_quorum = QueueOptions { kind: QueueKind::Quorum, delivery_limit: Some(5), ..durable() };
+    for (queue, plain) in [(&quorum, plain_quorum), (&log, stream())] {
+        let replicated = QueueOptions { replicas: Some(3), ..plain.clone() };
+        conn.declare_queue(queue, &replicated).await.expect("three replicas on a smaller cluster");
+        conn.declare_queue(queue, &replicated).await.expect("idempotent");
+        let err = conn.declare_queue(queue, &plain).await.expect_err("no count is another count");
+        assert!(matches!(&err, Error::PreconditionFailed(text) if text.contains(queue.as_str())), "got {err:?}");
+    }
+    cleanup(&conn, &[&quorum, &log], &[]).await;
+}
+
+/// A namespace declared before runway asked for replicas (topology v1 without counts) is
+/// declared again by this version without a conflict: the regression an explicit count risks.
+async fn a_namespace_declared_without_replica_counts_is_declared_again(broker: Broker, _test: &str) {
+    use runway_broker::topology::{DELIVERY_LIMIT, Retention, Topology};
+    let conn = broker.connect().await.expect("connect");
+    let topology = Topology::new(&format!("contract-{}", uuid::Uuid::now_v7().simple())).expect("namespace");
+    let ns = topology.namespace();
+    let old_quorum = QueueOptions {
+        kind: QueueKind::Quorum,
+        delivery_limit: Some(DELIVERY_LIMIT),
+        dead_letter_exchange: Some(format!("{ns}.dead")),
+        ..durable()
+    };
+    conn.declare_queue(&format!("{ns}.jobs.any"), &old_quorum).await.expect("an old shared queue");
+    let retention = Retention::default();
+    let old_stream =
+        QueueOptions { max_age: Some(retention.max_age), max_length_bytes: Some(retention.max_bytes), ..stream() };
+    conn.declare_queue(&topology.history_queue(), &old_stream).await.expect("an old stream");
+    topology.declare(&conn, &retention).await.expect("declared again over the old queues");
+    topology.declare(&conn, &retention).await.expect("and again");
+    topology.delete_shared(&conn).await.expect("clean up");
+    conn.close().await;
 }
 
 async fn auto_delete_queue_goes_with_its_last_consumer(broker: Broker, test: &str) {

@@ -28,11 +28,14 @@ const EVENTS_PREFETCH: u16 = 64;
 /// How long an attached CLI tries to connect again after its connection dropped.
 const REJOIN_PATIENCE: Duration = Duration::from_secs(300);
 
-/// The pauses between two tries to connect again: 200 ms, doubling to 5 s.
+/// The pauses between two tries to connect again: 200 ms, doubling to 5 s, each with a random
+/// part of up to as much again. Each try dials every node of the server list once, the one
+/// lost last.
 const REJOIN_PAUSES: ExponentialBuilder = ExponentialBuilder::new()
     .with_min_delay(Duration::from_millis(200))
     .with_factor(2.0)
     .with_max_delay(Duration::from_secs(5))
+    .with_jitter()
     .without_max_times();
 
 /// How long a job may wait for a runner before the CLI says where it waits.
@@ -54,6 +57,9 @@ pub async fn submit_and_follow(
     let mut printer = Printer::new(style, &job.operation);
     // A lost attempt of a job that sets retry_on_lost is followed by the next one, to its end.
     printer.set_retry_on_lost(job.retry_on_lost);
+    if session.several_nodes() {
+        printer.status(&format!("connected to {}", session.conn().display_name()));
+    }
     // Bind before publishing, so not even the first event can be missed.
     let mut events = bind_events(session.conn(), session.topology(), job).await?;
     session.submit(job).await?;
@@ -182,8 +188,8 @@ async fn rejoin(
         let failure = tokio::select! {
             result = attempt => match result {
                 Ok((conn, events, ended)) => {
+                    printer.status(&format!("reconnected to {}", conn.display_name()));
                     session.replace_connection(conn);
-                    printer.status(&format!("reconnected to {host}"));
                     return Ok(match ended {
                         Some(completed) => Rejoined::Ended(completed),
                         None => Rejoined::Following(events),

@@ -11,8 +11,9 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "runway", version, about, long_about = None)]
 pub struct Cli {
-    /// Broker URL (amqp:// or amqps://), or `local` for the embedded in-memory broker.
-    #[arg(long, global = true, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL|local")]
+    /// Broker URL (amqp:// or amqps://), the nodes of a cluster comma-separated, or `local` for
+    /// the embedded in-memory broker.
+    #[arg(long, global = true, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL[,URL...]|local")]
     pub server: Option<String>,
     /// Namespace prefix of every exchange and queue (default `runway`).
     #[arg(long, global = true, env = "RUNWAY_NAMESPACE", hide_env_values = true, value_name = "NS")]

@@ -51,7 +51,8 @@ pub struct Project {
 /// The `[server]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
-    /// The broker's address; it may hold credentials, so it is never put in a message.
+    /// The broker's address, or the nodes of a cluster comma-separated (`urls = [...]`); it may
+    /// hold credentials, so it is never put in a message.
     pub url: String,
     pub namespace: Option<String>,
     /// `tls_ca`, `tls_cert`, `tls_key`, relative to the project file's directory.
@@ -184,6 +185,8 @@ struct ProjectSection {
 #[serde(deny_unknown_fields)]
 struct ServerSection {
     url: Option<Spanned<String>>,
+    /// The nodes of a cluster, instead of `url`.
+    urls: Option<Spanned<Vec<Spanned<String>>>>,
     namespace: Option<Spanned<String>>,
     tls_ca: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
@@ -254,16 +257,29 @@ impl SourceFile<'_> {
 
     fn server(&self, key: &Spanned<Cow<'_, str>>, value: Spanned<DeValue<'_>>) -> Result<Server, ProjectError> {
         let section: ServerSection = self.section(value, "[server]")?;
-        let Some(url) = section.url else {
-            return Err(self.invalid(
-                key.span(),
-                r#"missing `url` in [server], expected the broker's address, e.g. url = "amqp://127.0.0.1:5672/%2f""#
-                    .to_owned(),
-            ));
+        let url = match (section.url, section.urls) {
+            (Some(url), None) => {
+                if url.get_ref().trim().is_empty() {
+                    return Err(self.invalid(url.span(), "empty `url` in [server]".to_owned()));
+                }
+                url.into_inner()
+            }
+            (None, Some(urls)) => self.server_urls(urls)?,
+            (Some(_), Some(urls)) => {
+                return Err(self.invalid(
+                    urls.span(),
+                    "both `url` and `urls` in [server]: give one address as `url`, or the nodes of a cluster as `urls`"
+                        .to_owned(),
+                ));
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    key.span(),
+                    r#"missing `url` in [server], expected the broker's address, e.g. url = "amqp://127.0.0.1:5672/%2f""#
+                        .to_owned(),
+                ));
+            }
         };
-        if url.get_ref().trim().is_empty() {
-            return Err(self.invalid(url.span(), "empty `url` in [server]".to_owned()));
-        }
         let namespace = match section.namespace {
             Some(namespace) => {
                 Topology::new(namespace.get_ref())
@@ -278,7 +294,30 @@ impl SourceFile<'_> {
             cert: section.tls_cert.map(|path| dir.join(path)),
             key: section.tls_key.map(|path| dir.join(path)),
         };
-        Ok(Server { url: url.into_inner(), namespace, tls })
+        Ok(Server { url, namespace, tls })
+    }
+
+    /// `urls = [...]` as one comma-separated server list; each entry is checked for what would
+    /// break the list (the URLs themselves are checked when dialled).
+    fn server_urls(&self, urls: Spanned<Vec<Spanned<String>>>) -> Result<String, ProjectError> {
+        if urls.get_ref().is_empty() {
+            return Err(self.invalid(urls.span(), "empty `urls` in [server], expected at least one address".to_owned()));
+        }
+        let mut list = Vec::with_capacity(urls.get_ref().len());
+        for (at, url) in urls.into_inner().into_iter().enumerate() {
+            let problem = if url.get_ref().trim().is_empty() {
+                Some("is empty")
+            } else if url.get_ref().contains(',') {
+                Some("holds a comma (give each node its own entry)")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(self.invalid(url.span(), format!("entry {} of `urls` in [server] {problem}", at + 1)));
+            }
+            list.push(url.into_inner().trim().to_owned());
+        }
+        Ok(list.join(","))
     }
 
     fn operations(&self, value: Spanned<DeValue<'_>>) -> Result<BTreeMap<String, Operation>, ProjectError> {

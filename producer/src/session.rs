@@ -22,6 +22,8 @@ pub struct Session {
     runner: Option<Runner>,
     /// The runner's own connection, kept so its queue lives exactly as long as the session.
     runner_conn: Option<Connection>,
+    /// The server list names several nodes (a cluster): status lines say which one is in use.
+    several_nodes: bool,
 }
 
 impl Session {
@@ -30,8 +32,9 @@ impl Session {
         let topology = settings.topology()?;
         let broker = connect::broker(settings.server.as_deref(), &settings.tls)?;
         let conn = connect::connect(&broker, &topology).await?;
+        let several_nodes = broker.nodes() > 1;
         if !needs_runner {
-            return Ok(Session { conn, topology, runner: None, runner_conn: None });
+            return Ok(Session { conn, topology, runner: None, runner_conn: None, several_nodes });
         }
         // Local and CLI-runner modes: a by-id-only runner inside this process, on a connection of
         // its own so that its exclusive queue lives exactly as long as it does.
@@ -42,11 +45,16 @@ impl Session {
         let runner = runway_worker::start(&runner_conn, &topology, config)
             .await
             .map_err(|err| CliError::Internal(err.to_string()))?;
-        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn) })
+        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn), several_nodes })
     }
 
     pub fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Whether the server list names several nodes.
+    pub fn several_nodes(&self) -> bool {
+        self.several_nodes
     }
 
     pub fn topology(&self) -> &Topology {

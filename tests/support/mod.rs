@@ -371,10 +371,13 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// `extra` may name a `--server` of its own instead of `AMQP_URL`.
     async fn start(namespace: &str, id: &str, extra: &[&str]) -> Worker {
         use tokio::io::AsyncBufReadExt;
+        let server = if extra.contains(&"--server") { Vec::new() } else { vec!["--server".to_owned(), amqp_url()] };
         let mut child = tokio::process::Command::new(binary("runway-worker"))
-            .args(["--server", &amqp_url(), "--namespace", namespace, "--id", id, "--heartbeat", "1s"])
+            .args(&server)
+            .args(["--namespace", namespace, "--id", id, "--heartbeat", "1s"])
             .args(extra)
             .env("RUNWAY_LOG", "info")
             .stdin(Stdio::null())

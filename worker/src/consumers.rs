@@ -86,8 +86,8 @@ pub(crate) struct Forward {
 }
 
 /// Hand a queue's deliveries to the serving loop, tagged with the consumer instance; when the
-/// broker ends the consumer (a channel closed under it), consume again, with a growing pause
-/// between tries. A lost connection is reported to the serving loop, which wires everything
+/// broker ends the consumer (a channel closed under it, a server-sent cancel), consume again,
+/// with a growing pause between tries; a queue that is gone is reported, to be declared again. A lost connection is reported to the serving loop, which wires everything
 /// again on the next one. When `cancel` fires (or its sender goes), cancel the consumer, hand
 /// over what was already on its way, and stop.
 pub(crate) async fn forward(job_queue: Forward, tx: mpsc::Sender<Tagged>, mut cancel: Option<oneshot::Receiver<()>>) {
@@ -131,7 +131,10 @@ pub(crate) async fn forward(job_queue: Forward, tx: mpsc::Sender<Tagged>, mut ca
                     consumer = again;
                     break;
                 }
-                Err(err) if err.is_unreachable() => {
+                // Unreachable: the serving loop wires everything again on the next connection.
+                // Not found: the queue was deleted under its consumer (the broker's cancel
+                // that ended it), and the same rewiring declares it again.
+                Err(err) if err.is_unreachable() || matches!(err, runway_broker::Error::NotFound { .. }) => {
                     let _ = tx.send((instance, Err(err))).await;
                     return;
                 }

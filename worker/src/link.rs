@@ -2,7 +2,8 @@
 //!
 //! The AMQP client's own recovery is off (see `runway_broker::amqp`), so the runner reconnects itself: the
 //! first user that sees the connection gone reports it, [`Link::keep_up`] dials a new one with a
-//! growing pause, and everyone waiting for a newer connection gets it. Each connection has a
+//! growing pause (the next node of a cluster first), and everyone waiting for a newer connection
+//! gets it. Each connection has a
 //! generation number, so a report about an old connection cannot tear down a new one.
 //!
 //! A new connection is announced only once the broker's streams are back: right after a restart
@@ -18,10 +19,11 @@ use runway_broker::Connection;
 use runway_broker::topology::Topology;
 use tokio::sync::watch;
 
-use crate::backoff::pauses;
+use crate::backoff::jittered_pauses;
 
 /// The first pause before dialling again, doubled on each failure up to 5 s
-/// ([`crate::backoff::MAX_PAUSE`]).
+/// ([`crate::backoff::MAX_PAUSE`]), each with a random part of up to as much again. Each try
+/// dials every node of the server list once, the one lost last.
 const FIRST_PAUSE: Duration = Duration::from_millis(200);
 /// A connection that lived less than this before it was reported lost ...
 const SHORT_LIVED: Duration = Duration::from_secs(2);
@@ -128,7 +130,7 @@ impl Link {
             }
             let mut tries = 0u32;
             // The pause to take if this try fails: they never run out.
-            for pause in pauses(FIRST_PAUSE) {
+            for pause in jittered_pauses(FIRST_PAUSE) {
                 if matches!(&*self.state.borrow(), LinkState::Closed) {
                     return;
                 }

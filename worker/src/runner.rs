@@ -386,7 +386,12 @@ async fn serve(
                 }
                 state.reconcile().await;
             }
-            Step::Delivery(Some((_, Err(err)))) if err.is_unreachable() => state.link.report_lost(state.generation),
+            // A queue deleted under its consumer is declared again as after a lost connection.
+            Step::Delivery(Some((_, Err(err))))
+                if err.is_unreachable() || matches!(err, runway_broker::Error::NotFound { .. }) =>
+            {
+                state.link.report_lost(state.generation)
+            }
             Step::Delivery(Some((_, Err(err)))) => tracing::warn!(error = %err, "consuming jobs failed"),
             // The serving loop holds a sender itself: the channel does not close.
             Step::Delivery(None) => {}

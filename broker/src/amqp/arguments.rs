@@ -1,5 +1,5 @@
 //! The `x-` arguments runway sends with queue declarations and consumes: queue kinds, expiry,
-//! delivery limits, dead-letter exchanges, stream retention and stream offsets.
+//! delivery limits, dead-letter exchanges, replica counts, stream retention and stream offsets.
 //!
 //! It only encodes options into AMQP field tables; what the options should be is the topology's
 //! choice, and whether the broker accepts them is the broker's.
@@ -27,6 +27,15 @@ pub(super) fn queue_arguments(options: &QueueOptions) -> Result<FieldTable> {
         QueueKind::Stream => {
             arguments.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
         }
+    }
+    match (options.kind, options.replicas) {
+        (QueueKind::Quorum, Some(replicas)) => {
+            arguments.insert("x-quorum-initial-group-size".into(), AMQPValue::LongLongInt(i64::from(replicas)));
+        }
+        (QueueKind::Stream, Some(replicas)) => {
+            arguments.insert("x-initial-cluster-size".into(), AMQPValue::LongLongInt(i64::from(replicas)));
+        }
+        (QueueKind::Classic, _) | (_, None) => {}
     }
     if let Some(expires) = options.expires {
         arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis(expires)));

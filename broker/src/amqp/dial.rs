@@ -1,8 +1,10 @@
-//! Dialling RabbitMQ: [`AmqpBroker`] holds a checked URL and makes each [`Connection`] within the
-//! connect timeout.
+//! Dialling RabbitMQ: [`AmqpBroker`] holds a checked server list (one URL, or the nodes of a
+//! cluster) and makes each [`Connection`] to the first node that answers within the connect
+//! timeout.
 //!
-//! It dials once per call and never again by itself: lapin's automatic recovery stays off (see
-//! `mod.rs`), and an owner whose connection dropped dials anew with [`Connection::redial`].
+//! Each call tries every node once and never again by itself: lapin's automatic recovery stays
+//! off (see `mod.rs`), and an owner whose connection dropped dials anew with
+//! [`Connection::redial`], which starts at the node after the one it lost.
 
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -10,23 +12,19 @@ use std::time::Duration;
 
 use lapin::ConnectionProperties;
 use lapin::tcp::AMQPUriTcpExt;
-use lapin::uri::AMQPUri;
 
 use super::error_map::connect_error;
+use super::server_list::{self, Endpoint, ServerOrder};
 use super::tls::{Tls, TlsFiles};
-use super::url::{display_name, invalid_url};
 use super::{Connection, Inner};
 use crate::{Error, Result};
 
-/// Seconds between heartbeats, unless the URL says otherwise (`?heartbeat=N`).
-const HEARTBEAT_SECS: u16 = 10;
-
-/// A RabbitMQ broker, by URL. Nothing is dialled until [`AmqpBroker::connect`].
+/// A RabbitMQ broker: one node, or the nodes of a cluster. Nothing is dialled until
+/// [`AmqpBroker::connect`].
 #[derive(Clone)]
 pub struct AmqpBroker {
-    /// Holds the credentials: never print it.
-    uri: AMQPUri,
-    display_name: String,
+    /// In the order they are tried.
+    endpoints: Arc<[Endpoint]>,
     connect_timeout: Duration,
     /// Holds the client key, if any: never print it.
     tls: Arc<Tls>,
@@ -35,7 +33,7 @@ pub struct AmqpBroker {
 impl fmt::Debug for AmqpBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpBroker")
-            .field("url", &self.display_name)
+            .field("url", &self.display_name())
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls)
             .finish_non_exhaustive()
@@ -43,32 +41,68 @@ impl fmt::Debug for AmqpBroker {
 }
 
 impl AmqpBroker {
-    /// Parse and check `url` (`amqp://` or `amqps://`); heartbeats default to 10 s.
-    pub fn new(url: &str, connect_timeout: Duration) -> Result<AmqpBroker> {
-        AmqpBroker::new_with_tls(url, connect_timeout, &TlsFiles::default())
+    /// Parse and check `urls` (`amqp://` or `amqps://`, several separated by commas), to be
+    /// tried in a random order; heartbeats default to 10 s.
+    pub fn new(urls: &str, connect_timeout: Duration) -> Result<AmqpBroker> {
+        AmqpBroker::in_order(urls, connect_timeout, ServerOrder::Shuffled, &TlsFiles::default())
     }
 
     /// As [`AmqpBroker::new`], with the TLS files `tls`, read and checked here; a client
     /// certificate makes EXTERNAL the login unless the URL names an `auth_mechanism`.
-    pub fn new_with_tls(url: &str, connect_timeout: Duration, tls: &TlsFiles) -> Result<AmqpBroker> {
-        let mut uri: AMQPUri = url.parse().map_err(|reason: String| invalid_url(url, &reason))?;
-        if uri.authority.host.is_empty() {
-            return Err(invalid_url(url, "no host"));
+    pub fn new_with_tls(urls: &str, connect_timeout: Duration, tls: &TlsFiles) -> Result<AmqpBroker> {
+        AmqpBroker::in_order(urls, connect_timeout, ServerOrder::Shuffled, tls)
+    }
+
+    /// As [`AmqpBroker::new_with_tls`], with the nodes tried in `order`. The TLS files are
+    /// checked against every node's URL (TLS files with an `amqp://` node are refused).
+    pub fn in_order(urls: &str, connect_timeout: Duration, order: ServerOrder, files: &TlsFiles) -> Result<AmqpBroker> {
+        let mut endpoints = server_list::parse(urls, order)?;
+        let mut tls = None;
+        for endpoint in &mut endpoints {
+            tls = Some(Tls::load(files, &mut endpoint.uri, &endpoint.display_name)?);
         }
-        uri.query.heartbeat.get_or_insert(HEARTBEAT_SECS);
-        let display_name = display_name(&uri);
-        let tls = Arc::new(Tls::load(tls, &mut uri, &display_name)?);
-        Ok(AmqpBroker { uri, display_name, connect_timeout, tls })
+        let tls = tls.ok_or_else(|| Error::Protocol("the server list is empty".to_owned()))?;
+        Ok(AmqpBroker { endpoints: endpoints.into(), connect_timeout, tls: Arc::new(tls) })
     }
 
-    /// `scheme://host:port/vhost`, without user or password.
+    /// `scheme://host:port/vhost` of each node, comma-separated, without user or password.
     pub fn display_name(&self) -> String {
-        self.display_name.clone()
+        self.endpoints.iter().map(|endpoint| endpoint.display_name.as_str()).collect::<Vec<_>>().join(",")
     }
 
-    /// Dial a new connection of its own, within the connect timeout.
+    /// How many nodes the server list holds.
+    pub fn nodes(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Dial a new connection of its own: each node in turn until one answers (each within the
+    /// connect timeout); the error of the last one if none does.
     pub async fn connect(&self) -> Result<Connection> {
-        let host = self.display_name.clone();
+        self.connect_from(0).await
+    }
+
+    /// As [`AmqpBroker::connect`], starting at node `first` (of the order, wrapping around).
+    pub(super) async fn connect_from(&self, first: usize) -> Result<Connection> {
+        let count = self.endpoints.len();
+        let mut failure = None;
+        for at in (0..count).map(|step| (first + step) % count) {
+            match self.dial(at).await {
+                Ok(conn) => return Ok(conn),
+                Err(err) => {
+                    if count > 1 {
+                        tracing::info!(error = %err, "a broker node did not answer; trying the next");
+                    }
+                    failure = Some(err);
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| Error::Protocol("the server list is empty".to_owned())))
+    }
+
+    /// Dial node `at` (an index into the order), within the connect timeout.
+    async fn dial(&self, at: usize) -> Result<Connection> {
+        let Endpoint { uri, display_name } = &self.endpoints[at];
+        let host = display_name.clone();
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NotSupported(format!("connecting to {host} outside a tokio runtime")));
         }
@@ -80,13 +114,13 @@ impl AmqpBroker {
         // handshake, so that a refused or unresolvable host reads as the socket's own error.
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let timed_out = || Error::ConnectTimeout { host: host.clone(), after: self.connect_timeout };
-        let stream = tokio::time::timeout_at(deadline, self.uri.connect_with_config_async(self.tls.config(), &runtime))
+        let stream = tokio::time::timeout_at(deadline, uri.connect_with_config_async(self.tls.config(), &runtime))
             .await
             .map_err(|_| timed_out())?
             .map_err(|err| self.tls.dial_error(&host, &err))?;
         let dialled = Mutex::new(Some(stream));
         let connecting = lapin::Connection::connector(
-            self.uri.clone(),
+            uri.clone(),
             runtime,
             async move |_uri, _runtime| {
                 // lapin asks again only to recover a dropped connection, which is off.
@@ -102,6 +136,7 @@ impl AmqpBroker {
                     host,
                     publisher: tokio::sync::Mutex::new(None),
                     broker: self.clone(),
+                    endpoint: at,
                 }),
             }),
             Ok(Err(err)) => Err(connect_error(&host, &err)),

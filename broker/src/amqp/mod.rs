@@ -24,7 +24,7 @@
 //! [`Error::ConnectionClosed`] (retryable), and the owner connects again ([`Connection::redial`])
 //! and sets up its queues, as it must anyway for exclusive ones.
 //!
-//! The files: `dial.rs` (connecting), `url.rs` (what of a URL may be shown), `declare.rs`
+//! The files: `dial.rs` (connecting), `server_list.rs` (the nodes and their order), `url.rs` (what of a URL may be shown), `declare.rs`
 //! (exchanges, queues, bindings), `publish.rs` (publishing and confirms), `consume.rs` (consuming
 //! and acks), `arguments.rs` (`x-` arguments), `properties.rs` (message properties and headers),
 //! `error_map.rs` (lapin's errors as ours), `tls.rs` (TLS files, and failed handshakes in words).
@@ -38,6 +38,7 @@ mod dropped_connection;
 mod error_map;
 mod properties;
 mod publish;
+mod server_list;
 mod tls;
 mod url;
 
@@ -52,6 +53,7 @@ pub use consume::{Acker, Consumer};
 pub use dial::AmqpBroker;
 use error_map::{Subject, map_error};
 pub use publish::PendingConfirm;
+pub use server_list::ServerOrder;
 pub use tls::TlsFiles;
 
 use crate::{Error, Result};
@@ -79,6 +81,8 @@ struct Inner {
     publisher: tokio::sync::Mutex<Option<lapin::Channel>>,
     /// Where it was dialled, to dial again.
     broker: AmqpBroker,
+    /// The node of `broker`'s order this connection went to: dialling again starts at the next.
+    endpoint: usize,
 }
 
 impl fmt::Debug for Inner {
@@ -152,12 +156,13 @@ impl Inner {
 }
 
 impl Connection {
-    /// Dial a new connection to the same broker, with the same settings (after this one dropped).
+    /// Dial a new connection to the same broker, with the same settings (after this one dropped):
+    /// the next node of the server list first, this one last.
     pub async fn redial(&self) -> Result<Connection> {
-        self.inner.broker.connect().await
+        self.inner.broker.connect_from(self.inner.endpoint + 1).await
     }
 
-    /// `scheme://host:port/vhost`, without user or password.
+    /// `scheme://host:port/vhost` of the node in use, without user or password.
     pub fn display_name(&self) -> String {
         self.inner.host.clone()
     }

@@ -33,7 +33,7 @@ pub(super) fn invalid_url(url: &str, reason: &str) -> Error {
 /// the scheme and the last `@` is user info, even if the URL is malformed; with no `@`, a
 /// `user:rest` right after the scheme may be `user:password` cut short (`amqp://guest:pw`),
 /// unless `rest` is only a port.
-fn redact(url: &str) -> String {
+pub(super) fn redact(url: &str) -> String {
     let (prefix, rest) = match url.find("://") {
         Some(at) => url.split_at(at + 3),
         None => ("", url),

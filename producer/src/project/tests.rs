@@ -154,7 +154,7 @@ fn unknown_keys_in_project_and_server_name_their_section() {
     assert_eq!((line, column), (3, 1));
     assert_eq!(
         message,
-        "unknown key `namespce` in [server], expected one of `url`, `namespace`, `tls_ca`, `tls_cert`, `tls_key`"
+        "unknown key `namespce` in [server], expected one of `url`, `urls`, `namespace`, `tls_ca`, `tls_cert`, `tls_key`"
     );
 }
 
@@ -341,6 +341,22 @@ fn operations_must_be_tables() {
     let (line, column, message) = error("server = \"amqp://x\"\n");
     assert_eq!((line, column), (1, 10));
     assert_eq!(message, "expected a table for [server], found string");
+}
+
+#[test]
+fn the_nodes_of_a_cluster_are_a_list_of_urls() {
+    let project = parse_text("[server]\nurls = [\"amqp://a:5681/%2f\", \" amqp://b:5682/%2f\"]\n").expect("valid");
+    assert_eq!(project.server.expect("a server").url, "amqp://a:5681/%2f,amqp://b:5682/%2f");
+    let (line, column, message) = error("[server]\nurls = [\"amqp://a/\", \"\"]\n");
+    assert_eq!((line, column), (2, 22));
+    assert_eq!(message, "entry 2 of `urls` in [server] is empty");
+    let (_, _, message) = error("[server]\nurls = [\"amqp://a/,amqp://b/\"]\n");
+    assert_eq!(message, "entry 1 of `urls` in [server] holds a comma (give each node its own entry)");
+    let (_, _, message) = error("[server]\nurls = []\n");
+    assert_eq!(message, "empty `urls` in [server], expected at least one address");
+    let (line, _, message) = error("[server]\nurl = \"amqp://a/\"\nurls = [\"amqp://b/\"]\n");
+    assert_eq!(line, 3);
+    assert!(message.starts_with("both `url` and `urls` in [server]"), "{message}");
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use runway_broker::amqp::ServerOrder;
 use runway_broker::client_logs::client_log_cap;
 use runway_broker::topology::Topology;
 use runway_broker::{Broker, TlsFiles};
@@ -32,9 +33,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Parser)]
 #[command(name = "runway-worker", version, about)]
 struct Flags {
-    /// Broker URL (amqp:// or amqps://).
-    #[arg(long, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL")]
+    /// Broker URL (amqp:// or amqps://), or the nodes of a cluster, comma-separated.
+    #[arg(long, env = "RUNWAY_SERVER", hide_env_values = true, value_name = "URL[,URL...]")]
     server: String,
+    /// The order the nodes of --server are tried in: shuffled (spreads runners), or listed
+    /// (the first is preferred).
+    #[arg(long, env = "RUNWAY_SERVER_ORDER", value_enum, hide_env_values = true, default_value_t = Order::Shuffled)]
+    server_order: Order,
     /// PEM file of CAs to trust for amqps://, besides the system's.
     #[arg(long, env = "RUNWAY_TLS_CA", hide_env_values = true, value_name = "PATH")]
     tls_ca: Option<PathBuf>,
@@ -80,6 +85,13 @@ struct Flags {
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+/// `--server-order`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Order {
+    Shuffled,
+    Listed,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -162,8 +174,12 @@ fn main() -> ExitCode {
 /// Connect to the broker named by the flags and serve on it until told to stop.
 async fn serve(flags: &Flags, runner: RunnerConfig, stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
     let topology = Topology::new(&flags.namespace)?;
+    let order = match flags.server_order {
+        Order::Shuffled => ServerOrder::Shuffled,
+        Order::Listed => ServerOrder::Listed,
+    };
     let tls = TlsFiles { ca: flags.tls_ca.clone(), cert: flags.tls_cert.clone(), key: flags.tls_key.clone() };
-    let conn = Broker::amqp_with_tls(&flags.server, CONNECT_TIMEOUT, &tls)?.connect().await?;
+    let conn = Broker::amqp_in_order(&flags.server, CONNECT_TIMEOUT, order, &tls)?.connect().await?;
     let config = DaemonConfig { topology, runner, drain_timeout: flags.drain_timeout };
     daemon::run(conn, config, stops).await
 }
