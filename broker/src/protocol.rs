@@ -109,6 +109,9 @@ pub struct Job {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The names of the secrets the runner injects from its own store; values never travel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// Where the runner should run the command when it has no working directory of its own.
     #[serde(default)]
     pub workdir: Option<String>,
@@ -242,6 +245,9 @@ pub struct Queued {
     /// The names of the job's environment variables; their values are never recorded.
     #[serde(default)]
     pub env_keys: Vec<String>,
+    /// The names of the secrets the job asks its runner for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     pub target: Target,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -259,6 +265,7 @@ impl Queued {
             command: job.command.clone(),
             args: job.args.clone(),
             env_keys: job.env.keys().cloned().collect(),
+            secrets: job.secrets.clone(),
             target: job.target.clone(),
             timeout_ms: job.timeout_ms,
             retry_on_lost: job.retry_on_lost,
@@ -480,6 +487,7 @@ mod tests {
             command: Command::Shell("make".into()),
             args: vec!["-j2".into()],
             env: BTreeMap::from([("A".into(), "b".into())]),
+            secrets: vec!["TOKEN".into()],
             workdir: Some("/src".into()),
             timeout_ms: Some(1000),
             kill_grace_ms: None,

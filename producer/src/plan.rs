@@ -71,10 +71,17 @@ pub fn remote_target(args: &JobArgs, operation: &Operation, has_server: bool) ->
     Ok(target)
 }
 
-/// The job for `operation`: flags beat the project file for env and timeout.
+/// The job for `operation`: flags beat the project file for env and timeout; its secrets are
+/// the file's and the flags', by name only.
 pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, target: Target) -> Job {
     let mut env = operation.env.clone();
     env.extend(args.env.iter().cloned());
+    let mut secrets = operation.secrets.clone();
+    for name in &args.secrets {
+        if !secrets.contains(name) {
+            secrets.push(name.clone());
+        }
+    }
     Job {
         v: VERSION,
         id: Uuid::now_v7(),
@@ -83,6 +90,7 @@ pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, targe
         command: operation.command.clone(),
         args: args.args.clone(),
         env,
+        secrets,
         workdir: Some(project.dir.display().to_string()),
         timeout_ms: args.timeout.or(operation.timeout).map(protocol::to_ms),
         kill_grace_ms: operation.kill_grace.map(protocol::to_ms),

@@ -9,14 +9,17 @@ mod cancels;
 mod consumers;
 mod credit;
 pub mod daemon;
+pub mod environment;
 mod events;
 mod execute;
 pub mod history;
 mod job;
 mod lines;
 mod link;
+mod masking;
 mod redelivery;
 mod runner;
+pub mod secrets;
 pub mod streams;
 
 pub use execute::Limits;

@@ -9,6 +9,7 @@
 //! (`consumers`, `cancels`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
 use crate::job::{JobRun, run_job, settle};
 use crate::link::{Link, LinkState};
+use crate::secrets::Secrets;
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -43,6 +45,10 @@ pub struct RunnerConfig {
     pub limits: Limits,
     /// Larger job messages are dead-lettered unread.
     pub max_job_bytes: usize,
+    /// The runner's own variables its jobs get (see `environment`).
+    pub env: BTreeMap<OsString, OsString>,
+    /// Where the secrets a job names come from.
+    pub secrets: Secrets,
 }
 
 impl RunnerConfig {
@@ -57,6 +63,8 @@ impl RunnerConfig {
             workdir: None,
             limits: Limits::default(),
             max_job_bytes: 1024 * 1024,
+            env: crate::environment::allowed(std::env::vars_os(), &[]),
+            secrets: Secrets::default(),
         }
     }
 }

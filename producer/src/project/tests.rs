@@ -141,7 +141,7 @@ fn an_unknown_operation_key_is_named_at_the_key() {
     assert_eq!(
         message,
         "unknown key `tiemout` in [operations.build], expected one of `run`, `timeout`, `kill_grace`, `env`, \
-             `target`, `retry_on_lost`, `description`"
+             `secrets`, `target`, `retry_on_lost`, `description`"
     );
 }
 
@@ -440,4 +440,17 @@ fn a_builtin_operation_is_read_and_an_unknown_one_is_named() {
     assert!(text.contains("unknown builtin `nope`, expected one of: noop"), "{text}");
     let err = parse(path, "[operations.ping]\nrun = { program = \"x\" }\n").expect_err("unknown key");
     assert!(err.to_string().contains("program"), "{err}");
+}
+
+#[test]
+fn secrets_are_names_each_once() {
+    let project = parse(
+        Path::new("/p/runway.toml"),
+        "[operations.deploy]\nrun = \"./deploy\"\nsecrets = [\"DEPLOY_TOKEN\", \"DB_PASSWORD\", \"DEPLOY_TOKEN\"]\n",
+    )
+    .expect("valid");
+    assert_eq!(project.operations["deploy"].secrets, ["DEPLOY_TOKEN", "DB_PASSWORD"]);
+    let (line, column, message) = error("[operations.deploy]\nrun = \"x\"\nsecrets = [\"OK\", \"A=B\"]\n");
+    assert_eq!((line, column), (3, 18));
+    assert!(message.starts_with("invalid secret name `A=B` in operation `deploy`"), "{message}");
 }
