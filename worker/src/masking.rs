@@ -11,7 +11,7 @@
 
 use aho_corasick::{AhoCorasick, MatchKind};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use runway_broker::protocol::{LogLine, Stream};
 
@@ -76,6 +76,10 @@ impl Masker {
             for offset in 0..3 {
                 push(base64_core(engine, value.as_bytes(), offset), &mut self.patterns);
             }
+        }
+        // The value encoded alone, edge characters and padding included (the longest match wins).
+        for engine in [&STANDARD, &URL_SAFE, &STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+            push(engine.encode(value).into_bytes(), &mut self.patterns);
         }
         let encoded = utf8_percent_encode(value, URL_ENCODED).to_string();
         if encoded != value {
@@ -243,8 +247,6 @@ fn lowercase_escapes(encoded: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-
     use super::*;
 
     fn out(text: &str) -> LogLine {
@@ -299,6 +301,13 @@ mod tests {
                 assert!(masked.len() <= 3 + 3 + 4 + 1, "at most the edge characters remain: {masked}");
             }
         }
+    }
+
+    #[test]
+    fn a_value_encoded_alone_is_masked_whole() {
+        let mut masker = Masker::new(["tok/en+from?the=file"]);
+        let line = format!("{} {}", STANDARD.encode("tok/en+from?the=file"), URL_SAFE.encode("tok/en+from?the=file"));
+        assert_eq!(published(&mut masker, vec![out(&line)]), "*** ***\n");
     }
 
     #[test]
