@@ -131,8 +131,20 @@ mod tests {
         assert_eq!(job.env.get("STAGE").map(String::as_str), Some("flag"));
         assert_eq!(job.env.get("KEEP").map(String::as_str), Some("1"));
         assert_eq!(job.timeout_ms, Some(5000));
+        assert!(job.secrets.is_empty());
         let from_file = remote_target(&JobArgs::default(), deploy, true).expect("valid");
         assert_eq!(from_file, Some(Target::Labels([("env".to_owned(), "prod".to_owned())].into())));
+    }
+
+    #[test]
+    fn secrets_are_the_files_and_the_flags_by_name() {
+        let text = "[operations.deploy]\nrun = \"./deploy\"\nsecrets = [\"DEPLOY_TOKEN\"]\n";
+        let project = crate::project::parse(Path::new("/nonexistent/shop/runway.toml"), text).expect("valid");
+        let deploy = find_operation(&project, "deploy").expect("defined");
+        let args = JobArgs { secrets: vec!["DB".to_owned(), "DEPLOY_TOKEN".to_owned()], ..JobArgs::default() };
+        let job = build_job(&project, deploy, &args, Target::Any);
+        assert_eq!(job.secrets, ["DEPLOY_TOKEN", "DB"]);
+        assert!(job.env.is_empty(), "a secret is never an env value");
     }
 
     #[test]
