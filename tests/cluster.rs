@@ -187,6 +187,7 @@ fn job(command: &str) -> Job {
         created_at_ms: protocol::now_ms(),
         queued_by: "cluster-test".to_owned(),
         group: None,
+        secrets: Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ mod python_client;
 mod rejections;
 mod remote;
 mod secret_logs;
+mod secrets;
 mod server_list;
 mod support;
 mod worker_flags;

@@ -27,6 +27,7 @@ fn job(id: Uuid, operation: &str, command: Command) -> Job {
         created_at_ms: protocol::now_ms(),
         queued_by: "tests@rejections".to_owned(),
         group: None,
+        secrets: Vec::new(),
     }
 }
 

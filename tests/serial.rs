@@ -85,6 +85,7 @@ fn job_of(operation: &str, command: JobCommand) -> Job {
         command,
         args: vec![],
         env: Default::default(),
+        secrets: Vec::new(),
         workdir: None,
         timeout_ms: None,
         kill_grace_ms: None,

@@ -94,6 +94,7 @@ fn job(kind: Kind) -> Job {
         command: kind.command(),
         args: Vec::new(),
         env: Default::default(),
+        secrets: Vec::new(),
         workdir: None,
         timeout_ms: None,
         kill_grace_ms: None,

@@ -59,6 +59,7 @@ async fn write_job(writer: &mut Writer, lines: usize) -> Result<Uuid> {
         command: JobCommand::Shell("seq".into()),
         args: vec![],
         env_keys: vec![],
+        secrets: vec![],
         target: Target::Any,
         timeout_ms: None,
         retry_on_lost: false,

@@ -172,6 +172,9 @@ pub struct Job {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The names of the secrets the runner injects from its own store; values never travel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     /// Where the runner should run the command when it has no working directory of its own.
     #[serde(default)]
     pub workdir: Option<String>,
@@ -212,6 +215,7 @@ impl fmt::Debug for Job {
             created_at_ms,
             queued_by,
             group,
+            secrets,
         } = self;
         f.debug_struct("Job")
             .field("v", v)
@@ -230,6 +234,7 @@ impl fmt::Debug for Job {
             .field("created_at_ms", created_at_ms)
             .field("queued_by", queued_by)
             .field("group", group)
+            .field("secrets", secrets)
             .finish()
     }
 }
@@ -351,6 +356,9 @@ pub struct Queued {
     /// The names of the job's environment variables; their values are never recorded.
     #[serde(default)]
     pub env_keys: Vec<String>,
+    /// The names of the secrets the job asks its runner for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     pub target: Target,
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -370,6 +378,7 @@ impl Queued {
             command: job.command.clone(),
             args: job.args.clone(),
             env_keys: job.env.keys().cloned().collect(),
+            secrets: job.secrets.clone(),
             target: job.target.clone(),
             timeout_ms: job.timeout_ms,
             retry_on_lost: job.retry_on_lost,
@@ -661,6 +670,7 @@ mod tests {
             command: Command::Shell("make".into()),
             args: vec!["-j2".into()],
             env: BTreeMap::from([("A".into(), "b".into())]),
+            secrets: vec!["TOKEN".into()],
             workdir: Some("/src".into()),
             timeout_ms: Some(1000),
             kill_grace_ms: None,

@@ -976,6 +976,7 @@ async fn a_dead_lettered_job_names_the_queue_it_was_consumed_from(broker: Broker
         command: Command::Builtin(Builtin::Noop),
         args: Vec::new(),
         env: BTreeMap::new(),
+        secrets: Vec::new(),
         workdir: None,
         timeout_ms: None,
         kill_grace_ms: None,

@@ -110,6 +110,7 @@ fn queued(u: &mut Unstructured<'_>) -> Result<Queued> {
         queued_by: text(u)?,
         created_at_ms: timestamp(u)?,
         group: if u.arbitrary()? { Some(text(u)?) } else { None },
+        secrets: list(u, 3, text)?,
     })
 }
 

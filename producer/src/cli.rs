@@ -138,9 +138,13 @@ fn parse_state(text: &str) -> Result<runway_worker::history::State, String> {
 /// What shapes one job.
 #[derive(Debug, Args, Clone, Default)]
 pub struct JobArgs {
-    /// An environment variable for the job (repeatable); beats the project file.
+    /// An environment variable for the job (repeatable); beats the project file. The value is
+    /// sent in the job message and stored in the queue: for secrets, use --secret.
     #[arg(long = "env", value_name = "K=V", value_parser = parse_key_value)]
     pub env: Vec<(String, String)>,
+    /// A secret the runner injects from its own store (repeatable): only the name is sent.
+    #[arg(long = "secret", value_name = "NAME", value_parser = parse_secret_name)]
+    pub secrets: Vec<String>,
     /// End the job `timed_out` after this long (e.g. 90s, 30m); beats the project file.
     #[arg(long, value_name = "D", value_parser = parse_duration)]
     pub timeout: Option<Duration>,
@@ -172,6 +176,15 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() && !key.contains('\0') => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("`{text}` is not K=V")),
+    }
+}
+
+/// A secret's name: a variable name.
+fn parse_secret_name(text: &str) -> Result<String, String> {
+    if runway_worker::environment::is_variable_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("`{text}` is not a variable name (empty, or has `=` or NUL)"))
     }
 }
 

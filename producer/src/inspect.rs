@@ -69,6 +69,9 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
     if !record.env_keys.is_empty() {
         say!("env        {} (values are never recorded)", record.env_keys.join(", "));
     }
+    if !record.secrets.is_empty() {
+        println!("secrets    {} (from the runner's store)", record.secrets.join(", "));
+    }
     if let Some((at, by)) = &record.cancel_requested {
         say!("cancel     requested by {by} at {}", time(Some(*at)));
     }

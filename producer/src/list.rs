@@ -116,6 +116,7 @@ mod tests {
             command: Command::Shell("true".to_owned()),
             args: Vec::new(),
             env_keys: Vec::new(),
+            secrets: Vec::new(),
             target: Target::Any,
             timeout_ms: None,
             retry_on_lost: false,

@@ -71,10 +71,17 @@ pub fn remote_target(args: &JobArgs, operation: &Operation, has_server: bool) ->
     Ok(target)
 }
 
-/// The job for `operation`: flags beat the project file for env and timeout.
+/// The job for `operation`: flags beat the project file for env and timeout; its secrets are
+/// the file's and the flags', by name only.
 pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, target: Target) -> Job {
     let mut env = operation.env.clone();
     env.extend(args.env.iter().cloned());
+    let mut secrets = operation.secrets.clone();
+    for name in &args.secrets {
+        if !secrets.contains(name) {
+            secrets.push(name.clone());
+        }
+    }
     Job {
         v: VERSION,
         id: Uuid::now_v7(),
@@ -83,6 +90,7 @@ pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, targe
         command: operation.command.clone(),
         args: args.args.clone(),
         env,
+        secrets,
         workdir: Some(project.dir.display().to_string()),
         timeout_ms: args.timeout.or(operation.timeout).map(protocol::to_ms),
         kill_grace_ms: operation.kill_grace.map(protocol::to_ms),
@@ -158,8 +166,20 @@ mod tests {
         assert_eq!(job.env.get("STAGE").map(String::as_str), Some("flag"));
         assert_eq!(job.env.get("KEEP").map(String::as_str), Some("1"));
         assert_eq!(job.timeout_ms, Some(5000));
+        assert!(job.secrets.is_empty());
         let from_file = remote_target(&JobArgs::default(), deploy, true).expect("valid");
         assert_eq!(from_file, Some(Target::Labels([("env".to_owned(), "prod".to_owned())].into())));
+    }
+
+    #[test]
+    fn secrets_are_the_files_and_the_flags_by_name() {
+        let text = "[operations.deploy]\nrun = \"./deploy\"\nsecrets = [\"DEPLOY_TOKEN\"]\n";
+        let project = crate::project::parse(Path::new("/nonexistent/shop/runway.toml"), text).expect("valid");
+        let deploy = find_operation(&project, "deploy").expect("defined");
+        let args = JobArgs { secrets: vec!["DB".to_owned(), "DEPLOY_TOKEN".to_owned()], ..JobArgs::default() };
+        let job = build_job(&project, deploy, &args, Target::Any);
+        assert_eq!(job.secrets, ["DEPLOY_TOKEN", "DB"]);
+        assert!(job.env.is_empty(), "a secret is never an env value");
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct Operation {
     /// How long SIGTERM gets before SIGKILL on timeout or cancel; zero means SIGKILL at once.
     pub kill_grace: Option<Duration>,
     pub env: BTreeMap<String, String>,
+    /// The names of the secrets the runner injects from its own store.
+    pub secrets: Vec<String>,
     pub target: Option<Target>,
     pub retry_on_lost: bool,
     pub description: Option<String>,
@@ -202,6 +204,8 @@ struct OperationSection {
     kill_grace: Option<Spanned<DurationText>>,
     #[serde(default)]
     env: BTreeMap<Spanned<String>, String>,
+    #[serde(default)]
+    secrets: Vec<Spanned<String>>,
     target: Option<Spanned<TargetSection>>,
     #[serde(default)]
     retry_on_lost: bool,
@@ -407,6 +411,7 @@ impl SourceFile<'_> {
             }
             env.insert(key.into_inner(), value);
         }
+        let secrets = self.secret_names(section.secrets, name)?;
         let target = section.target.map(|target| self.target(target.into_inner(), name)).transpose()?;
         let concurrency = match section.concurrency {
             None => Concurrency::Default,
@@ -434,11 +439,32 @@ impl SourceFile<'_> {
             timeout,
             kill_grace,
             env,
+            secrets,
             target,
             retry_on_lost: section.retry_on_lost,
             description: section.description,
             concurrency,
         })
+    }
+
+    /// The `secrets` of operation `name`: variable names, each once.
+    fn secret_names(&self, names: Vec<Spanned<String>>, name: &str) -> Result<Vec<String>, ProjectError> {
+        let mut secrets = Vec::new();
+        for secret in names {
+            if !runway_worker::environment::is_variable_name(secret.get_ref()) {
+                return Err(self.invalid(
+                    secret.span(),
+                    format!(
+                        "invalid secret name `{}` in operation `{name}`: it must be non-empty, without `=` or NUL",
+                        secret.get_ref().escape_debug()
+                    ),
+                ));
+            }
+            if !secrets.contains(secret.get_ref()) {
+                secrets.push(secret.into_inner());
+            }
+        }
+        Ok(secrets)
     }
 
     fn duration(&self, text: &Spanned<DurationText>, key: &str) -> Result<Duration, ProjectError> {

@@ -42,6 +42,11 @@ impl Session {
         let mut config = RunnerConfig::new(format!("cli-{}", &Uuid::now_v7().simple().to_string()[20..]));
         config.by_id_only = true;
         config.in_process = true;
+        // The developer's own environment, but the connection settings (see docs/SECURITY.md).
+        config.env = runway_worker::environment::in_process(std::env::vars_os());
+        let utf8 =
+            std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
+        config.secrets = runway_worker::secrets::Secrets::from_vars(utf8);
         let runner = runway_worker::start(&runner_conn, &topology, config)
             .await
             .map_err(|err| CliError::Internal(err.to_string()))?;

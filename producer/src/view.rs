@@ -181,6 +181,7 @@ mod tests {
             command: runway_broker::protocol::Command::Shell("make".to_owned()),
             args: Vec::new(),
             env_keys: vec!["TOKEN".to_owned()],
+            secrets: Vec::new(),
             target: Target::Labels([("env".to_owned(), "prod".to_owned())].into()),
             timeout_ms: None,
             retry_on_lost: false,

@@ -269,6 +269,11 @@ impl Namespace {
 
     /// Start a `runway-worker` in this namespace and wait until it serves.
     pub async fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        self.worker_env(id, extra, &[]).await
+    }
+
+    /// [`Namespace::worker`] with variables added to the worker's environment.
+    pub async fn worker_env(&self, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let labels: std::collections::BTreeMap<String, String> = extra
             .windows(2)
             .filter(|pair| pair[0] == "--label")
@@ -281,7 +286,7 @@ impl Namespace {
             by_id_only: false,
             in_process: false,
         });
-        Worker::start(&self.name, id, extra).await
+        Worker::start(&self.name, id, extra, env).await
     }
 
     /// Every event of `job` from the history, waiting until `completed` arrives.
@@ -372,7 +377,7 @@ pub struct Worker {
 
 impl Worker {
     /// `extra` may name a `--server` of its own instead of `AMQP_URL`.
-    async fn start(namespace: &str, id: &str, extra: &[&str]) -> Worker {
+    async fn start(namespace: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         use tokio::io::AsyncBufReadExt;
         let server = if extra.contains(&"--server") { Vec::new() } else { vec!["--server".to_owned(), amqp_url()] };
         let mut child = tokio::process::Command::new(binary("runway-worker"))
@@ -380,6 +385,7 @@ impl Worker {
             .args(["--namespace", namespace, "--id", id, "--heartbeat", "1s"])
             .args(extra)
             .env("RUNWAY_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

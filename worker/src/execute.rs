@@ -1,10 +1,12 @@
 //! Running one job's command: spawn it in its own process group, stream its output as batched
 //! log events, send heartbeats, enforce the timeout and cancellation with SIGTERM then SIGKILL to
-//! the whole group, read its outputs, and say how it ended.
+//! the whole group, read its outputs, and say how it ended. Its output and outputs pass through
+//! the job's masker before they are published.
 //!
 //! It does not touch deliveries or queues: the runner decides what to run and settles the message.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -17,8 +19,10 @@ use runway_broker::protocol::{Builtin, Command, Completed, EventBody, Job, LogLi
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use crate::environment::{JobVars, job_environment};
 use crate::events::EventSink;
 use crate::lines::{Chunk, read_lines};
+use crate::masking::Masker;
 
 /// Limits and pacing for executing jobs.
 #[derive(Debug, Clone)]
@@ -67,6 +71,10 @@ pub(crate) struct Context<'a> {
     pub(crate) runner: &'a str,
     pub(crate) workdir: Option<&'a Path>,
     pub(crate) limits: &'a Limits,
+    /// The runner's variables the job gets.
+    pub(crate) env: &'a BTreeMap<OsString, OsString>,
+    /// The job's secrets, resolved: injected into its environment and masked in its output.
+    pub(crate) secrets: &'a [(String, String)],
 }
 
 /// Run `job` to its end, publishing `started`, `log`, `heartbeat` and `output` events (not
@@ -86,14 +94,12 @@ pub(crate) async fn execute(
         Ok(file) => file,
         Err(err) => return failed_to_start(started, format!("cannot create the RUNWAY_OUTPUT file: {err}"), 126),
     };
+    let vars = JobVars { runner: context.runner, output: output_file.path() };
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
-        .envs(&job.env)
-        .env("RUNWAY_JOB_ID", job.id.to_string())
-        .env("RUNWAY_ATTEMPT", job.attempt.to_string())
-        .env("RUNWAY_RUNNER_ID", context.runner)
-        .env("RUNWAY_OUTPUT", output_file.path())
+        .env_clear()
+        .envs(job_environment(context.env, job, &vars, context.secrets))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -130,6 +136,7 @@ pub(crate) async fn execute(
     let grace = job.kill_grace_ms.map_or(limits.kill_grace, ms);
     let timeout_at = job.timeout_ms.map(|timeout| started + ms(timeout));
     let mut batch = Batch::default();
+    let mut masker = Masker::new(context.secrets.iter().map(|(_, value)| value.as_str()));
     let mut heartbeat = tokio::time::interval_at(started + limits.heartbeat, limits.heartbeat);
     let mut ending: Option<Ending> = None;
     let mut kill_at: Option<Instant> = None;
@@ -158,7 +165,7 @@ pub(crate) async fn execute(
         match step {
             Step::Exited(status) => break status,
             Step::Output(Some(chunk)) => {
-                if batch.add(chunk, limits) {
+                if batch.add(mask(&mut masker, chunk), limits) {
                     batch.publish(sink).await;
                 }
             }
@@ -195,7 +202,7 @@ pub(crate) async fn execute(
     while output_open {
         match tokio::time::timeout(DRAIN_IDLE, chunks.recv()).await {
             Ok(Some(chunk)) => {
-                if batch.add(chunk, limits) {
+                if batch.add(mask(&mut masker, chunk), limits) {
                     batch.publish(sink).await;
                 }
             }
@@ -203,9 +210,14 @@ pub(crate) async fn execute(
         }
     }
     readers.abort_all();
+    let held_back = masker.finish(runway_broker::protocol::now_ms());
+    if !held_back.is_empty() {
+        batch.add(Chunk { lines: held_back, bytes: 0 }, limits);
+    }
     batch.publish(sink).await;
 
-    let outputs = read_outputs(output_file.path());
+    let outputs: BTreeMap<String, String> =
+        read_outputs(output_file.path()).into_iter().map(|(key, value)| (key, masker.mask_text(&value))).collect();
     for (key, value) in &outputs {
         sink.emit(EventBody::Output { key: key.clone(), value: value.clone() }).await;
     }
@@ -234,6 +246,11 @@ pub(crate) async fn execute(
 enum Ending {
     TimedOut,
     Cancelled,
+}
+
+/// `chunk` with the job's secrets masked.
+fn mask(masker: &mut Masker, chunk: Chunk) -> Chunk {
+    Chunk { lines: masker.mask_lines(chunk.lines), bytes: chunk.bytes }
 }
 
 /// Lines waiting to be published as one `log` event.

@@ -95,6 +95,8 @@ pub struct JobRecord {
     pub command: Option<Command>,
     pub args: Vec<String>,
     pub env_keys: Vec<String>,
+    /// The names of the secrets the job asked its runner for.
+    pub secrets: Vec<String>,
     pub target: Option<Target>,
     pub queued_by: Option<String>,
     pub timeout_ms: Option<u64>,
@@ -129,6 +131,7 @@ impl JobRecord {
                 self.command = Some(queued.command.clone());
                 self.args = queued.args.clone();
                 self.env_keys = queued.env_keys.clone();
+                self.secrets = queued.secrets.clone();
                 self.target = Some(queued.target.clone());
                 self.queued_by = Some(queued.queued_by.clone());
                 self.timeout_ms = queued.timeout_ms;
@@ -258,6 +261,7 @@ mod tests {
             command: Command::Shell("make".into()),
             args: vec![],
             env_keys: vec!["SECRET".into()],
+            secrets: Vec::new(),
             target: Target::Any,
             timeout_ms: None,
             retry_on_lost: false,

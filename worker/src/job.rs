@@ -41,6 +41,10 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
         }
     }
     let mut sink = EventSink::new(run.link.clone(), run.topology.clone(), job.id, run.config.id.clone(), job.attempt);
+    let secrets = match run.config.secrets.resolve(&job.secrets) {
+        Ok(secrets) => secrets,
+        Err(missing) => return reject(&job, &mut sink, delivery, &missing.to_string()).await,
+    };
     // Wait for a free slot; a cancel before or while waiting ends the job without running it,
     // and a shutdown before it got one hands it back to the broker for another runner.
     let mut shutdown = run.shutdown.clone();
@@ -58,8 +62,13 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
     sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
     let completed = match permit {
         Some(_permit) => {
-            let context =
-                Context { runner: &run.config.id, workdir: run.config.workdir.as_deref(), limits: &run.config.limits };
+            let context = Context {
+                runner: &run.config.id,
+                workdir: run.config.workdir.as_deref(),
+                limits: &run.config.limits,
+                env: &run.config.env,
+                secrets: &secrets,
+            };
             execute(&job, &context, &mut sink, stops).await
         }
         None => Completed::without_exit(Status::Cancelled, "cancelled before it started".to_owned()),
@@ -70,6 +79,17 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
         tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
     }
     // Acknowledge even if events were lost: the job ran, and it must not run again.
+    settle(delivery.acker.ack().await);
+}
+
+/// End `job` `rejected` without running it: record `completed` with the reason (names only,
+/// never a value), then acknowledge.
+async fn reject(job: &Job, sink: &mut EventSink, delivery: Delivery, reason: &str) {
+    tracing::warn!(job = %job.id, operation = %job.operation, reason, "rejecting a job");
+    sink.emit(EventBody::Completed(Completed::without_exit(Status::Rejected, reason.to_owned()))).await;
+    if let Err(err) = sink.flush().await {
+        tracing::warn!(job = %job.id, error = %err, "the rejection of the job was not confirmed");
+    }
     settle(delivery.acker.ack().await);
 }
 

@@ -146,6 +146,7 @@ mod tests {
             command: Command::Shell("true".into()),
             args: vec![],
             env: BTreeMap::new(),
+            secrets: Vec::new(),
             workdir: None,
             timeout_ms: None,
             kill_grace_ms: None,

@@ -9,6 +9,7 @@
 //! (`consumers`, `cancels`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ use crate::job::{JobRun, run_job, settle};
 use crate::lifetime::{Lifetime, Progress};
 use crate::link::{Link, LinkState};
 use crate::rejection::reject;
+use crate::secrets::Secrets;
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -48,6 +50,10 @@ pub struct RunnerConfig {
     pub max_job_bytes: usize,
     /// One job only, or an idle timeout (see `lifetime`).
     pub lifetime: Lifetime,
+    /// The runner's own variables its jobs get (see `environment`).
+    pub env: BTreeMap<OsString, OsString>,
+    /// Where the secrets a job names come from.
+    pub secrets: Secrets,
 }
 
 impl RunnerConfig {
@@ -63,6 +69,8 @@ impl RunnerConfig {
             limits: Limits::default(),
             max_job_bytes: 1024 * 1024,
             lifetime: Lifetime::default(),
+            env: crate::environment::allowed(std::env::vars_os(), &[]),
+            secrets: Secrets::default(),
         }
     }
 }

@@ -27,6 +27,7 @@ fn job(command: &str) -> Job {
         command: Command::Shell(command.to_owned()),
         args: vec![],
         env: BTreeMap::new(),
+        secrets: Vec::new(),
         workdir: None,
         timeout_ms: None,
         kill_grace_ms: None,

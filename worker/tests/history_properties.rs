@@ -127,6 +127,7 @@ fn queued() -> impl Strategy<Value = Queued> {
                 queued_by,
                 created_at_ms,
                 group,
+                secrets: Vec::new(),
             },
         )
 }

@@ -141,7 +141,7 @@ fn an_unknown_operation_key_is_named_at_the_key() {
     assert_eq!(
         message,
         "unknown key `tiemout` in [operations.build], expected one of `run`, `timeout`, `kill_grace`, `env`, \
-             `target`, `retry_on_lost`, `description`, `concurrency`"
+             `secrets`, `target`, `retry_on_lost`, `description`, `concurrency`"
     );
 }
 
@@ -488,4 +488,17 @@ fn concurrency_is_a_group_name_or_false() {
     assert!(message.contains("name the group"), "{message}");
     let (_, _, message) = error("[operations.deploy]\nrun = \"d\"\nconcurrency = \"a b\"\n");
     assert!(message.contains("invalid concurrency group"), "{message}");
+}
+
+#[test]
+fn secrets_are_names_each_once() {
+    let project = parse(
+        Path::new("/p/runway.toml"),
+        "[operations.deploy]\nrun = \"./deploy\"\nsecrets = [\"DEPLOY_TOKEN\", \"DB_PASSWORD\", \"DEPLOY_TOKEN\"]\n",
+    )
+    .expect("valid");
+    assert_eq!(project.operations["deploy"].secrets, ["DEPLOY_TOKEN", "DB_PASSWORD"]);
+    let (line, column, message) = error("[operations.deploy]\nrun = \"x\"\nsecrets = [\"OK\", \"A=B\"]\n");
+    assert_eq!((line, column), (3, 18));
+    assert!(message.starts_with("invalid secret name `A=B` in operation `deploy`"), "{message}");
 }

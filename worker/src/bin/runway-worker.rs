@@ -12,7 +12,9 @@ use runway_broker::client_logs::client_log_cap;
 use runway_broker::topology::Topology;
 use runway_broker::{Broker, TlsFiles};
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
+use runway_worker::environment;
 use runway_worker::interval;
+use runway_worker::secrets::Secrets;
 use runway_worker::{Lifetime, Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -24,6 +26,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 const USAGE: u8 = 64;
 /// Exit code when the broker cannot be reached.
 const UNAVAILABLE: u8 = 69;
+/// Exit code for a secrets store that cannot be used (EX_CONFIG): unreadable, readable by
+/// others, malformed, or naming a variable the worker does not have.
+const CONFIG: u8 = 78;
 /// Exit code for anything else that stopped the daemon.
 const FAILURE: u8 = 70;
 /// How long dialling the broker may take.
@@ -82,6 +87,15 @@ struct Flags {
     /// Exit (0) after this long with no job (e.g. 10m).
     #[arg(long, value_name = "D", value_parser = humantime::parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Also give jobs this variable of the worker's environment (repeatable); never RUNWAY_* or AMQP_URL.
+    #[arg(long = "pass-env", value_name = "NAME")]
+    pass_env: Vec<String>,
+    /// Secrets for jobs: a file of NAME=value lines, readable only by this user (chmod 600).
+    #[arg(long, value_name = "PATH")]
+    secrets_file: Option<PathBuf>,
+    /// A secret for jobs from this variable of the worker's environment (repeatable).
+    #[arg(long = "secret-env", value_name = "NAME")]
+    secret_env: Vec<String>,
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -130,6 +144,19 @@ fn main() -> ExitCode {
     runner.workdir = flags.workdir.clone();
     runner.lifetime = Lifetime { once: flags.once, idle_timeout: flags.idle_timeout };
     runner.limits = Limits { heartbeat: flags.heartbeat, kill_grace: flags.kill_grace, ..Limits::default() };
+    if let Err(err) = environment::check_pass_env(&flags.pass_env) {
+        eprintln!("runway-worker: error: {err}");
+        return ExitCode::from(USAGE);
+    }
+    runner.env = environment::allowed(std::env::vars_os(), &flags.pass_env);
+    runner.secrets =
+        match Secrets::load(flags.secrets_file.as_deref(), &flags.secret_env, |name| std::env::var(name).ok()) {
+            Ok(secrets) => secrets,
+            Err(err) => {
+                eprintln!("runway-worker: error: {err}");
+                return ExitCode::from(CONFIG);
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
