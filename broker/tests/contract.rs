@@ -695,6 +695,8 @@ async fn properties_round_trip_and_an_ack_removes_the_message(broker: Broker, te
         content_type: Some("application/json".to_owned()),
         timestamp_ms: Some(1_700_000_000_123),
         reply_to: Some("somewhere".to_owned()),
+        // Whatever a caller claims, the broker's publish path says who published.
+        user_id: Some("mallory".to_owned()),
         persistent: true,
         headers: BTreeMap::from([
             ("text".to_owned(), HeaderValue::Str("value".to_owned())),
@@ -708,7 +710,12 @@ async fn properties_round_trip_and_an_ack_removes_the_message(broker: Broker, te
     let delivery = next(&mut consumer).await;
     assert_eq!(delivery.body, message.body);
     // AMQP timestamps are whole seconds.
-    assert_eq!(delivery.properties, Properties { timestamp_ms: Some(1_700_000_000_000), ..properties });
+    // AMQP timestamps are whole seconds; `user_id` is the connection's login.
+    assert_eq!(
+        delivery.properties,
+        Properties { timestamp_ms: Some(1_700_000_000_000), user_id: Some(conn.login()), ..properties }
+    );
+    assert_ne!(conn.login(), "mallory");
     assert_eq!(
         (delivery.queue.as_str(), delivery.exchange.as_str(), delivery.routing_key.as_str()),
         (queue_name.as_str(), "", queue_name.as_str())

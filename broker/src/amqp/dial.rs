@@ -55,6 +55,11 @@ impl AmqpBroker {
         self.display_name.clone()
     }
 
+    /// The user the URL logs in as: what RabbitMQ expects in every publish's `user_id`.
+    pub fn login(&self) -> &str {
+        &self.uri.authority.userinfo.username
+    }
+
     /// Dial a new connection of its own, within the connect timeout.
     pub async fn connect(&self) -> Result<Connection> {
         let host = self.display_name.clone();

@@ -155,6 +155,11 @@ impl Connection {
         self.inner.broker.connect().await
     }
 
+    /// The user this connection logged in as.
+    pub fn login(&self) -> &str {
+        self.inner.broker.login()
+    }
+
     /// `scheme://host:port/vhost`, without user or password.
     pub fn display_name(&self) -> String {
         self.inner.host.clone()
