@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod users;
+
 /// How long one CLI run may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -269,6 +271,11 @@ impl Namespace {
 
     /// Start a `runway-worker` in this namespace and wait until it serves.
     pub async fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        self.worker_as(&amqp_url(), id, extra).await
+    }
+
+    /// Start a `runway-worker` that logs in with `url` (another user's account).
+    pub async fn worker_as(&self, url: &str, id: &str, extra: &[&str]) -> Worker {
         let labels: std::collections::BTreeMap<String, String> = extra
             .windows(2)
             .filter(|pair| pair[0] == "--label")
@@ -281,7 +288,7 @@ impl Namespace {
             by_id_only: false,
             in_process: false,
         });
-        Worker::start(&self.name, id, extra).await
+        Worker::start(url, &self.name, id, extra).await
     }
 
     /// Every event of `job` from the history, waiting until `completed` arrives.
@@ -371,10 +378,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    async fn start(namespace: &str, id: &str, extra: &[&str]) -> Worker {
+    async fn start(url: &str, namespace: &str, id: &str, extra: &[&str]) -> Worker {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(binary("runway-worker"))
-            .args(["--server", &amqp_url(), "--namespace", namespace, "--id", id, "--heartbeat", "1s"])
+            .args(["--server", url, "--namespace", namespace, "--id", id, "--heartbeat", "1s"])
             .args(extra)
             .env("RUNWAY_LOG", "info")
             .stdin(Stdio::null())
