@@ -6,6 +6,7 @@
 mod faults;
 mod jobs;
 mod local;
+mod policy;
 mod python_client;
 mod remote;
 mod roles;

@@ -6,6 +6,7 @@
 
 pub mod amqp;
 mod error;
+pub mod identity;
 pub mod memory;
 mod message;
 pub mod protocol;

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use runway_broker::protocol::{self, Completed, Event, Job, Status};
+use runway_broker::protocol::{Completed, Job, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, ConsumeOptions, Consumer};
 use runway_worker::history::JobRecord;
@@ -95,7 +95,7 @@ pub async fn submit_and_follow(
         };
         match next {
             Some(Some(Ok(delivery))) => {
-                let completed = match protocol::decode::<Event>(&delivery.body, "event") {
+                let completed = match runway_broker::identity::decode_event(&delivery) {
                     Ok(event) => {
                         // Only a runner's events say the job left its queue (not our own record).
                         if !event.runner.is_empty() {

@@ -15,6 +15,7 @@ pub mod history;
 mod job;
 mod lines;
 mod link;
+pub mod policy;
 mod redelivery;
 mod runner;
 pub mod streams;

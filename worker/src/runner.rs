@@ -26,6 +26,7 @@ use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
 use crate::job::{JobRun, run_job, settle};
 use crate::link::{Link, LinkState};
+use crate::policy::{self, Policy};
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -43,6 +44,8 @@ pub struct RunnerConfig {
     pub limits: Limits,
     /// Larger job messages are dead-lettered unread.
     pub max_job_bytes: usize,
+    /// Whose jobs it runs; every other job is rejected.
+    pub policy: Policy,
 }
 
 impl RunnerConfig {
@@ -57,6 +60,7 @@ impl RunnerConfig {
             workdir: None,
             limits: Limits::default(),
             max_job_bytes: 1024 * 1024,
+            policy: Policy::default(),
         }
     }
 }
@@ -507,6 +511,10 @@ impl Serving {
                 return;
             }
         };
+        if let Err(why) = self.config.policy.check(policy::submitter(&delivery), &job) {
+            policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await;
+            return;
+        }
         if self.running.contains_key(&job.id) {
             // The broker handed back a job this runner is running (its connection dropped and
             // came back): the copy is a duplicate.

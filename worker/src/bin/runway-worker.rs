@@ -10,6 +10,7 @@ use clap::Parser;
 use runway_broker::Broker;
 use runway_broker::topology::Topology;
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
+use runway_worker::policy::{Allow, Policy};
 use runway_worker::{Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -60,6 +61,13 @@ struct Flags {
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Run only jobs whose verified submitter matches USER[:PROJECT[/OPERATION]] (repeatable,
+    /// `*` for any part); without it, every verified submitter's jobs run.
+    #[arg(long = "allow", value_name = "USER[:PROJECT[/OPERATION]]", value_parser = Allow::parse)]
+    allow: Vec<Allow>,
+    /// Also run jobs that carry no verified submitter (user_id). For local development only.
+    #[arg(long)]
+    insecure_allow_anonymous: bool,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -96,6 +104,10 @@ fn main() -> ExitCode {
     runner.concurrency = usize::from(flags.concurrency);
     runner.by_id_only = flags.by_id_only;
     runner.workdir = flags.workdir.clone();
+    runner.policy = Policy { allow: flags.allow.clone(), allow_anonymous: flags.insecure_allow_anonymous };
+    if flags.insecure_allow_anonymous {
+        tracing::warn!("INSECURE: --insecure-allow-anonymous runs jobs whose submitter nobody verified");
+    }
     runner.limits = Limits { heartbeat: flags.heartbeat, kill_grace: flags.kill_grace, ..Limits::default() };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
