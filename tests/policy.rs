@@ -27,3 +27,35 @@ async fn a_worker_rejects_the_jobs_of_a_submitter_its_policy_does_not_allow() {
     assert_eq!(dead.messages, 1, "the rejected job is dead-lettered");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_cancel_is_honoured_only_from_the_submitter_and_a_ping_answers_only_a_reply_queue() {
+    let ns = Namespace::new().await;
+    let alice = User::with_role(&ns.name, "submitter");
+    let mallory = User::with_role(&ns.name, "submitter");
+    let mut worker = ns.worker("w-cancel", &[]).await;
+    let project = Project::new(&op("wait", "sleep 30"));
+    let queued = project.runway(&args(&alice.flags(&ns.name), &["run", "wait", "--detach"])).await;
+    queued.assert_code(0);
+    let id = queued.stdout().trim().to_owned();
+    ns.read_history(|event| event["job"] == id.as_str() && event["body"]["kind"] == "started").await;
+    // Mallory may publish a cancel (a submitter may cancel its own jobs), but not for this job.
+    project.runway(&args(&mallory.flags(&ns.name), &["job", "cancel", &id])).await.assert_code(0);
+    worker.wait_for_log("ignoring a cancel from a user who may not cancel this job").await;
+    // A ping asking for answers in a job queue is ignored.
+    let job_queue = ns.topology.job_queue(&runway_broker::protocol::Target::Runner("w-cancel".to_owned()));
+    let ping = runway_broker::protocol::Control {
+        v: runway_broker::protocol::VERSION,
+        body: runway_broker::protocol::ControlBody::Ping { reply_to: job_queue.clone() },
+    };
+    ns.topology.publish_control(ns.conn(), &ping).await.expect("publish a ping");
+    worker.wait_for_log("ignoring a ping whose reply_to is not a reply queue").await;
+    let queue = ns.conn().queue_info(&job_queue).await.expect("info").expect("the runner's queue");
+    assert_eq!(queue.messages, 0, "the runner published nothing into a job queue");
+    // Alice's own cancel stops it.
+    project.runway(&args(&alice.flags(&ns.name), &["job", "cancel", &id])).await.assert_code(0);
+    let events = ns.completed_events(&id).await;
+    let completed = events.last().expect("completed");
+    assert_eq!(completed["body"]["data"]["status"], "cancelled", "{completed}");
+    ns.cleanup().await;
+}

@@ -103,7 +103,7 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
     let (permissions, topics) = match role {
         Role::Submitter => (
             Permissions {
-                configure: any_of(&[server_named.clone()]),
+                configure: any_of(std::slice::from_ref(&server_named)),
                 write: any_of(&[server_named.clone(), name("jobs"), name("events"), name("control"), default]),
                 read: any_of(&[server_named, name("events"), name("history"), name("index")]),
             },
@@ -128,7 +128,7 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
         }
         Role::Observer => (
             Permissions {
-                configure: any_of(&[server_named.clone()]),
+                configure: any_of(std::slice::from_ref(&server_named)),
                 write: any_of(&[server_named.clone(), name("control"), default]),
                 read: any_of(&[server_named, name("history"), name("index")]),
             },

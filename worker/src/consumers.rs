@@ -5,16 +5,14 @@
 //! It does not decide which shared queues to consume or with what credit (`credit` does, and the
 //! serving loop carries it out), nor what a delivery means.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use runway_broker::topology::{RunnerQueues, Topology};
 use runway_broker::{Connection, ConsumeOptions, Consumer, Delivery};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::backoff::{MAX_PAUSE, pauses};
-use crate::cancels::read_cancels;
+use crate::cancels::{Cancels, read_cancels};
 use crate::runner::RunnerConfig;
 
 /// The acknowledgement timeout asked of the broker for job deliveries (`x-consumer-timeout`),
@@ -36,7 +34,7 @@ pub(crate) struct Wiring {
     pub(crate) consumers: Vec<(String, ConsumeOptions, Consumer)>,
     pub(crate) control: Consumer,
     /// Jobs cancelled so far, and the consumer of later cancels (not for an in-process runner).
-    pub(crate) cancels: Option<(HashSet<Uuid>, Consumer)>,
+    pub(crate) cancels: Option<(Cancels, Consumer)>,
 }
 
 /// Declare the runner's queues on `conn` and consume them.

@@ -43,9 +43,21 @@ pub struct Policy {
     /// Run jobs that carry no verified submitter (local development against a broker that does
     /// not set `user_id`). Off unless `--insecure-allow-anonymous`.
     pub allow_anonymous: bool,
+    /// Who may cancel anyone's job (`*`: every verified user); a job's submitter always may.
+    pub cancellers: Vec<String>,
 }
 
 impl Policy {
+    /// Whether `canceller` may cancel a job sent by `submitter`.
+    pub fn may_cancel(&self, canceller: Option<&str>, submitter: Option<&str>) -> bool {
+        match canceller {
+            None => self.allow_anonymous,
+            Some(user) => {
+                Some(user) == submitter || self.cancellers.iter().any(|allowed| allowed == "*" || allowed == user)
+            }
+        }
+    }
+
     /// `Ok` to run `job`, sent by `submitter`; otherwise why not.
     pub fn check(&self, submitter: Option<&str>, job: &Job) -> Result<(), String> {
         let Some(user) = submitter else {
@@ -136,6 +148,7 @@ mod tests {
         let policy = Policy {
             allow: vec![Allow::parse("ci:web/deploy").expect("rule"), Allow::parse("alice").expect("rule")],
             allow_anonymous: false,
+            cancellers: vec![],
         };
         assert!(policy.check(Some("ci"), &job("web", "deploy")).is_ok());
         assert!(policy.check(Some("ci"), &job("web", "build")).is_err());
@@ -147,6 +160,15 @@ mod tests {
             Ok(Allow { user: "ci".into(), project: "*".into(), operation: "build".into() })
         );
         assert!(Allow::parse(":web").is_err());
+    }
+
+    #[test]
+    fn only_the_submitter_or_an_operator_cancels_a_job() {
+        let policy = Policy { cancellers: vec!["ops".into()], ..Policy::default() };
+        assert!(policy.may_cancel(Some("alice"), Some("alice")));
+        assert!(policy.may_cancel(Some("ops"), Some("alice")));
+        assert!(!policy.may_cancel(Some("mallory"), Some("alice")));
+        assert!(!policy.may_cancel(None, Some("alice")));
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
 mod tests {
     use std::collections::BTreeMap;
 
-    use runway_broker::protocol::{Command, Completed, EventBody, Status, Target, VERSION};
+    use runway_broker::protocol::{Command, Completed, Event, EventBody, Status, Target, VERSION};
     use uuid::Uuid;
 
     use super::*;

@@ -65,6 +65,10 @@ struct Flags {
     /// `*` for any part); without it, every verified submitter's jobs run.
     #[arg(long = "allow", value_name = "USER[:PROJECT[/OPERATION]]", value_parser = Allow::parse)]
     allow: Vec<Allow>,
+    /// Honour cancels of anyone's job from this user (repeatable, `*` for every verified user);
+    /// a job's submitter may always cancel it.
+    #[arg(long = "allow-cancel", value_name = "USER")]
+    allow_cancel: Vec<String>,
     /// Also run jobs that carry no verified submitter (user_id). For local development only.
     #[arg(long)]
     insecure_allow_anonymous: bool,
@@ -104,7 +108,11 @@ fn main() -> ExitCode {
     runner.concurrency = usize::from(flags.concurrency);
     runner.by_id_only = flags.by_id_only;
     runner.workdir = flags.workdir.clone();
-    runner.policy = Policy { allow: flags.allow.clone(), allow_anonymous: flags.insecure_allow_anonymous };
+    runner.policy = Policy {
+        allow: flags.allow.clone(),
+        allow_anonymous: flags.insecure_allow_anonymous,
+        cancellers: flags.allow_cancel.clone(),
+    };
     if flags.insecure_allow_anonymous {
         tracing::warn!("INSECURE: --insecure-allow-anonymous runs jobs whose submitter nobody verified");
     }
