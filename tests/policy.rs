@@ -59,3 +59,47 @@ async fn a_cancel_is_honoured_only_from_the_submitter_and_a_ping_answers_only_a_
     assert_eq!(completed["body"]["data"]["status"], "cancelled", "{completed}");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_runner_inside_a_cli_rejects_a_job_its_cli_did_not_submit() {
+    use runway_broker::protocol::{self, Command, Job, Target};
+    let ns = Namespace::new().await;
+    let project = Project::new(&op("wait", "echo started; sleep 30"));
+    // CLI-runner mode: the job runs inside this CLI.
+    let mut cli = project.spawn_runway(&args(&ns.flags(), &["run", "wait"]));
+    let mut runner = String::new();
+    ns.read_history(|event| {
+        if event["body"]["kind"] == "started" {
+            runner = event["runner"].as_str().expect("a runner id").to_owned();
+            return true;
+        }
+        false
+    })
+    .await;
+    assert!(runner.starts_with("cli-"), "{runner}");
+    // The same account publishes a job straight to that CLI's runner.
+    let forged = Job {
+        v: protocol::VERSION,
+        id: uuid::Uuid::now_v7(),
+        operation: "wait".to_owned(),
+        project: "p".to_owned(),
+        command: Command::Shell("echo pwned".to_owned()),
+        args: vec![],
+        env: Default::default(),
+        workdir: None,
+        timeout_ms: None,
+        kill_grace_ms: None,
+        target: Target::Runner(runner),
+        retry_on_lost: false,
+        attempt: 1,
+        created_at_ms: protocol::now_ms(),
+        queued_by: "mallory@nowhere".to_owned(),
+    };
+    ns.topology.publish_job(ns.conn(), &forged).await.expect("publish to the CLI's runner");
+    let events = ns.completed_events(&forged.id.to_string()).await;
+    let completed = events.last().expect("completed");
+    assert_eq!(completed["body"]["data"]["status"], "rejected", "{completed}");
+    assert!(!events.iter().any(|event| event["body"]["kind"] == "started"), "the forged job never started");
+    cli.kill().await;
+    ns.cleanup().await;
+}

@@ -6,6 +6,7 @@
 use runway_broker::Connection;
 use runway_broker::protocol::{Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
 use runway_broker::topology::Topology;
+use runway_worker::policy::SubmittedHere;
 use runway_worker::{Runner, RunnerConfig, Shutdown};
 use uuid::Uuid;
 
@@ -22,6 +23,8 @@ pub struct Session {
     runner: Option<Runner>,
     /// The runner's own connection, kept so its queue lives exactly as long as the session.
     runner_conn: Option<Connection>,
+    /// The jobs this CLI submitted: the only ones its runner runs.
+    submitted: SubmittedHere,
 }
 
 impl Session {
@@ -31,7 +34,13 @@ impl Session {
         let broker = connect::broker(settings.server.as_deref())?;
         let conn = connect::connect(&broker, &topology).await?;
         if !needs_runner {
-            return Ok(Session { conn, topology, runner: None, runner_conn: None });
+            return Ok(Session {
+                conn,
+                topology,
+                runner: None,
+                runner_conn: None,
+                submitted: SubmittedHere::default(),
+            });
         }
         // Local and CLI-runner modes: a by-id-only runner inside this process, on a connection of
         // its own so that its exclusive queue lives exactly as long as it does.
@@ -39,10 +48,12 @@ impl Session {
         let mut config = RunnerConfig::new(format!("cli-{}", &Uuid::now_v7().simple().to_string()[20..]));
         config.by_id_only = true;
         config.in_process = true;
+        let submitted = SubmittedHere::default();
+        config.policy.only = Some(submitted.clone());
         let runner = runway_worker::start(&runner_conn, &topology, config)
             .await
             .map_err(|err| CliError::Internal(err.to_string()))?;
-        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn) })
+        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn), submitted })
     }
 
     pub fn conn(&self) -> &Connection {
@@ -71,6 +82,7 @@ impl Session {
     /// `rejected` completion on the record, so the history does not show it waiting forever.
     pub async fn submit(&self, job: &Job) -> Result<(), CliError> {
         self.record(job, EventBody::Queued(Queued::of(job))).await?;
+        self.submitted.insert(job.id);
         match self.topology.publish_job(&self.conn, job).await {
             Ok(()) => Ok(()),
             Err(runway_broker::Error::Unroutable { .. }) => {

@@ -4,9 +4,14 @@
 //! It trusts only the broker's `user_id`, never the body's `queued_by`. It does not decide how a
 //! job runs.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
 use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery, identity};
+
+use uuid::Uuid;
 
 use crate::job::settle;
 
@@ -35,8 +40,23 @@ impl Allow {
     }
 }
 
+/// The ids of the jobs a CLI submitted, shared with the runner inside it.
+#[derive(Debug, Clone, Default)]
+pub struct SubmittedHere(Arc<Mutex<HashSet<Uuid>>>);
+
+impl SubmittedHere {
+    /// Note a job before it is published, so its runner knows it when it arrives.
+    pub fn insert(&self, job: Uuid) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(job);
+    }
+
+    fn contains(&self, job: Uuid) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(&job)
+    }
+}
+
 /// Whose jobs a runner runs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Policy {
     /// Empty: every verified submitter (the broker's permissions decide who may submit).
     pub allow: Vec<Allow>,
@@ -45,6 +65,8 @@ pub struct Policy {
     pub allow_anonymous: bool,
     /// Who may cancel anyone's job (`*`: every verified user); a job's submitter always may.
     pub cancellers: Vec<String>,
+    /// For the runner inside a CLI: run only the jobs that CLI submitted.
+    pub only: Option<SubmittedHere>,
 }
 
 impl Policy {
@@ -60,6 +82,11 @@ impl Policy {
 
     /// `Ok` to run `job`, sent by `submitter`; otherwise why not.
     pub fn check(&self, submitter: Option<&str>, job: &Job) -> Result<(), String> {
+        if let Some(only) = &self.only
+            && !only.contains(job.id)
+        {
+            return Err("the runner inside a runway CLI runs only the jobs that CLI submitted".to_owned());
+        }
         let Some(user) = submitter else {
             if self.allow_anonymous {
                 return Ok(());
@@ -149,6 +176,7 @@ mod tests {
             allow: vec![Allow::parse("ci:web/deploy").expect("rule"), Allow::parse("alice").expect("rule")],
             allow_anonymous: false,
             cancellers: vec![],
+            only: None,
         };
         assert!(policy.check(Some("ci"), &job("web", "deploy")).is_ok());
         assert!(policy.check(Some("ci"), &job("web", "build")).is_err());
@@ -160,6 +188,16 @@ mod tests {
             Ok(Allow { user: "ci".into(), project: "*".into(), operation: "build".into() })
         );
         assert!(Allow::parse(":web").is_err());
+    }
+
+    #[test]
+    fn a_cli_runner_runs_only_what_its_cli_submitted() {
+        let mine = job("p", "o");
+        let here = SubmittedHere::default();
+        here.insert(mine.id);
+        let policy = Policy { only: Some(here), ..Policy::default() };
+        assert!(policy.check(Some("alice"), &mine).is_ok());
+        assert!(policy.check(Some("alice"), &job("p", "o")).is_err());
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn main() -> ExitCode {
         allow: flags.allow.clone(),
         allow_anonymous: flags.insecure_allow_anonymous,
         cancellers: flags.allow_cancel.clone(),
+        only: None,
     };
     if flags.insecure_allow_anonymous {
         tracing::warn!("INSECURE: --insecure-allow-anonymous runs jobs whose submitter nobody verified");
