@@ -64,9 +64,12 @@ async fn a_cancel_is_honoured_only_from_the_submitter_and_a_ping_answers_only_a_
 async fn the_runner_inside_a_cli_rejects_a_job_its_cli_did_not_submit() {
     use runway_broker::protocol::{self, Command, Job, Target};
     let ns = Namespace::new().await;
-    let project = Project::new(&op("wait", "echo started; sleep 30"));
-    // CLI-runner mode: the job runs inside this CLI.
-    let mut cli = project.spawn_runway(&args(&ns.flags(), &["run", "wait"]));
+    // CLI-runner mode: `up` runs build, deploy and release inside this CLI, one after another,
+    // so its runner is there between them (it holds one job at a time: a job published to it
+    // while build runs is delivered when build ends).
+    let toml = format!("{}\n{}\n{}", op("build", "sleep 2"), op("deploy", "sleep 2"), op("release", "true"));
+    let project = Project::new(&toml);
+    let mut cli = project.spawn_runway(&args(&ns.flags(), &["up"]));
     let mut runner = String::new();
     ns.read_history(|event| {
         if event["body"]["kind"] == "started" {
