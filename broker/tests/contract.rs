@@ -444,7 +444,7 @@ async fn exclusive_queue_is_locked_to_its_connection(broker: Broker, test: &str)
     let named_by_broker = owner.declare_queue("", &options).await.expect("declare").name;
     assert!(named_by_broker.starts_with("amq.gen-"), "{named_by_broker}");
     let err = other.declare_queue(&named_by_broker, &options).await.expect_err("reserved name");
-    assert!(matches!(err, Error::Protocol(_)), "got {err:?}");
+    assert!(matches!(err, Error::AccessRefused { .. }), "got {err:?}");
     // Others may still publish to it.
     other.publish_confirmed("", &queue_name, &text("for you"), true).await.expect("publish");
     let mut consumer = owner.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");

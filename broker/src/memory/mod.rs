@@ -132,7 +132,11 @@ impl Connection {
             )));
         }
         if name.starts_with("amq.") {
-            return Err(Error::Protocol(format!("queue `{name}`: the prefix `amq.` is reserved for the broker")));
+            // RabbitMQ answers ACCESS_REFUSED.
+            return Err(Error::AccessRefused {
+                what: format!("queue `{name}`"),
+                reason: "the prefix `amq.` is reserved for the broker".to_owned(),
+            });
         }
         let mut state = self.state()?;
         let name = if name.is_empty() { format!("amq.gen-{}", uuid::Uuid::now_v7().simple()) } else { name.to_owned() };
