@@ -44,6 +44,10 @@ pub enum Error {
     /// The broker does not support something runway asked for.
     #[error("the broker does not support {0}")]
     NotSupported(String),
+    /// The broker refused an operation for lack of permission (ACCESS_REFUSED, 403): `what` the
+    /// operation was about, `reason` the broker's words (they name the resource and the user).
+    #[error("the broker refused access to {what}: {reason}")]
+    AccessRefused { what: String, reason: String },
     /// Any other protocol-level failure, with the broker's words.
     #[error("broker error: {0}")]
     Protocol(String),
@@ -65,6 +69,7 @@ impl Error {
             | Error::ResourceLocked { .. }
             | Error::PreconditionFailed(_)
             | Error::NotSupported(_)
+            | Error::AccessRefused { .. }
             | Error::Protocol(_) => false,
         }
     }
@@ -83,6 +88,7 @@ impl Error {
             | Error::PreconditionFailed(_)
             | Error::Nacked { .. }
             | Error::NotSupported(_)
+            | Error::AccessRefused { .. }
             | Error::Protocol(_) => false,
         }
     }

@@ -7,9 +7,11 @@
 pub mod amqp;
 pub mod client_logs;
 mod error;
+pub mod identity;
 pub mod memory;
 mod message;
 pub mod protocol;
+pub mod roles;
 pub mod topology;
 
 use std::time::Duration;
@@ -99,6 +101,14 @@ impl Connection {
         match self {
             Connection::Memory(conn) => Ok(Connection::Memory(conn.redial())),
             Connection::Amqp(conn) => Ok(Connection::Amqp(conn.redial().await?)),
+        }
+    }
+
+    /// The user this connection logged in as: the `user_id` of everything it publishes.
+    pub fn login(&self) -> String {
+        match self {
+            Connection::Memory(conn) => conn.login(),
+            Connection::Amqp(conn) => conn.login().unwrap_or("the user of the client certificate").to_owned(),
         }
     }
 

@@ -117,6 +117,10 @@ pub struct Properties {
     /// Seconds resolution on AMQP; ms since the epoch here.
     pub timestamp_ms: Option<u64>,
     pub reply_to: Option<String>,
+    /// The publisher's login, as the broker verified it (AMQP `user_id`). runway's publish path
+    /// sets it from the connection and ignores whatever a caller put here; RabbitMQ refuses a
+    /// publish whose `user_id` is not the connection's user, so on a delivery it is an identity.
+    pub user_id: Option<String>,
     /// Delivery mode 2: written to disk by a durable queue.
     pub persistent: bool,
     pub headers: BTreeMap<String, HeaderValue>,

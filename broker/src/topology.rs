@@ -391,6 +391,12 @@ impl Topology {
         Ok(conn.declare_queue("", &options).await?.name)
     }
 
+    /// Whether `name` is a queue a ping may ask answers to: a server-named queue or RabbitMQ's
+    /// direct reply-to, never a job queue or a stream (a runner would publish into it).
+    pub fn is_reply_queue(name: &str) -> bool {
+        name == "amq.rabbitmq.reply-to" || name.strip_prefix("amq.gen-").is_some_and(|rest| !rest.is_empty())
+    }
+
     /// Answer a ping: send this runner's description to the asker's queue.
     pub async fn reply_runner_info(&self, conn: &Connection, reply_to: &str, info: &RunnerInfo) -> Result<()> {
         let message = Message::json(protocol::encode(info), protocol::KIND_RUNNER);
@@ -564,6 +570,15 @@ mod tests {
         let topology = Topology::new("ns").expect("valid");
         assert_eq!(topology.job_queue(&Target::Labels(BTreeMap::new())), topology.job_queue(&Target::Any));
         assert_eq!(topology.job_queue(&Target::Labels(labels(&[("a", "b")]))), "ns.jobs.labels.a=b");
+    }
+
+    #[test]
+    fn a_ping_may_ask_answers_only_to_a_reply_queue() {
+        assert!(Topology::is_reply_queue("amq.gen-Xa1"));
+        assert!(Topology::is_reply_queue("amq.rabbitmq.reply-to"));
+        assert!(!Topology::is_reply_queue("ns.runner.r1"));
+        assert!(!Topology::is_reply_queue("ns.history"));
+        assert!(!Topology::is_reply_queue("amq.gen-"));
     }
 
     #[test]

@@ -483,7 +483,7 @@ async fn exclusive_queue_is_locked_to_its_connection(broker: Broker, test: &str)
     let named_by_broker = owner.declare_queue("", &options).await.expect("declare").name;
     assert!(named_by_broker.starts_with("amq.gen-"), "{named_by_broker}");
     let err = other.declare_queue(&named_by_broker, &options).await.expect_err("reserved name");
-    assert!(matches!(err, Error::Protocol(_)), "got {err:?}");
+    assert!(matches!(err, Error::AccessRefused { .. }), "got {err:?}");
     // Others may still publish to it.
     other.publish_confirmed("", &queue_name, &text("for you"), true).await.expect("publish");
     let mut consumer = owner.consume(&queue_name, &ConsumeOptions::with_prefetch(1)).await.expect("consume");
@@ -776,6 +776,8 @@ async fn properties_round_trip_and_an_ack_removes_the_message(broker: Broker, te
         content_type: Some("application/json".to_owned()),
         timestamp_ms: Some(1_700_000_000_123),
         reply_to: Some("somewhere".to_owned()),
+        // Whatever a caller claims, the broker's publish path says who published.
+        user_id: Some("mallory".to_owned()),
         persistent: true,
         headers: BTreeMap::from([
             ("text".to_owned(), HeaderValue::Str("value".to_owned())),
@@ -789,7 +791,12 @@ async fn properties_round_trip_and_an_ack_removes_the_message(broker: Broker, te
     let delivery = next(&mut consumer).await;
     assert_eq!(delivery.body, message.body);
     // AMQP timestamps are whole seconds.
-    assert_eq!(delivery.properties, Properties { timestamp_ms: Some(1_700_000_000_000), ..properties });
+    // AMQP timestamps are whole seconds; `user_id` is the connection's login.
+    assert_eq!(
+        delivery.properties,
+        Properties { timestamp_ms: Some(1_700_000_000_000), user_id: Some(conn.login()), ..properties }
+    );
+    assert_ne!(conn.login(), "mallory");
     assert_eq!(
         (delivery.queue.as_str(), delivery.exchange.as_str(), delivery.routing_key.as_str()),
         (queue_name.as_str(), "", queue_name.as_str())

@@ -110,6 +110,9 @@ class Client:
     def __init__(self, url, namespace="runway"):
         self.ns = namespace
         self.parameters = pika.URLParameters(url)
+        # Every publish carries the login as `user_id` (see "AMQP properties"): runners run only
+        # jobs whose submitter the broker verified.
+        self.user_id = self.parameters.credentials.username
         try:
             self.connection = pika.BlockingConnection(self.parameters)
         except pika.exceptions.AMQPConnectionError as err:
@@ -149,7 +152,7 @@ class Client:
         self.publish_event(job["id"], "queued", queued)
         properties = pika.BasicProperties(
             content_type="application/json", type="job", message_id=job["id"], correlation_id=job["id"],
-            timestamp=job["created_at_ms"] // 1000, delivery_mode=2)
+            timestamp=job["created_at_ms"] // 1000, delivery_mode=2, user_id=self.user_id)
         try:
             self.channel.basic_publish(f"{self.ns}.jobs", routing_key(job["target"]), json.dumps(job).encode(),
                                        properties, mandatory=True)
@@ -174,7 +177,7 @@ class Client:
                  "body": {"kind": kind, "data": data}}
         properties = pika.BasicProperties(
             content_type="application/json", type=kind, message_id=f"{job_id}.{attempt}.0",
-            correlation_id=job_id, timestamp=event["ts"] // 1000, delivery_mode=2)
+            correlation_id=job_id, timestamp=event["ts"] // 1000, delivery_mode=2, user_id=self.user_id)
         self.channel.basic_publish(f"{self.ns}.events", f"job.{job_id}.{kind}", json.dumps(event).encode(),
                                    properties)
 
@@ -197,7 +200,7 @@ class Client:
         by = f"{getpass.getuser()}@{socket.gethostname()}"
         self.publish_event(job_id, "cancel_requested", {"by": by, "force": force})
         control = {"v": VERSION, "body": {"kind": "cancel", "data": {"job": job_id, "force": force}}}
-        properties = pika.BasicProperties(content_type="application/json", type="control")
+        properties = pika.BasicProperties(content_type="application/json", type="control", user_id=self.user_id)
         self.channel.basic_publish(f"{self.ns}.control", "cancel", json.dumps(control).encode(), properties)
 
     # Following a job

@@ -103,7 +103,7 @@ pub async fn submit_and_follow(
         };
         match next {
             Some(Some(Ok(delivery))) => {
-                let completed = match protocol::decode_event(&delivery.body) {
+                let completed = match runway_broker::identity::decode_event(&delivery) {
                     Ok(event) => {
                         // Only a runner's events say the job left its queue (not our own record).
                         if !event.runner.is_empty() {

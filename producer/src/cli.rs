@@ -71,6 +71,26 @@ pub enum Command {
         #[command(subcommand)]
         command: RunnerCommand,
     },
+    /// Print the rabbitmqctl commands that give USER a role's rights in the namespace.
+    Roles {
+        /// submitter, runner, observer or admin.
+        #[arg(value_parser = parse_role)]
+        role: runway_broker::roles::Role,
+        /// The RabbitMQ user to grant the role.
+        #[arg(long)]
+        user: String,
+        /// The RabbitMQ virtual host.
+        #[arg(long, default_value = "/")]
+        vhost: String,
+        /// Run the commands through rabbitmqctl (on the broker's host, as root or rabbitmq).
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn parse_role(text: &str) -> Result<runway_broker::roles::Role, String> {
+    runway_broker::roles::Role::parse(text)
+        .ok_or_else(|| format!("`{text}` is not a role; expected submitter, runner, observer or admin"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 //! `logs`, `cancel` and `runners`.
 
 use runway_broker::Connection;
+use runway_broker::roles::Role;
 use runway_broker::topology::Topology;
 
 use crate::attach::Interrupts;
@@ -15,6 +16,7 @@ use crate::inspect;
 use crate::list::{self, ListFilter};
 use crate::logs::{self, LogsOptions};
 use crate::operations::{self, Operations};
+use crate::roles::{self, RolesRequest};
 use crate::runners;
 use crate::settings::{self, Settings};
 
@@ -23,11 +25,36 @@ pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
     match dispatch(&cli, &mut interrupts).await {
         Ok(code) => code,
         Err(CliError::StdoutClosed) => CliError::StdoutClosed.exit_code(),
+        Err(CliError::Broker(err @ runway_broker::Error::AccessRefused { .. })) => {
+            let err = roles::refused(err, role_of(&cli.command), &namespace(&cli));
+            eprintln!("runway: error: {err}");
+            err.exit_code()
+        }
         Err(err) => {
             eprintln!("runway: error: {err}");
             err.exit_code()
         }
     }
+}
+
+/// The role whose rights a command needs.
+fn role_of(command: &Command) -> Role {
+    match command {
+        Command::Run { .. }
+        | Command::Build(_)
+        | Command::Deploy(_)
+        | Command::Release(_)
+        | Command::Up { .. }
+        | Command::Job { command: JobCommand::Cancel { .. } } => Role::Submitter,
+        Command::Job { .. } | Command::Runner { .. } => Role::Observer,
+        Command::Roles { .. } => Role::Admin,
+    }
+}
+
+/// The namespace the command used, for hints.
+fn namespace(cli: &Cli) -> String {
+    let project = settings::optional_project(cli.file.as_deref()).ok().flatten();
+    Settings::merge(cli, project.as_ref()).namespace
 }
 
 async fn dispatch(cli: &Cli, interrupts: &mut impl Interrupts) -> Result<u8, CliError> {
@@ -44,6 +71,11 @@ async fn dispatch(cli: &Cli, interrupts: &mut impl Interrupts) -> Result<u8, Cli
             let code = runners::list(&conn, &topology, *json).await;
             conn.close().await;
             code
+        }
+        Command::Roles { role, user, vhost, apply } => {
+            let namespace = cli.namespace.as_deref().unwrap_or(runway_broker::topology::DEFAULT_NAMESPACE);
+            let topology = Topology::new(namespace).map_err(|err| CliError::Usage(err.to_string()))?;
+            roles::roles(&topology, &RolesRequest { role: *role, user, vhost, apply: *apply })
         }
     }
 }

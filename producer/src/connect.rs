@@ -8,7 +8,10 @@ use std::time::Duration;
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, TlsFiles};
 
+use runway_broker::roles::Role;
+
 use crate::exit::CliError;
+use crate::roles;
 use crate::settings::Settings;
 
 /// How long to wait for the broker to answer a connect.
@@ -26,7 +29,19 @@ pub fn broker(server: Option<&str>, tls: &TlsFiles) -> Result<Broker, CliError> 
 /// Connect to `broker` and declare the topology if it is not there yet.
 pub async fn connect(broker: &Broker, topology: &Topology) -> Result<Connection, CliError> {
     let conn = broker.connect().await?;
-    topology.ensure(&conn, &Retention::default()).await?;
+    match topology.ensure(&conn, &Retention::default()).await {
+        Ok(()) => {}
+        // The topology is missing, and only an admin may declare it.
+        Err(err @ runway_broker::Error::AccessRefused { .. }) => {
+            let hint = format!(
+                "namespace `{}` is not set up, and declaring it {}",
+                topology.namespace(),
+                roles::hint(Role::Admin, &conn.login(), topology.namespace())
+            );
+            return Err(CliError::Refused { source: err, hint });
+        }
+        Err(err) => return Err(err.into()),
+    }
     Ok(conn)
 }
 

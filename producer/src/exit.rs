@@ -23,6 +23,8 @@ pub const NO_RUNNER: u8 = 68;
 pub const BROKER_UNAVAILABLE: u8 = 69;
 /// A bug or an unexpected broker answer.
 pub const INTERNAL: u8 = 70;
+/// The broker refused an operation: the account lacks a role's rights.
+pub const NO_PERMISSION: u8 = 77;
 /// The job's runner went silent.
 pub const LOST: u8 = 75;
 /// A runner refused the job.
@@ -60,6 +62,9 @@ pub enum CliError {
     NoSuchJob(String),
     #[error(transparent)]
     Broker(#[from] runway_broker::Error),
+    /// The broker refused an operation; `hint` names the role that has the right.
+    #[error("{source}: {hint}")]
+    Refused { source: runway_broker::Error, hint: String },
     #[error("{0}")]
     Internal(String),
     /// Whoever read stdout went away (a closed pipe): not a failure, and nothing to say.
@@ -76,6 +81,7 @@ impl CliError {
             CliError::NoRunner(_) => NO_RUNNER,
             CliError::NoSuchJob(_) => NO_SUCH_JOB,
             CliError::Broker(err) if err.is_unreachable() => BROKER_UNAVAILABLE,
+            CliError::Broker(runway_broker::Error::AccessRefused { .. }) | CliError::Refused { .. } => NO_PERMISSION,
             CliError::Broker(runway_broker::Error::Unroutable { .. }) => NO_RUNNER,
             CliError::Broker(_) | CliError::Internal(_) => INTERNAL,
             CliError::StdoutClosed => SUCCESS,

@@ -21,6 +21,7 @@ pub mod operations;
 pub mod plan;
 pub mod printer;
 pub mod project;
+pub mod roles;
 pub mod runners;
 pub mod session;
 pub mod settings;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use runway_broker::protocol::{self, DecodeError, Event};
+use runway_broker::protocol::{DecodeError, Event};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, StreamOffset};
 use runway_worker::history::{JobRecord, uuid_ms};
@@ -30,7 +30,7 @@ pub async fn read_index(
     loop {
         match reader.next().await? {
             Some(Read::Message(delivery)) => {
-                let Ok(event) = protocol::decode_event(&delivery.body) else { continue };
+                let Ok(event) = runway_broker::identity::decode_event(&delivery) else { continue };
                 if wanted(&event.job) {
                     records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event);
                 }
@@ -142,7 +142,7 @@ impl JobEvents {
                     if delivery.properties.correlation_id.as_deref() != Some(self.job.as_str()) {
                         continue;
                     }
-                    return Ok(Some(match protocol::decode_event(&delivery.body) {
+                    return Ok(Some(match runway_broker::identity::decode_event(&delivery) {
                         Ok(event) => JobRead::Event(Box::new(event), delivery.body),
                         Err(err) => JobRead::Undecodable(err),
                     }));

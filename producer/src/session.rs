@@ -6,6 +6,7 @@
 use runway_broker::Connection;
 use runway_broker::protocol::{Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
 use runway_broker::topology::Topology;
+use runway_worker::policy::SubmittedHere;
 use runway_worker::{Runner, RunnerConfig, Shutdown};
 use uuid::Uuid;
 
@@ -24,6 +25,8 @@ pub struct Session {
     runner_conn: Option<Connection>,
     /// The server list names several nodes (a cluster): status lines say which one is in use.
     several_nodes: bool,
+    /// The jobs this CLI submitted: the only ones its runner runs.
+    submitted: SubmittedHere,
 }
 
 impl Session {
@@ -34,7 +37,14 @@ impl Session {
         let conn = connect::connect(&broker, &topology).await?;
         let several_nodes = broker.nodes() > 1;
         if !needs_runner {
-            return Ok(Session { conn, topology, runner: None, runner_conn: None, several_nodes });
+            return Ok(Session {
+                conn,
+                topology,
+                runner: None,
+                runner_conn: None,
+                several_nodes,
+                submitted: SubmittedHere::default(),
+            });
         }
         // Local and CLI-runner modes: a by-id-only runner inside this process, on a connection of
         // its own so that its exclusive queue lives exactly as long as it does.
@@ -47,10 +57,12 @@ impl Session {
         let utf8 =
             std::env::vars_os().filter_map(|(name, value)| Some((name.into_string().ok()?, value.into_string().ok()?)));
         config.secrets = runway_worker::secrets::Secrets::from_vars(utf8);
+        let submitted = SubmittedHere::default();
+        config.policy.only = Some(submitted.clone());
         let runner = runway_worker::start(&runner_conn, &topology, config)
             .await
             .map_err(|err| CliError::Internal(err.to_string()))?;
-        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn), several_nodes })
+        Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn), several_nodes, submitted })
     }
 
     pub fn conn(&self) -> &Connection {
@@ -90,6 +102,7 @@ impl Session {
             self.topology.declare_group(&self.conn, group).await?;
             self.topology.announce_group(&self.conn, group).await?;
         }
+        self.submitted.insert(job.id);
         match self.topology.publish_job(&self.conn, job).await {
             Ok(()) => Ok(()),
             Err(runway_broker::Error::Unroutable { .. }) => {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod users;
+
 /// How long one CLI run may take before the test fails instead of hanging.
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
@@ -269,11 +271,20 @@ impl Namespace {
 
     /// Start a `runway-worker` in this namespace and wait until it serves.
     pub async fn worker(&self, id: &str, extra: &[&str]) -> Worker {
-        self.worker_env(id, extra, &[]).await
+        self.worker_with(&amqp_url(), id, extra, &[]).await
     }
 
     /// [`Namespace::worker`] with variables added to the worker's environment.
     pub async fn worker_env(&self, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+        self.worker_with(&amqp_url(), id, extra, env).await
+    }
+
+    /// Start a `runway-worker` that logs in with `url` (another user's account).
+    pub async fn worker_as(&self, url: &str, id: &str, extra: &[&str]) -> Worker {
+        self.worker_with(url, id, extra, &[]).await
+    }
+
+    async fn worker_with(&self, url: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         let labels: std::collections::BTreeMap<String, String> = extra
             .windows(2)
             .filter(|pair| pair[0] == "--label")
@@ -286,7 +297,7 @@ impl Namespace {
             by_id_only: false,
             in_process: false,
         });
-        Worker::start(&self.name, id, extra, env).await
+        Worker::start(url, &self.name, id, extra, env).await
     }
 
     /// Every event of `job` from the history, waiting until `completed` arrives.
@@ -376,10 +387,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// `extra` may name a `--server` of its own instead of `AMQP_URL`.
-    async fn start(namespace: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
+    /// `extra` may name a `--server` of its own instead of `url`.
+    async fn start(url: &str, namespace: &str, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Worker {
         use tokio::io::AsyncBufReadExt;
-        let server = if extra.contains(&"--server") { Vec::new() } else { vec!["--server".to_owned(), amqp_url()] };
+        let server = if extra.contains(&"--server") { Vec::new() } else { vec!["--server".to_owned(), url.to_owned()] };
         let mut child = tokio::process::Command::new(binary("runway-worker"))
             .args(&server)
             .args(["--namespace", namespace, "--id", id, "--heartbeat", "1s"])

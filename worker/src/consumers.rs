@@ -11,10 +11,9 @@ use std::time::Duration;
 use runway_broker::topology::{RunnerQueues, Topology};
 use runway_broker::{Connection, ConsumeOptions, Consumer, Delivery};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 use crate::backoff::{MAX_PAUSE, pauses};
-use crate::cancels::read_cancels;
+use crate::cancels::{Cancels, read_cancels};
 use crate::runner::RunnerConfig;
 
 /// The acknowledgement timeout asked of the broker for job deliveries (`x-consumer-timeout`),
@@ -36,7 +35,7 @@ pub(crate) struct Wiring {
     pub(crate) consumers: Vec<(String, ConsumeOptions, Consumer)>,
     pub(crate) control: Consumer,
     /// Jobs cancelled so far, and the consumer of later cancels (not for an in-process runner).
-    pub(crate) cancels: Option<(HashSet<Uuid>, Consumer)>,
+    pub(crate) cancels: Option<(Cancels, Consumer)>,
     /// Concurrency groups announced so far (none for a runner that takes only its own jobs).
     pub(crate) groups: HashSet<String>,
 }

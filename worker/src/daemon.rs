@@ -46,11 +46,23 @@ impl DaemonError {
     }
 }
 
+/// Declare the topology in full, so that a deleted piece comes back; an account with only the
+/// runner role may not, and then the topology must be there already (an admin declared it).
+async fn declare_topology(conn: &Connection, topology: &Topology) -> Result<(), runway_broker::Error> {
+    match topology.declare(conn, &Retention::default()).await {
+        Err(runway_broker::Error::AccessRefused { .. }) => {
+            tracing::info!("this account may not declare the topology; checking that an admin did");
+            topology.ensure(conn, &Retention::default()).await
+        }
+        result => result,
+    }
+}
+
 /// Serve on `conn` until the first message on `stops` (drain), and stop running jobs at the
 /// second; closes `conn` when the runner has stopped.
 pub async fn run(conn: Connection, config: DaemonConfig, mut stops: mpsc::Receiver<()>) -> Result<(), DaemonError> {
     let topology = &config.topology;
-    topology.declare(&conn, &Retention::default()).await?;
+    declare_topology(&conn, topology).await?;
     let mut runner = start(&conn, topology, config.runner.clone()).await?;
     tracing::info!(
         runner = %runner.id(),

@@ -20,6 +20,7 @@ mod lifetime;
 mod lines;
 mod link;
 mod masking;
+pub mod policy;
 mod redelivery;
 mod rejection;
 mod runner;

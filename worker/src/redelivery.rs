@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use runway_broker::protocol::{Event, Job, now_ms};
+use runway_broker::protocol::{Job, now_ms};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, StreamOffset};
 
@@ -91,7 +91,7 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                 if delivery.properties.correlation_id.as_deref() != Some(job_text.as_str()) {
                     continue;
                 }
-                let Ok(event) = runway_broker::protocol::decode::<Event>(&delivery.body, "event") else { continue };
+                let Ok(event) = runway_broker::identity::decode_event(&delivery) else { continue };
                 let before = record.last_attempt().map(|attempt| attempt.last_seen_ms);
                 record.apply(&event);
                 if deadline.is_some() && record.last_attempt().map(|attempt| attempt.last_seen_ms) > before {
@@ -132,7 +132,7 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
 mod tests {
     use std::collections::BTreeMap;
 
-    use runway_broker::protocol::{Command, Completed, EventBody, Status, Target, VERSION};
+    use runway_broker::protocol::{Command, Completed, Event, EventBody, Status, Target, VERSION};
     use uuid::Uuid;
 
     use super::*;

@@ -8,7 +8,7 @@
 //! not run a job (`job`, `execute`), decide credit (`credit`), or read a queue itself
 //! (`consumers`, `cancels`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinSet};
 use uuid::Uuid;
 
-use crate::cancels::cancelled_job;
+use crate::cancels::Cancels;
 use crate::consumers::{Forward, Tagged, Wiring, forward, job_consume_options, wire};
 use crate::credit::{self, Credit, Held, Ledger};
 use crate::execute::{Limits, Stop};
@@ -29,6 +29,7 @@ use crate::groups::Groups;
 use crate::job::{JobRun, run_job, settle};
 use crate::lifetime::{Lifetime, Progress};
 use crate::link::{Link, LinkState};
+use crate::policy::{self, Policy};
 use crate::rejection::reject;
 use crate::secrets::Secrets;
 
@@ -54,6 +55,8 @@ pub struct RunnerConfig {
     pub env: BTreeMap<OsString, OsString>,
     /// Where the secrets a job names come from.
     pub secrets: Secrets,
+    /// Whose jobs it runs; every other job is rejected.
+    pub policy: Policy,
 }
 
 impl RunnerConfig {
@@ -71,6 +74,7 @@ impl RunnerConfig {
             lifetime: Lifetime::default(),
             env: crate::environment::allowed(std::env::vars_os(), &[]),
             secrets: Secrets::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -163,7 +167,8 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         jobs: JoinSet::new(),
         hostname: hostname().unwrap_or_else(|| "unknown".to_owned()),
         job_queues: wiring.job_queues.clone(),
-        cancelled: HashSet::new(),
+        cancelled: Cancels::default(),
+        submitters: HashMap::new(),
         shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
         deliveries_tx,
@@ -207,7 +212,9 @@ struct Serving {
     /// The job queues consumed, the runner's own first; the rest are shared.
     job_queues: Vec<String>,
     /// Jobs cancelled before they started: never run them.
-    cancelled: HashSet<Uuid>,
+    cancelled: Cancels,
+    /// The verified submitter of each running job, to honour only its allowed cancels.
+    submitters: HashMap<Uuid, Option<String>>,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
     deliveries_tx: mpsc::Sender<Tagged>,
@@ -426,12 +433,10 @@ async fn serve(
                     }
                 }
             }
-            Step::Control(Some(Ok(message))) => state.control(&message.body).await,
+            Step::Control(Some(Ok(message))) => state.control(&message).await,
             Step::Cancel(Some(Ok(message))) => {
                 settle(message.acker.ack().await);
-                if let Some(job) = cancelled_job(&message.body) {
-                    state.cancelled.insert(job);
-                }
+                state.cancelled.record(&message);
             }
             Step::Cancel(Some(Err(err))) => tracing::warn!(error = %err, "reading the cancels stream failed"),
             Step::Control(Some(Err(err))) => tracing::warn!(error = %err, "consuming control messages failed"),
@@ -441,6 +446,7 @@ async fn serve(
             Step::JobEnded(id) => {
                 state.running.remove(&id);
                 state.groups.ended(id);
+                state.submitters.remove(&id);
                 state.ledger.settled(id);
                 if state.progress.settled(state.running.len()) {
                     break;
@@ -578,6 +584,10 @@ impl Serving {
                 return;
             }
         };
+        if let Err(why) = self.config.policy.check(policy::submitter(&delivery), &job) {
+            policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await;
+            return;
+        }
         if self.running.contains_key(&job.id) {
             // The broker handed back a job this runner is running (its connection dropped and
             // came back): the copy is a duplicate.
@@ -586,11 +596,13 @@ impl Serving {
             return;
         }
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
-        if self.cancelled.contains(&job.id) {
+        let submitter = policy::submitter(&delivery).map(str::to_owned);
+        if self.cancelled.honoured(job.id, submitter.as_deref(), &self.config.policy) {
             // Cancelled while it was queued: it ends without running.
             let _ = stop_tx.send(Stop { force: true });
         }
         self.running.insert(job.id, stop_tx);
+        self.submitters.insert(job.id, submitter);
         self.ledger.took(job.id, instance);
         // A group job runs outside the slots: the group bounds it to one (see `groups`).
         let slots = if self.groups.is_group_consumer(instance) {
@@ -615,17 +627,25 @@ impl Serving {
         });
     }
 
-    async fn control(&mut self, body: &[u8]) {
-        match protocol::decode::<protocol::Control>(body, "control message") {
+    async fn control(&mut self, message: &Delivery) {
+        match protocol::decode::<protocol::Control>(&message.body, "control message") {
             Ok(control) => match control.body {
                 ControlBody::Cancel { job, force } => {
-                    self.cancelled.insert(job);
+                    let by = runway_broker::identity::sender(message);
+                    let Some(submitter) = self.submitters.get(&job) else { return };
+                    if !self.config.policy.may_cancel(by, submitter.as_deref()) {
+                        tracing::warn!(%job, by = by.unwrap_or("(unverified)"), "ignoring a cancel from a user who may not cancel this job");
+                        return;
+                    }
                     if let Some(stop) = self.running.get(&job) {
                         tracing::info!(%job, force, "cancelling");
                         let _ = stop.send(Stop { force });
                     }
                 }
                 ControlBody::Group { name } => self.consume_groups([name]).await,
+                ControlBody::Ping { reply_to } if !Topology::is_reply_queue(&reply_to) => {
+                    tracing::warn!(%reply_to, "ignoring a ping whose reply_to is not a reply queue");
+                }
                 ControlBody::Ping { reply_to } => {
                     let info = self.info();
                     if let Err(err) = self.topology.reply_runner_info(&self.conn, &reply_to, &info).await {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use lapin::ConnectionProperties;
 use lapin::tcp::AMQPUriTcpExt;
+use lapin::uri::SASLMechanism;
 
 use super::error_map::connect_error;
 use super::server_list::{self, Endpoint, ServerOrder};
@@ -73,6 +74,17 @@ impl AmqpBroker {
     /// How many nodes the server list holds.
     pub fn nodes(&self) -> usize {
         self.endpoints.len()
+    }
+
+    /// The user node `at` logs in as, when runway knows it: what RabbitMQ expects in every
+    /// publish's `user_id`. With EXTERNAL the broker takes the user from the client certificate,
+    /// which runway does not read, so it sets no `user_id` (see docs/SECURITY.md).
+    pub(super) fn login_at(&self, at: usize) -> Option<&str> {
+        let uri = &self.endpoints.get(at)?.uri;
+        match uri.query.auth_mechanism {
+            Some(SASLMechanism::External) => None,
+            _ => Some(&uri.authority.userinfo.username),
+        }
     }
 
     /// Dial a new connection of its own: each node in turn until one answers (each within the

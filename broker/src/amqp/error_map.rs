@@ -56,11 +56,11 @@ pub(super) fn map_error(host: &str, subject: Subject<'_>, error: &lapin::Error) 
                 AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED) => {
                     Error::PreconditionFailed(format!("{subject}: {text}"))
                 }
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => {
+                    Error::AccessRefused { what: subject.to_string(), reason: text }
+                }
                 AMQPErrorKind::Soft(
-                    AMQPSoftError::ACCESSREFUSED
-                    | AMQPSoftError::CONTENTTOOLARGE
-                    | AMQPSoftError::NOROUTE
-                    | AMQPSoftError::NOCONSUMERS,
+                    AMQPSoftError::CONTENTTOOLARGE | AMQPSoftError::NOROUTE | AMQPSoftError::NOCONSUMERS,
                 ) => Error::Protocol(format!("{subject}: {}", amqp.get_message())),
                 // A connection-level error: the broker closed the whole connection.
                 AMQPErrorKind::Hard(_) => Error::ConnectionClosed(format!("{host}: {}", amqp.get_message())),

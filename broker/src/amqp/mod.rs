@@ -162,6 +162,11 @@ impl Connection {
         self.inner.broker.connect_from(self.inner.endpoint + 1).await
     }
 
+    /// The user this connection logged in as, when runway knows it (not with EXTERNAL).
+    pub fn login(&self) -> Option<&str> {
+        self.inner.broker.login_at(self.inner.endpoint)
+    }
+
     /// `scheme://host:port/vhost` of the node in use, without user or password.
     pub fn display_name(&self) -> String {
         self.inner.host.clone()

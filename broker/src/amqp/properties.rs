@@ -36,6 +36,9 @@ pub(super) fn basic_properties(properties: &Properties) -> Result<BasicPropertie
     if let Some(reply_to) = &properties.reply_to {
         basic = basic.with_reply_to(short("reply_to", reply_to)?);
     }
+    if let Some(user_id) = &properties.user_id {
+        basic = basic.with_user_id(short("user_id", user_id)?);
+    }
     if properties.persistent {
         basic = basic.with_delivery_mode(2);
     }
@@ -70,6 +73,7 @@ pub(super) fn properties(basic: &BasicProperties) -> Properties {
         content_type: text(basic.content_type()),
         timestamp_ms: basic.timestamp().map(|secs| secs.saturating_mul(1000)),
         reply_to: text(basic.reply_to()),
+        user_id: text(basic.user_id()),
         persistent: *basic.delivery_mode() == Some(2),
         headers,
     }

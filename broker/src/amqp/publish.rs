@@ -16,7 +16,7 @@ use lapin::{BasicProperties, Confirmation, ErrorKind, PublisherConfirm};
 use super::error_map::{Subject, map_error};
 use super::properties::basic_properties;
 use super::{Connection, Inner, short};
-use crate::message::Message;
+use crate::message::{Message, Properties};
 use crate::{Error, Result};
 
 /// How many times one message is sent before its failure is final.
@@ -83,11 +83,13 @@ impl Connection {
         message: &Message,
         mandatory: bool,
     ) -> Result<PendingConfirm> {
+        // Every publish says who sent it, and RabbitMQ checks that it is this connection's user.
+        let properties = Properties { user_id: self.login().map(str::to_owned), ..message.properties.clone() };
         let outgoing = Outgoing {
             exchange: short("exchange name", exchange)?,
             routing_key: short("routing key", routing_key)?,
             body: message.body.clone(),
-            properties: basic_properties(&message.properties)?,
+            properties: basic_properties(&properties)?,
             mandatory,
         };
         let confirm = self.inner.send(&outgoing).await?;

@@ -58,7 +58,18 @@ pub struct Connection {
     inner: Arc<ConnectionInner>,
 }
 
+/// The login of every in-memory connection: the OS user running the process (`$USER`, or
+/// `local` where it is not set). Local mode has one user, so this names it rather than proves it.
+pub fn os_user() -> String {
+    std::env::var("USER").ok().filter(|user| !user.is_empty()).unwrap_or_else(|| "local".to_owned())
+}
+
 impl Connection {
+    /// The user this connection acts as: the OS user.
+    pub fn login(&self) -> String {
+        os_user()
+    }
+
     /// A new connection to the same broker.
     pub fn redial(&self) -> Connection {
         MemoryBroker { state: Arc::clone(&self.inner.state) }.connect()
@@ -121,7 +132,11 @@ impl Connection {
             )));
         }
         if name.starts_with("amq.") {
-            return Err(Error::Protocol(format!("queue `{name}`: the prefix `amq.` is reserved for the broker")));
+            // RabbitMQ answers ACCESS_REFUSED.
+            return Err(Error::AccessRefused {
+                what: format!("queue `{name}`"),
+                reason: "the prefix `amq.` is reserved for the broker".to_owned(),
+            });
         }
         let mut state = self.state()?;
         let name = if name.is_empty() { format!("amq.gen-{}", uuid::Uuid::now_v7().simple()) } else { name.to_owned() };
@@ -206,6 +221,8 @@ impl Connection {
             };
         }
         let mut message = message.clone();
+        // As RabbitMQ verifies `user_id`, the in-memory broker sets it: local mode is the OS user.
+        message.properties.user_id = Some(os_user());
         // AMQP timestamps are whole seconds: so are they here.
         message.properties.timestamp_ms = message.properties.timestamp_ms.map(|ms| ms / 1000 * 1000);
         let message = Arc::new(message);

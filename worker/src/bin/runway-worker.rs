@@ -14,6 +14,7 @@ use runway_broker::{Broker, TlsFiles};
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::environment;
 use runway_worker::interval;
+use runway_worker::policy::{Allow, Policy};
 use runway_worker::secrets::Secrets;
 use runway_worker::{Lifetime, Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
@@ -99,6 +100,17 @@ struct Flags {
     /// More diagnostics (-v, -vv).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Run only jobs whose verified submitter matches USER[:PROJECT[/OPERATION]] (repeatable,
+    /// `*` for any part); without it, every verified submitter's jobs run.
+    #[arg(long = "allow", value_name = "USER[:PROJECT[/OPERATION]]", value_parser = Allow::parse)]
+    allow: Vec<Allow>,
+    /// Honour cancels of anyone's job from this user (repeatable, `*` for every verified user);
+    /// a job's submitter may always cancel it.
+    #[arg(long = "allow-cancel", value_name = "USER")]
+    allow_cancel: Vec<String>,
+    /// Also run jobs that carry no verified submitter (user_id). For local development only.
+    #[arg(long)]
+    insecure_allow_anonymous: bool,
 }
 
 /// `--server-order`.
@@ -143,6 +155,15 @@ fn main() -> ExitCode {
     runner.by_id_only = flags.by_id_only;
     runner.workdir = flags.workdir.clone();
     runner.lifetime = Lifetime { once: flags.once, idle_timeout: flags.idle_timeout };
+    runner.policy = Policy {
+        allow: flags.allow.clone(),
+        allow_anonymous: flags.insecure_allow_anonymous,
+        cancellers: flags.allow_cancel.clone(),
+        only: None,
+    };
+    if flags.insecure_allow_anonymous {
+        tracing::warn!("INSECURE: --insecure-allow-anonymous runs jobs whose submitter nobody verified");
+    }
     runner.limits = Limits { heartbeat: flags.heartbeat, kill_grace: flags.kill_grace, ..Limits::default() };
     if let Err(err) = environment::check_pass_env(&flags.pass_env) {
         eprintln!("runway-worker: error: {err}");
