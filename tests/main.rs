@@ -8,4 +8,5 @@ mod jobs;
 mod local;
 mod python_client;
 mod remote;
+mod submit;
 mod support;

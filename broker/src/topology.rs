@@ -347,13 +347,20 @@ impl Topology {
     /// Publish a job persistently with `mandatory` and wait for the confirm. A target no queue
     /// serves comes back as [`Error::Unroutable`].
     pub async fn publish_job(&self, conn: &Connection, job: &Job) -> Result<()> {
+        self.send_job(conn, job).await?.wait().await
+    }
+
+    /// Publish a job as [`Topology::publish_job`] does, without waiting for the confirm: the
+    /// returned confirm (in publish order with every other publish of `conn`) fails with
+    /// [`Error::Unroutable`] if no queue serves its target. For pipelined submits.
+    pub async fn send_job(&self, conn: &Connection, job: &Job) -> Result<Confirm> {
         let mut message = Message::json(protocol::encode(job), protocol::KIND_JOB);
         let id = job.id.to_string();
         message.properties.message_id = Some(id.clone());
         message.properties.correlation_id = Some(id);
         message.properties.timestamp_ms = Some(job.created_at_ms);
         message.properties.persistent = true;
-        conn.publish_confirmed(&self.jobs_exchange(), &Self::job_routing_key(&job.target), &message, true).await
+        conn.publish(&self.jobs_exchange(), &Self::job_routing_key(&job.target), &message, true).await
     }
 
     /// Publish one event; the returned confirm resolves in publish order.

@@ -24,5 +24,6 @@ pub mod project;
 pub mod runners;
 pub mod session;
 pub mod settings;
+pub mod submit;
 pub mod table;
 pub mod view;
