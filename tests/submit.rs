@@ -87,7 +87,7 @@ async fn submit_with_bad_lines_names_each_and_queues_nothing() {
     assert_eq!(code, Some(64), "{stderr}");
     assert_eq!(stdout, "", "no id: nothing was queued");
     assert!(stderr.contains("line 2: unknown operation `nope`"), "{stderr}");
-    assert!(stderr.contains("line 4: not a job"), "{stderr}");
+    assert!(stderr.contains("line 4: not JSON"), "{stderr}");
     assert!(stderr.contains("2 bad line(s) in the input: nothing was queued"), "{stderr}");
     let any = ns.topology.job_queue_info(ns.conn(), &Target::Any).await.expect("queue info").expect("declared");
     assert_eq!(any.messages, 0, "the good lines were not queued either");

@@ -115,15 +115,28 @@ pub fn plan_lines(project: &Project, input: impl BufRead, has_server: bool) -> R
         if text.trim().is_empty() {
             continue;
         }
-        let planned = serde_json::from_str::<JobSpec>(&text)
-            .map_err(|err| format!("not a job ({err}); expected e.g. {{\"operation\": \"build\"}}"))
-            .and_then(|spec| plan_job(project, &spec, has_server).map_err(|err| err.to_string()));
+        let planned =
+            parse_line(&text).and_then(|spec| plan_job(project, &spec, has_server).map_err(|err| err.to_string()));
         match planned {
             Ok(job) => jobs.push((line_number, job)),
             Err(message) => bad.push(BadLine { line: line_number, message }),
         }
     }
     if bad.is_empty() { Ok(jobs) } else { Err(bad) }
+}
+
+/// One line as a [`JobSpec`]. No message quotes the line's `env`: serde's would quote a value
+/// of the wrong type, and environment values are never printed.
+fn parse_line(text: &str) -> Result<JobSpec, String> {
+    const EXAMPLE: &str = "expected e.g. {\"operation\": \"build\"}";
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|err| format!("not JSON (column {}); {EXAMPLE}", err.column()))?;
+    if let Some(env) = value.get("env")
+        && !env.as_object().is_some_and(|env| env.values().all(serde_json::Value::is_string))
+    {
+        return Err("`env` is not an object of string values (the values are not shown)".to_owned());
+    }
+    serde_json::from_value(value).map_err(|err| format!("not a job ({err}); {EXAMPLE}"))
 }
 
 /// Queue `jobs` in order, with pipelined confirms; one result per job, in the same order. A job
@@ -316,11 +329,18 @@ mod tests {
         let bad = plan_lines(&project(), input.as_bytes(), true).expect_err("bad lines");
         let lines: Vec<usize> = bad.iter().map(|bad| bad.line).collect();
         assert_eq!(lines, [2, 3, 4, 5, 6, 7]);
-        assert!(bad[0].to_string().starts_with("line 2: not a job"), "{}", bad[0]);
+        assert!(bad[0].to_string().starts_with("line 2: not JSON"), "{}", bad[0]);
         assert!(bad[1].message.contains("unknown operation `nope`"), "{}", bad[1]);
         assert!(bad[2].message.contains("colour"), "{}", bad[2]);
         assert!(bad[3].message.contains("`A=B`"), "{}", bad[3]);
         assert!(bad[4].message.contains("`soon` is not a duration"), "{}", bad[4]);
+        let secret = "{\"operation\": \"build\", \"env\": {\"TOKEN\": 12345678}}\n{\"operation\": \"build\", \"env\": \"TOKEN=hunter2\"}";
+        let bad = plan_lines(&project(), secret.as_bytes(), true).expect_err("bad env");
+        assert_eq!(bad.len(), 2);
+        for bad in bad {
+            assert!(bad.message.contains("`env` is not an object of string values"), "{bad}");
+            assert!(!bad.message.contains("12345678") && !bad.message.contains("hunter2"), "a value shown: {bad}");
+        }
         let no_server = plan_lines(&project(), "{\"operation\": \"build\"}".as_bytes(), false).expect_err("no server");
         assert!(no_server[0].message.contains("needs a server"), "{}", no_server[0]);
     }
