@@ -172,7 +172,8 @@ impl Bench {
         for _ in 0..rounds {
             let job = job(kind);
             let started = Instant::now();
-            let submitted = runway_producer::submit::submit_many(&self.conn, &self.topology, std::slice::from_ref(&job));
+            let submitted =
+                runway_producer::submit::submit_many(&self.conn, &self.topology, std::slice::from_ref(&job));
             let completions = &mut self.completions;
             let completed = async {
                 loop {
@@ -370,7 +371,11 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
     // Scaling with the number of workers (noop, so runway's cost shows, not spawning).
     let scale_jobs = DISPATCH_JOBS / 2;
     for (count, name, note) in [
-        (1, "dispatch_noop_1w_jobs_per_s", "5000 noop jobs queued at once, 1 worker (ceiling: the same with 2 workers)"),
+        (
+            1,
+            "dispatch_noop_1w_jobs_per_s",
+            "5000 noop jobs queued at once, 1 worker (ceiling: the same with 2 workers)",
+        ),
         (
             4,
             "dispatch_noop_4w_jobs_per_s",
