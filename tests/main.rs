@@ -18,5 +18,6 @@ mod roles;
 mod secret_logs;
 mod secrets;
 mod server_list;
+mod submit;
 mod support;
 mod worker_flags;

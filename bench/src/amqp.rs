@@ -11,6 +11,7 @@ use runway_broker::protocol::{self, Builtin, Command as JobCommand, Job, Target,
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, Consumer};
 
+use crate::ceiling::{self, Routing, Shape};
 use crate::{Figure, median};
 
 /// Messages a `true` job costs its runner: accepted, started, completed (no heartbeat: these
@@ -140,31 +141,58 @@ impl Bench {
         }
     }
 
-    /// Queue `jobs` jobs keeping `in_flight` unfinished; per-job round trips and the total time.
-    async fn dispatch(&mut self, kind: Kind, jobs: usize, in_flight: usize) -> Result<(Duration, Vec<Duration>)> {
+    /// Queue `jobs` jobs at once through the producer library's pipelined path
+    /// (`runway_producer::submit::submit_many`), reading completions meanwhile; the time until
+    /// the last completed.
+    async fn dispatch(&mut self, kind: Kind, jobs: usize) -> Result<Duration> {
+        let batch: Vec<Job> = (0..jobs).map(|_| job(kind)).collect();
+        let mut pending: HashSet<uuid::Uuid> = batch.iter().map(|job| job.id).collect();
         let started = Instant::now();
-        let mut pending: std::collections::HashMap<String, Instant> = Default::default();
-        let mut trips = Vec::with_capacity(jobs);
-        let mut sent = 0;
-        let mut seen = HashSet::new();
-        while trips.len() < jobs {
-            while sent < jobs && pending.len() < in_flight {
-                let job = job(kind);
-                pending.insert(job.id.to_string(), Instant::now());
-                self.topology.publish_job(&self.conn, &job).await?;
-                sent += 1;
-            }
-            let delivery = self.completions.next().await.context("completions ended")??;
-            let event: protocol::Event = protocol::decode(&delivery.body, "event")?;
-            let id = event.job.to_string();
-            if let Some(at) = pending.remove(&id) {
-                if !seen.insert(id) {
+        let submitted = runway_producer::submit::submit_many(&self.conn, &self.topology, &batch);
+        let completions = &mut self.completions;
+        let completed = async {
+            while !pending.is_empty() {
+                let delivery = completions.next().await.context("completions ended")??;
+                let event: protocol::Event = protocol::decode(&delivery.body, "event")?;
+                if !pending.remove(&event.job) && batch.iter().any(|job| job.id == event.job) {
                     bail!("a job completed twice");
                 }
-                trips.push(at.elapsed());
             }
+            Ok::<_, anyhow::Error>(())
+        };
+        let (results, completed) = tokio::join!(submitted, completed);
+        completed?;
+        if let Some(Err(err)) = results.into_iter().find(Result::is_err) {
+            bail!("a benchmark job was not queued: {err}");
         }
-        Ok((started.elapsed(), trips))
+        Ok(started.elapsed())
+    }
+
+    /// `rounds` jobs one at a time, each submitted as `runway` does and followed to `completed`.
+    async fn round_trips(&mut self, kind: Kind, rounds: usize) -> Result<Vec<Duration>> {
+        let mut trips = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let job = job(kind);
+            let started = Instant::now();
+            let submitted =
+                runway_producer::submit::submit_many(&self.conn, &self.topology, std::slice::from_ref(&job));
+            let completions = &mut self.completions;
+            let completed = async {
+                loop {
+                    let delivery = completions.next().await.context("completions ended")??;
+                    let event: protocol::Event = protocol::decode(&delivery.body, "event")?;
+                    if event.job == job.id {
+                        return Ok::<_, anyhow::Error>(started.elapsed());
+                    }
+                }
+            };
+            let (results, completed) = tokio::join!(submitted, completed);
+            if let Some(Err(err)) = results.into_iter().next() {
+                bail!("a benchmark job was not queued: {err}");
+            }
+            trips.push(completed?);
+        }
+        Ok(trips)
     }
 }
 
@@ -177,13 +205,13 @@ fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-/// Jobs for the throughput figures, and how many are kept in flight.
+/// Jobs for the throughput figures, all queued at once.
 const DISPATCH_JOBS: usize = 10_000;
-const IN_FLIGHT: usize = 64;
 /// Sequential jobs for the latency figures.
 const ROUNDS: usize = 200;
-/// Each worker runs this many jobs at once (the ceiling's consumers have the same prefetch).
-const CONCURRENCY: usize = 8;
+/// Each worker runs this many jobs at once (`--concurrency`; the ceiling's consumers prefetch
+/// `ceiling::PREFETCH`).
+const CONCURRENCY: usize = 64;
 
 /// A namespace with `workers` runway-workers serving it, and a producer.
 struct Setup {
@@ -201,8 +229,8 @@ impl Setup {
         Ok(Setup { bench, workers, count })
     }
 
-    async fn rate(&mut self, kind: Kind, jobs: usize, in_flight: usize) -> Result<f64> {
-        let (elapsed, _) = self.bench.dispatch(kind, jobs, in_flight).await?;
+    async fn rate(&mut self, kind: Kind, jobs: usize) -> Result<f64> {
+        let elapsed = self.bench.dispatch(kind, jobs).await?;
         Ok(jobs as f64 / elapsed.as_secs_f64())
     }
 
@@ -222,34 +250,51 @@ impl Setup {
     }
 }
 
-async fn ceiling_rate(kind: Kind, jobs: usize, in_flight: usize, consumers: usize) -> Result<f64> {
-    let prefetch = u16::try_from(CONCURRENCY)?;
-    let shape = crate::ceiling::Shape { jobs, in_flight, replies: kind.events(), consumers, prefetch };
-    let measured = crate::ceiling::run(&amqp_url(), &shape).await?;
-    Ok(jobs as f64 / measured.elapsed.as_secs_f64())
+/// The two ceilings of a dispatch: runway's messages, and the bare round trip (jobs/s each).
+async fn ceiling_rates(kind: Kind, jobs: usize, consumers: usize) -> Result<(f64, f64)> {
+    let mut rates = [0.0; 2];
+    for (at, routing) in [Routing::Runway { events: kind.events() }, Routing::Bare].into_iter().enumerate() {
+        let shape = Shape { jobs, in_flight: jobs, routing, consumers, prefetch: ceiling::PREFETCH };
+        rates[at] = jobs as f64 / ceiling::run(&amqp_url(), &shape).await?.elapsed.as_secs_f64();
+    }
+    Ok((rates[0], rates[1]))
 }
 
-async fn ceiling_trips(kind: Kind) -> Result<Vec<Duration>> {
-    let shape = crate::ceiling::Shape { jobs: ROUNDS, in_flight: 1, replies: kind.events(), consumers: 1, prefetch: 1 };
-    Ok(crate::ceiling::run(&amqp_url(), &shape).await?.round_trips)
+/// The two ceilings' round trips, one job at a time.
+async fn ceiling_trips(kind: Kind) -> Result<(Vec<Duration>, Vec<Duration>)> {
+    let shape = |routing| Shape { jobs: ROUNDS, in_flight: 1, routing, consumers: 1, prefetch: ceiling::PREFETCH };
+    let runway = ceiling::run(&amqp_url(), &shape(Routing::Runway { events: kind.events() })).await?.round_trips;
+    let bare = ceiling::run(&amqp_url(), &shape(Routing::Bare)).await?.round_trips;
+    Ok((runway, bare))
 }
 
 fn figure(name: &'static str, value: f64, unit: &'static str, ceiling: Option<f64>, note: &'static str) -> Figure {
-    Figure { name, value, unit, ceiling, note }
+    Figure { name, value, unit, ceiling, bare: None, note }
 }
 
-pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
-    let mut figures = Vec::new();
+/// A figure with both ceilings: runway's messages (a) and the bare round trip (b).
+fn figure2(name: &'static str, value: f64, unit: &'static str, ceilings: (f64, f64), note: &'static str) -> Figure {
+    Figure { name, value, unit, ceiling: Some(ceilings.0), bare: Some(ceilings.1), note }
+}
 
-    // Two workers: throughput of both kinds, latency of both kinds, footprint.
+/// The dispatch and round-trip figures, and what the rest of the group reuses.
+pub(crate) struct Dispatched {
+    pub(crate) figures: Vec<Figure>,
+    noop: f64,
+    idle_rss: f64,
+    dispatch_peak: f64,
+}
+
+/// Two workers: throughput of both kinds, latency of both kinds, each beside both ceilings.
+pub(crate) async fn dispatch_figures(bin: &Path) -> Result<Dispatched> {
+    let mut figures = Vec::new();
     let mut two = Setup::new(bin, 2).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = two.workers.max_mb("VmRSS")?;
-    let noop = two.rate(Kind::Noop, DISPATCH_JOBS, IN_FLIGHT).await?;
-    let noop_ceiling = ceiling_rate(Kind::Noop, DISPATCH_JOBS, IN_FLIGHT, 2).await?;
-    let true_jobs = DISPATCH_JOBS / 5;
-    let truth = two.rate(Kind::True, true_jobs, IN_FLIGHT).await?;
-    let true_ceiling = ceiling_rate(Kind::True, true_jobs, IN_FLIGHT, 2).await?;
+    let noop = two.rate(Kind::Noop, DISPATCH_JOBS).await?;
+    let noop_ceilings = ceiling_rates(Kind::Noop, DISPATCH_JOBS, 2).await?;
+    let truth = two.rate(Kind::True, DISPATCH_JOBS).await?;
+    let true_ceilings = ceiling_rates(Kind::True, DISPATCH_JOBS, 2).await?;
     let mut spawns = Vec::new();
     for _ in 0..ROUNDS {
         let start = Instant::now();
@@ -257,27 +302,28 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
         spawns.push(start.elapsed());
     }
     let spawn_rate = 1.0 / median(spawns.clone()).as_secs_f64();
-    let (_, noop_trips) = two.bench.dispatch(Kind::Noop, ROUNDS, 1).await?;
+    let noop_trips = two.bench.round_trips(Kind::Noop, ROUNDS).await?;
     let noop_ceiling_trips = ceiling_trips(Kind::Noop).await?;
-    let (_, true_trips) = two.bench.dispatch(Kind::True, ROUNDS, 1).await?;
+    let true_trips = two.bench.round_trips(Kind::True, ROUNDS).await?;
     let true_ceiling_trips = ceiling_trips(Kind::True).await?;
     let dispatch_peak = two.workers.max_mb("VmHWM")?;
     two.cleanup().await;
 
     let spawn = median(spawns);
-    figures.push(figure(
+    figures.push(figure2(
         "dispatch_noop_jobs_per_s",
         noop,
         "jobs/s",
-        Some(noop_ceiling),
-        "10000 noop jobs, 64 in flight, 2 workers (ceiling: plain AMQP client, same messages: job + 2 replies)",
+        noop_ceilings,
+        "10000 noop jobs queued at once (submit_many), 2 workers (ceiling: careful plain AMQP client, runway's \
+         messages: record + job + 2 events; bare: job + 1 reply)",
     ));
-    figures.push(figure(
+    figures.push(figure2(
         "dispatch_true_jobs_per_s",
         truth,
         "jobs/s",
-        Some(true_ceiling),
-        "2000 `true` jobs, 64 in flight, 2 workers (ceiling: plain AMQP client, job + 3 replies)",
+        true_ceilings,
+        "10000 `true` jobs queued at once, 2 workers (ceiling: record + job + 3 events, no process; bare: job + reply)",
     ));
     figures.push(figure(
         "spawn_true_per_s",
@@ -286,49 +332,60 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
         None,
         "`true` spawned and waited for, one at a time, by the bench itself: what a process per job costs",
     ));
-    for (kind, trips, ceiling) in
+    let ceiling_ms = |trips: &[Duration], p: fn(Vec<Duration>) -> Duration| ms(p(trips.to_vec()));
+    for (kind, trips, (runway_like, bare)) in
         [("noop", noop_trips, noop_ceiling_trips), ("true", true_trips.clone(), true_ceiling_trips.clone())]
     {
         let (p50, p99_runway) = (median(trips.clone()), p99(trips));
-        let (c50, c99) = (median(ceiling.clone()), p99(ceiling));
         let (n50, n99, what50, what99): (&'static str, &'static str, &'static str, &'static str) = match kind {
             "noop" => (
                 "rtt_noop_p50_ms",
                 "rtt_noop_p99_ms",
-                "one noop job at a time, queued to completed (ceiling: plain AMQP round trip, 2 replies)",
+                "one noop job at a time, submitted to completed (ceilings: plain AMQP, runway's messages; bare)",
                 "as above, 99th percentile",
             ),
             _ => (
                 "rtt_true_p50_ms",
                 "rtt_true_p99_ms",
-                "one `true` job at a time, queued to completed (ceiling: plain AMQP round trip, 3 replies)",
+                "one `true` job at a time, submitted to completed (ceilings: plain AMQP, runway's messages; bare)",
                 "as above, 99th percentile",
             ),
         };
-        figures.push(figure(n50, ms(p50), "ms", Some(ms(c50)), what50));
-        figures.push(figure(n99, ms(p99_runway), "ms", Some(ms(c99)), what99));
+        let c50 = (ceiling_ms(&runway_like, median), ceiling_ms(&bare, median));
+        let c99 = (ceiling_ms(&runway_like, p99), ceiling_ms(&bare, p99));
+        figures.push(figure2(n50, ms(p50), "ms", c50, what50));
+        figures.push(figure2(n99, ms(p99_runway), "ms", c99, what99));
     }
-    let c50 = median(true_ceiling_trips);
-    figures.push(figure(
+    let c50 = (ceiling_ms(&true_ceiling_trips.0, median), ceiling_ms(&true_ceiling_trips.1, median));
+    figures.push(figure2(
         "rtt_true_less_spawn_p50_ms",
         ms(median(true_trips).saturating_sub(spawn)),
         "ms",
-        Some(ms(c50)),
+        c50,
         "median `true` round trip less the median spawn of `true` (target: within 3x the ceiling)",
     ));
+    Ok(Dispatched { figures, noop, idle_rss, dispatch_peak })
+}
+
+pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
+    let Dispatched { mut figures, noop, idle_rss, dispatch_peak } = dispatch_figures(bin).await?;
 
     // Scaling with the number of workers (noop, so runway's cost shows, not spawning).
     let scale_jobs = DISPATCH_JOBS / 2;
     for (count, name, note) in [
-        (1, "dispatch_noop_1w_jobs_per_s", "5000 noop jobs, 64 in flight, 1 worker (ceiling: the same with 2 workers)"),
+        (
+            1,
+            "dispatch_noop_1w_jobs_per_s",
+            "5000 noop jobs queued at once, 1 worker (ceiling: the same with 2 workers)",
+        ),
         (
             4,
             "dispatch_noop_4w_jobs_per_s",
-            "5000 noop jobs, 64 in flight, 4 workers (ceiling: the same with 2 workers)",
+            "5000 noop jobs queued at once, 4 workers (ceiling: the same with 2 workers)",
         ),
     ] {
         let mut setup = Setup::new(bin, count).await?;
-        let rate = setup.rate(Kind::Noop, scale_jobs, IN_FLIGHT).await?;
+        let rate = setup.rate(Kind::Noop, scale_jobs).await?;
         setup.cleanup().await;
         figures.push(figure(name, rate, "jobs/s", Some(noop), note));
     }
@@ -337,7 +394,7 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
     let mut rates = Vec::new();
     for jobs in [100, 10_000] {
         let mut setup = Setup::new(bin, 2).await?;
-        rates.push(setup.rate(Kind::Noop, jobs, jobs).await?);
+        rates.push(setup.rate(Kind::Noop, jobs).await?);
         setup.cleanup().await;
     }
     figures.push(figure(
@@ -345,7 +402,7 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
         rates[0],
         "jobs/s",
         None,
-        "100 noop jobs queued at once (confirmed one by one), 2 workers, until the last completed",
+        "100 noop jobs queued at once (pipelined), 2 workers, until the last completed",
     ));
     figures.push(figure(
         "queued_10000_noop_jobs_per_s",

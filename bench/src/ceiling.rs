@@ -1,32 +1,57 @@
-//! The benchmark's ceiling: what plain lapin achieves on the same broker for the same shape of
-//! traffic as a runway job, with none of runway's work in between.
+//! The benchmark's ceilings: what a careful plain-lapin client achieves on the same broker, with
+//! none of runway's work in between.
 //!
-//! A "job" here is: a persistent, confirmed publish into a quorum queue; a consumer takes and
-//! acknowledges it and publishes `replies` reply messages (as a runner publishes events); the
-//! producer consumes the replies. It speaks lapin itself, the one exception to "only broker/ knows
-//! lapin": a ceiling has to be a plain client, with none of runway's layers, and as measurement code
-//! it has no place in the library runway ships.
+//! A careful client keeps many publisher confirms outstanding (a window of [`CONFIRM_WINDOW`]
+//! messages), has its consumers prefetch a few hundred jobs, and acknowledges a batch of jobs at
+//! once (`multiple`) after the replies of the whole batch are confirmed. Two shapes of a "job":
+//! - [`Routing::Runway`]: the messages runway sends for one job, through the same kinds of
+//!   exchanges, streams and queues: the `queued` record to a topic exchange (into a history and an
+//!   index stream), the job persistent to a direct exchange (into a quorum queue), and per job
+//!   `events` messages from the consumer to the topic exchange (each into both streams, and a
+//!   `completed` also into the producer's completions queue).
+//! - [`Routing::Bare`]: the job persistent into a quorum queue, one reply back into a queue.
+//!
+//! It speaks lapin itself, the one exception to "only broker/ knows lapin": a ceiling has to be a
+//! plain client, with none of runway's layers, and as measurement code it has no place in the
+//! library runway ships.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
+
+/// Publishes whose confirms may be outstanding at once, on each publishing channel.
+pub(crate) const CONFIRM_WINDOW: usize = 512;
+/// Each consumer's prefetch.
+pub(crate) const PREFETCH: u16 = 256;
+/// Bytes of every message: about the size of runway's JSON jobs and events.
+const BODY_BYTES: usize = 400;
+
+/// Which messages a job costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Routing {
+    /// runway's messages: a record, the job, then `events` events (the last one `completed`).
+    Runway { events: usize },
+    /// The job and one reply.
+    Bare,
+}
 
 /// The shape of one ceiling run.
 #[derive(Debug, Clone)]
 pub(crate) struct Shape {
     /// Jobs in all.
     pub(crate) jobs: usize,
-    /// Jobs published before waiting for their replies (1 measures latency).
+    /// Jobs published and not yet answered, at most (1 measures latency).
     pub(crate) in_flight: usize,
-    /// Reply messages per job, like a runner's events.
-    pub(crate) replies: usize,
-    /// Consumers taking jobs (like runners), each with this prefetch.
+    pub(crate) routing: Routing,
+    /// Consumers taking jobs (like runners), each on a channel of its own.
     pub(crate) consumers: usize,
     pub(crate) prefetch: u16,
 }
@@ -35,7 +60,7 @@ pub(crate) struct Shape {
 #[derive(Debug, Clone)]
 pub(crate) struct Measured {
     pub(crate) elapsed: Duration,
-    /// Queued-to-last-reply time of each job, in completion order.
+    /// Published-to-answered time of each job, in completion order.
     pub(crate) round_trips: Vec<Duration>,
 }
 
@@ -43,110 +68,252 @@ fn err(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("ceiling: {what}: {error}")
 }
 
-/// Run the plain-lapin equivalent of `shape.jobs` runway jobs on the broker at `url`.
-pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Measured> {
-    let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
-    let id = uuid::Uuid::now_v7().simple().to_string();
-    let jobs_queue = format!("ceiling.jobs.{id}");
-    let replies_queue = format!("ceiling.replies.{id}");
-    let admin = conn.create_channel().await.map_err(|e| err("channel", e))?;
+/// The names of one run, all its own.
+#[derive(Debug, Clone)]
+struct Names {
+    jobs_exchange: String,
+    events_exchange: String,
+    jobs: String,
+    history: String,
+    index: String,
+    answers: String,
+}
+
+impl Names {
+    fn new() -> Names {
+        let id = uuid::Uuid::now_v7().simple().to_string();
+        Names {
+            jobs_exchange: format!("ceiling.jobs-x.{id}"),
+            events_exchange: format!("ceiling.events-x.{id}"),
+            jobs: format!("ceiling.jobs.{id}"),
+            history: format!("ceiling.history.{id}"),
+            index: format!("ceiling.index.{id}"),
+            answers: format!("ceiling.answers.{id}"),
+        }
+    }
+}
+
+/// A body carrying the job's number and when it was published (ns since `started`), padded.
+fn body(job: u64, at: Duration) -> Vec<u8> {
+    let mut body = vec![b' '; BODY_BYTES];
+    body[..8].copy_from_slice(&job.to_le_bytes());
+    body[8..16].copy_from_slice(&u64::try_from(at.as_nanos()).unwrap_or(u64::MAX).to_le_bytes());
+    body
+}
+
+fn read_body(body: &[u8]) -> Option<(u64, Duration)> {
+    let job = u64::from_le_bytes(body.get(..8)?.try_into().ok()?);
+    let at = u64::from_le_bytes(body.get(8..16)?.try_into().ok()?);
+    Some((job, Duration::from_nanos(at)))
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn declare(channel: &Channel, names: &Names, routing: Routing) -> anyhow::Result<()> {
     let mut quorum = FieldTable::default();
     quorum.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
     let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
-    admin.queue_declare(jobs_queue.as_str().into(), durable, quorum).await.map_err(|e| err("declare", e))?;
+    channel.queue_declare(names.jobs.as_str().into(), durable, quorum).await.map_err(|e| err("declare", e))?;
     let exclusive = QueueDeclareOptions { exclusive: true, ..QueueDeclareOptions::default() };
-    admin
-        .queue_declare(replies_queue.as_str().into(), exclusive, FieldTable::default())
+    channel
+        .queue_declare(names.answers.as_str().into(), exclusive, FieldTable::default())
         .await
         .map_err(|e| err("declare", e))?;
+    if routing == Routing::Bare {
+        return Ok(());
+    }
+    let exchange = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    channel
+        .exchange_declare(names.jobs_exchange.as_str().into(), ExchangeKind::Direct, exchange, FieldTable::default())
+        .await
+        .map_err(|e| err("declare", e))?;
+    channel
+        .exchange_declare(names.events_exchange.as_str().into(), ExchangeKind::Topic, exchange, FieldTable::default())
+        .await
+        .map_err(|e| err("declare", e))?;
+    let bind = |queue: &str, exchange: &str, key: &str| {
+        let (queue, exchange, key) = (queue.to_owned(), exchange.to_owned(), key.to_owned());
+        let channel = channel.clone();
+        async move {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| err("bind", e))
+        }
+    };
+    bind(&names.jobs, &names.jobs_exchange, "any").await?;
+    for stream in [&names.history, &names.index] {
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("stream".into()));
+        channel.queue_declare(stream.as_str().into(), durable, arguments).await.map_err(|e| err("declare", e))?;
+    }
+    bind(&names.history, &names.events_exchange, "job.#").await?;
+    for kind in ["queued", "accepted", "started", "completed"] {
+        bind(&names.index, &names.events_exchange, &format!("job.*.{kind}")).await?;
+    }
+    bind(&names.answers, &names.events_exchange, "job.*.completed").await?;
+    Ok(())
+}
 
-    // The "runners": take a job, publish its replies, acknowledge it.
+/// Publish on a confirm channel keeping at most [`CONFIRM_WINDOW`] confirms outstanding.
+struct Confirms(VecDeque<PublisherConfirm>);
+
+impl Confirms {
+    async fn publish(
+        &mut self,
+        channel: &Channel,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        mandatory: bool,
+    ) -> anyhow::Result<()> {
+        if self.0.len() >= CONFIRM_WINDOW
+            && let Some(oldest) = self.0.pop_front()
+        {
+            oldest.await.map_err(|e| err("confirm", e))?;
+        }
+        let options = BasicPublishOptions { mandatory, ..BasicPublishOptions::default() };
+        let confirm = channel
+            .basic_publish(exchange.into(), key.into(), options, body, persistent())
+            .await
+            .map_err(|e| err("publish", e))?;
+        self.0.push_back(confirm);
+        Ok(())
+    }
+
+    async fn drain(&mut self) -> anyhow::Result<()> {
+        while let Some(oldest) = self.0.pop_front() {
+            oldest.await.map_err(|e| err("confirm", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// A consumer ("runner"): take what is there (up to its prefetch), publish each job's answers,
+/// wait for their confirms, acknowledge the batch at once.
+async fn serve(channel: Channel, names: Arc<Names>, routing: Routing, prefetch: u16) -> anyhow::Result<()> {
+    channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| err("confirm", e))?;
+    channel.basic_qos(prefetch, BasicQosOptions::default()).await.map_err(|e| err("qos", e))?;
+    let mut deliveries = channel
+        .basic_consume(names.jobs.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await
+        .map_err(|e| err("consume", e))?;
+    let mut confirms = Confirms(VecDeque::new());
+    while let Some(Ok(first)) = deliveries.next().await {
+        let mut batch = vec![first];
+        while batch.len() < usize::from(prefetch) {
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(delivery),
+                _ => break,
+            }
+        }
+        for delivery in &batch {
+            let job = read_body(&delivery.data).map_or(0, |(job, _)| job);
+            match routing {
+                Routing::Bare => {
+                    confirms.publish(&channel, "", &names.answers, &delivery.data, false).await?;
+                }
+                Routing::Runway { events } => {
+                    // The kinds runway's runner sends: `started` only for a process.
+                    let kinds: &[&str] =
+                        if events >= 3 { &["accepted", "started", "completed"] } else { &["accepted", "completed"] };
+                    for kind in kinds {
+                        let key = format!("job.{job}.{kind}");
+                        confirms.publish(&channel, &names.events_exchange, &key, &delivery.data, false).await?;
+                    }
+                }
+            }
+        }
+        confirms.drain().await?;
+        if let Some(last) = batch.last() {
+            last.ack(BasicAckOptions { multiple: true }).await.map_err(|e| err("ack", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Run the plain-lapin equivalent of `shape.jobs` runway jobs on the broker at `url`.
+pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Measured> {
+    let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
+    let names = Arc::new(Names::new());
+    let admin = conn.create_channel().await.map_err(|e| err("channel", e))?;
+    declare(&admin, &names, shape.routing).await?;
     let mut workers = Vec::new();
     for _ in 0..shape.consumers {
         let channel = conn.create_channel().await.map_err(|e| err("channel", e))?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| err("confirm", e))?;
-        channel.basic_qos(shape.prefetch, BasicQosOptions::default()).await.map_err(|e| err("qos", e))?;
-        let mut deliveries = channel
-            .basic_consume(jobs_queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(|e| err("consume", e))?;
-        let replies = shape.replies;
-        let reply_to = replies_queue.clone();
-        workers.push(tokio::spawn(async move {
-            while let Some(Ok(delivery)) = deliveries.next().await {
-                let mut confirms = Vec::with_capacity(replies);
-                for _ in 0..replies {
-                    let properties = BasicProperties::default().with_delivery_mode(2);
-                    if let Ok(confirm) = channel
-                        .basic_publish(
-                            "".into(),
-                            reply_to.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &delivery.data,
-                            properties,
-                        )
-                        .await
-                    {
-                        confirms.push(confirm);
-                    }
-                }
-                for confirm in confirms {
-                    let _ = confirm.await;
-                }
-                let _ = delivery.ack(BasicAckOptions::default()).await;
-            }
-        }));
+        workers.push(tokio::spawn(serve(channel, Arc::clone(&names), shape.routing, shape.prefetch)));
     }
-
-    let publisher = conn.create_channel().await.map_err(|e| err("channel", e))?;
-    publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| err("confirm", e))?;
     let reader = conn.create_channel().await.map_err(|e| err("channel", e))?;
-    let mut replies = reader
-        .basic_consume(
-            replies_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions { no_ack: true, ..BasicConsumeOptions::default() },
-            FieldTable::default(),
-        )
+    reader.basic_qos(PREFETCH, BasicQosOptions::default()).await.map_err(|e| err("qos", e))?;
+    let mut answers = reader
+        .basic_consume(names.answers.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
         .await
         .map_err(|e| err("consume", e))?;
+    let publisher = conn.create_channel().await.map_err(|e| err("channel", e))?;
+    publisher.confirm_select(ConfirmSelectOptions::default()).await.map_err(|e| err("confirm", e))?;
 
+    // The producer publishes while the answers are read: a permit per job in flight.
     let started = Instant::now();
-    let mut sent_at = vec![started; shape.jobs];
-    let mut remaining = vec![shape.replies; shape.jobs];
-    let mut round_trips = Vec::with_capacity(shape.jobs);
-    let mut next = 0;
-    let mut done = 0;
-    while done < shape.jobs {
-        while next < shape.jobs && next - done < shape.in_flight.max(1) {
-            let body = (next as u64).to_le_bytes();
-            sent_at[next] = Instant::now();
-            let properties = BasicProperties::default().with_delivery_mode(2);
-            publisher
-                .basic_publish("".into(), jobs_queue.as_str().into(), BasicPublishOptions::default(), &body, properties)
-                .await
-                .map_err(|e| err("publish", e))?
-                .await
-                .map_err(|e| err("confirm", e))?;
-            next += 1;
-        }
-        let Some(Ok(reply)) = replies.next().await else {
-            return Err(err("replies", "the reply consumer ended"));
-        };
-        let index = reply.data.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) as usize;
-        if let Some(left) = remaining.get_mut(index) {
-            *left -= 1;
-            if *left == 0 {
-                round_trips.push(sent_at[index].elapsed());
-                done += 1;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(shape.in_flight.max(1)));
+    let producer = {
+        let (names, in_flight, jobs, routing) = (Arc::clone(&names), Arc::clone(&in_flight), shape.jobs, shape.routing);
+        tokio::spawn(async move {
+            let mut confirms = Confirms(VecDeque::new());
+            for job in 0..jobs as u64 {
+                in_flight.acquire().await.map_err(|e| err("in flight", e))?.forget();
+                let body = body(job, started.elapsed());
+                match routing {
+                    Routing::Bare => confirms.publish(&publisher, "", &names.jobs, &body, false).await?,
+                    Routing::Runway { .. } => {
+                        let record = format!("job.{job}.queued");
+                        confirms.publish(&publisher, &names.events_exchange, &record, &body, false).await?;
+                        confirms.publish(&publisher, &names.jobs_exchange, "any", &body, true).await?;
+                    }
+                }
+                // Latency runs (one job at a time) wait for the confirm as runway's submit does.
+                if in_flight.available_permits() == 0 {
+                    confirms.drain().await?;
+                }
             }
+            confirms.drain().await
+        })
+    };
+    let mut round_trips = Vec::with_capacity(shape.jobs);
+    let mut unacked = 0;
+    while round_trips.len() < shape.jobs {
+        let answer = match answers.next().await {
+            Some(Ok(answer)) => answer,
+            Some(Err(e)) => return Err(err("answers", e)),
+            None => return Err(err("answers", "the answer consumer ended")),
+        };
+        let (_, at) = read_body(&answer.data).ok_or_else(|| err("answers", "a short body"))?;
+        round_trips.push(started.elapsed().saturating_sub(at));
+        in_flight.add_permits(1);
+        unacked += 1;
+        if unacked >= usize::from(PREFETCH / 4) || round_trips.len() == shape.jobs {
+            answer.ack(BasicAckOptions { multiple: true }).await.map_err(|e| err("ack", e))?;
+            unacked = 0;
         }
     }
     let elapsed = started.elapsed();
+    producer.await.map_err(|e| err("producer", e))??;
     for worker in workers {
         worker.abort();
     }
-    let _ = admin.queue_delete(jobs_queue.as_str().into(), QueueDeleteOptions::default()).await;
+    for queue in [&names.jobs, &names.history, &names.index] {
+        let _ = admin.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await;
+    }
+    for exchange in [&names.jobs_exchange, &names.events_exchange] {
+        let _ = admin.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await;
+    }
     let _ = conn.close(200, "bye".into()).await;
     Ok(Measured { elapsed, round_trips })
 }

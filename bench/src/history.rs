@@ -143,6 +143,7 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
             value: list.as_secs_f64() * 1000.0,
             unit: "ms",
             ceiling: Some(plain.as_secs_f64() * 1000.0),
+            bare: None,
             note: "runway job list --since 24h over 10,000 jobs and 1,000,000 log lines (ceiling: a plain AMQP client \
                    reading the same 40,000 index messages; the target is 1 s)",
         },
@@ -151,6 +152,7 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
             value: LINES as f64 / logs.as_secs_f64(),
             unit: "lines/s",
             ceiling: None,
+            bare: None,
             note: "runway job logs of a 1,000,000-line job, from the history",
         },
     ])

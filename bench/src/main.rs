@@ -22,6 +22,8 @@ pub(crate) struct Figure {
     pub(crate) value: f64,
     pub(crate) unit: &'static str,
     pub(crate) ceiling: Option<f64>,
+    /// A second ceiling: the bare two-message round trip, for the AMQP figures.
+    pub(crate) bare: Option<f64>,
     /// What the ratio means, for the table.
     pub(crate) note: &'static str,
 }
@@ -50,6 +52,8 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("tokio runtime")?;
     if wanted("amqp") {
         figures.extend(runtime.block_on(amqp::figures(&bin))?);
+    } else if wanted("dispatch") {
+        figures.extend(runtime.block_on(amqp::dispatch_figures(&bin))?.figures);
     }
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned());
     if wanted("history") {
@@ -59,7 +63,8 @@ fn main() -> Result<()> {
 }
 
 /// The groups of figures, by the argument that selects them.
-const GROUPS: [&str; 3] = ["local", "amqp", "history"];
+/// `dispatch` is the dispatch and round-trip part of `amqp` alone.
+const GROUPS: [&str; 4] = ["local", "amqp", "dispatch", "history"];
 
 fn release_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("own path")?;
@@ -123,6 +128,7 @@ fn local_overhead(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
         value: through - direct,
         unit: "ms",
         ceiling: Some(direct),
+        bare: None,
         note: "runway run true minus sh -c true (ceiling: sh -c true itself)",
     }])
 }
@@ -166,27 +172,43 @@ fn local_log_streaming(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
         value: rate(median(through)),
         unit: "lines/s",
         ceiling: Some(rate(median(direct))),
+        bare: None,
         note: "seq 1 2000000 through runway (local mode) into a file (ceiling: seq > file)",
     }])
 }
 
 fn print_and_save(figures: &[Figure], save: bool) -> Result<()> {
-    println!("{:<28} {:>14} {:>14} {:>8}  unit / what", "figure", "value", "ceiling", "ratio");
+    println!(
+        "{:<28} {:>14} {:>14} {:>8} {:>14} {:>8}  unit / what",
+        "figure", "value", "ceiling", "ratio", "bare ceiling", "ratio"
+    );
     let mut json = BTreeMap::new();
+    let ratio_to = |ceiling: Option<f64>, value: f64| ceiling.filter(|c| *c != 0.0).map(|ceiling| value / ceiling);
+    let show = |value: Option<f64>, digits: usize| value.map_or("-".to_owned(), |v| format!("{v:.digits$}"));
     for figure in figures {
-        let ratio = figure.ceiling.filter(|c| *c != 0.0).map(|ceiling| figure.value / ceiling);
+        let ratio = ratio_to(figure.ceiling, figure.value);
+        let bare_ratio = ratio_to(figure.bare, figure.value);
         println!(
-            "{:<28} {:>14.2} {:>14} {:>8}  {} ({})",
+            "{:<28} {:>14.2} {:>14} {:>8} {:>14} {:>8}  {} ({})",
             figure.name,
             figure.value,
-            figure.ceiling.map_or("-".to_owned(), |c| format!("{c:.2}")),
-            ratio.map_or("-".to_owned(), |r| format!("{r:.3}")),
+            show(figure.ceiling, 2),
+            show(ratio, 3),
+            show(figure.bare, 2),
+            show(bare_ratio, 3),
             figure.unit,
             figure.note
         );
         json.insert(
             figure.name,
-            serde_json::json!({"value": figure.value, "unit": figure.unit, "ceiling": figure.ceiling, "ratio": ratio}),
+            serde_json::json!({
+                "value": figure.value,
+                "unit": figure.unit,
+                "ceiling": figure.ceiling,
+                "ratio": ratio,
+                "ceiling_bare": figure.bare,
+                "ratio_bare": bare_ratio,
+            }),
         );
     }
     if !save {

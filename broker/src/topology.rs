@@ -355,6 +355,13 @@ impl Topology {
     /// Publish a job persistently with `mandatory` and wait for the confirm. A target no queue
     /// serves comes back as [`Error::Unroutable`].
     pub async fn publish_job(&self, conn: &Connection, job: &Job) -> Result<()> {
+        self.send_job(conn, job).await?.wait().await
+    }
+
+    /// Publish a job as [`Topology::publish_job`] does, without waiting for the confirm: the
+    /// returned confirm (in publish order with every other publish of `conn`) fails with
+    /// [`Error::Unroutable`] if no queue serves its target. For pipelined submits.
+    pub async fn send_job(&self, conn: &Connection, job: &Job) -> Result<Confirm> {
         let mut message = Message::json(protocol::encode(job), protocol::KIND_JOB);
         let id = job.id.to_string();
         message.properties.message_id = Some(id.clone());
@@ -365,7 +372,7 @@ impl Topology {
             Some(group) => Self::group_routing_key(group),
             None => Self::job_routing_key(&job.target),
         };
-        conn.publish_confirmed(&self.jobs_exchange(), &routing_key, &message, true).await
+        conn.publish(&self.jobs_exchange(), &routing_key, &message, true).await
     }
 
     /// Publish one event; the returned confirm resolves in publish order.

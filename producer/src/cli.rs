@@ -66,6 +66,10 @@ pub enum Command {
         #[command(subcommand)]
         command: JobCommand,
     },
+    /// Queue many jobs at once for remote runners: one JSON job per line on stdin
+    /// (`{"operation": "build", "args": [], "env": {}, "target": "any", "timeout": "10m"}`),
+    /// one job id per line out, in input order. Nothing is queued if any line is bad.
+    Submit,
     /// The runners serving the server.
     Runner {
         #[command(subcommand)]

@@ -19,6 +19,7 @@ use crate::operations::{self, Operations};
 use crate::roles::{self, RolesRequest};
 use crate::runners;
 use crate::settings::{self, Settings};
+use crate::submit;
 
 /// Run the parsed command line; `interrupts` yields once per Ctrl-C. Returns the exit code.
 pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
@@ -45,6 +46,7 @@ fn role_of(command: &Command) -> Role {
         | Command::Deploy(_)
         | Command::Release(_)
         | Command::Up { .. }
+        | Command::Submit
         | Command::Job { command: JobCommand::Cancel { .. } } => Role::Submitter,
         Command::Job { .. } | Command::Runner { .. } => Role::Observer,
         Command::Roles { .. } => Role::Admin,
@@ -66,6 +68,7 @@ async fn dispatch(cli: &Cli, interrupts: &mut impl Interrupts) -> Result<u8, Cli
         Command::Release(job) => operations::run(cli, named("release", job), job.json, interrupts).await,
         Command::Up { json } => operations::run(cli, Operations::Up, *json, interrupts).await,
         Command::Job { command } => job_command(cli, command).await,
+        Command::Submit => submit::run(cli, std::io::stdin().lock()).await,
         Command::Runner { command: RunnerCommand::List { json } } => {
             let (conn, topology) = connect_server(cli).await?;
             let code = runners::list(&conn, &topology, *json).await;

@@ -26,5 +26,6 @@ pub mod runners;
 pub mod session;
 pub mod settings;
 pub mod stdout;
+pub mod submit;
 pub mod table;
 pub mod view;

@@ -4,7 +4,7 @@
 //! It does not follow a job's events (see `attach`).
 
 use runway_broker::Connection;
-use runway_broker::protocol::{Completed, Event, EventBody, Job, Queued, Status, Target, VERSION, now_ms};
+use runway_broker::protocol::{Job, Target};
 use runway_broker::topology::Topology;
 use runway_worker::policy::SubmittedHere;
 use runway_worker::{Runner, RunnerConfig, Shutdown};
@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use crate::connect;
 use crate::exit::CliError;
-use crate::format;
 use crate::settings::Settings;
+use crate::submit;
 
 /// A connection to the broker, and the in-process runner when the mode has one.
 #[derive(Debug)]
@@ -94,37 +94,11 @@ impl Session {
     /// Record `job` in the history, publish it, and wait for the broker's confirm. The record
     /// goes first so that it precedes every event of the job; a job no runner serves gets a
     /// `rejected` completion on the record, so the history does not show it waiting forever.
+    /// Both are published before either confirm is waited for (see `submit`).
     pub async fn submit(&self, job: &Job) -> Result<(), CliError> {
-        self.record(job, EventBody::Queued(Queued::of(job))).await?;
-        if let Some(group) = &job.group {
-            // The group's queue must exist for the job to route; runners learn of it from the
-            // announcement and consume it.
-            self.topology.declare_group(&self.conn, group).await?;
-            self.topology.announce_group(&self.conn, group).await?;
-        }
         self.submitted.insert(job.id);
-        match self.topology.publish_job(&self.conn, job).await {
-            Ok(()) => Ok(()),
-            Err(runway_broker::Error::Unroutable { .. }) => {
-                let message = format!(
-                    "no runner serves {}: no queue is bound for it, so job {} was not queued",
-                    format::target(&job.target),
-                    job.id
-                );
-                let rejected = Completed::without_exit(Status::Rejected, message.clone());
-                self.record(job, EventBody::Completed(rejected)).await?;
-                Err(CliError::NoRunner(message))
-            }
-            Err(other) => Err(CliError::Broker(other)),
-        }
-    }
-
-    /// Publish an event about `job` on behalf of the producer (`seq` 0, no runner).
-    async fn record(&self, job: &Job, body: EventBody) -> Result<(), CliError> {
-        let event =
-            Event { v: VERSION, job: job.id, seq: 0, ts: now_ms(), runner: String::new(), attempt: job.attempt, body };
-        self.topology.publish_event(&self.conn, &event).await?.wait().await?;
-        Ok(())
+        let results = submit::submit_many(&self.conn, &self.topology, std::slice::from_ref(job)).await;
+        results.into_iter().next().unwrap_or(Ok(()))
     }
 
     /// Stop the in-process runner (cancelling what it still runs) and close the connections.
