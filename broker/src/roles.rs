@@ -102,22 +102,46 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
     let everything = ".*".to_owned();
     let (permissions, topics) = match role {
         Role::Submitter => (
+            // A concurrency group's queue is declared and bound by the CLI that queues its first
+            // job (the job must route at once), and announced on the control exchange.
             Permissions {
-                configure: any_of(std::slice::from_ref(&server_named)),
-                write: any_of(&[server_named.clone(), name("jobs"), name("events"), name("control"), default]),
-                read: any_of(&[server_named, name("events"), name("history"), name("index")]),
+                configure: any_of(&[server_named.clone(), name(r"group\..+")]),
+                write: any_of(&[
+                    server_named.clone(),
+                    name("jobs"),
+                    name("events"),
+                    name("control"),
+                    name("dead"),
+                    name(r"group\..+"),
+                    default,
+                ]),
+                read: any_of(&[
+                    server_named,
+                    name("events"),
+                    name("history"),
+                    name("index"),
+                    name("jobs"),
+                    name(r"group\..+"),
+                ]),
             },
             vec![
                 TopicPermissions { exchange: events, write: submitter_events, read: everything.clone() },
-                TopicPermissions { exchange: control, write: "^(cancel|ping)$".to_owned(), read: everything },
+                TopicPermissions { exchange: control, write: "^(cancel|ping|group)$".to_owned(), read: everything },
             ],
         ),
         Role::Runner => {
-            let own = [name(r"runner\..+"), name(r"jobs\.labels\..+"), server_named];
+            let own = [name(r"runner\..+"), name(r"jobs\.labels\..+"), name(r"group\..+"), server_named];
             let mut write = own.to_vec();
             write.extend([name("events"), name("dead"), default]);
             let mut read = own.to_vec();
-            read.extend([name(r"jobs\.any"), name("jobs"), name("control"), name("cancels"), name("index")]);
+            read.extend([
+                name(r"jobs\.any"),
+                name("jobs"),
+                name("control"),
+                name("cancels"),
+                name("groups"),
+                name("index"),
+            ]);
             (
                 Permissions { configure: any_of(&own), write: any_of(&write), read: any_of(&read) },
                 vec![

@@ -61,7 +61,12 @@ pub struct Connection {
 /// The login of every in-memory connection: the OS user running the process (`$USER`, or
 /// `local` where it is not set). Local mode has one user, so this names it rather than proves it.
 pub fn os_user() -> String {
-    std::env::var("USER").ok().filter(|user| !user.is_empty()).unwrap_or_else(|| "local".to_owned())
+    // The user database's name for this process's uid: `USER` is unset under cron or as root in
+    // a container, and anyone may set it to anything.
+    match nix::unistd::User::from_uid(nix::unistd::getuid()) {
+        Ok(Some(user)) => user.name,
+        _ => format!("uid{}", nix::unistd::getuid()),
+    }
 }
 
 impl Connection {
