@@ -101,7 +101,42 @@ impl Namespace {
         let conn = connect(&url(node)).await;
         topology.declare(&conn, &Retention::default()).await.expect("declare topology");
         conn.close().await;
-        Namespace { name, topology }
+        let namespace = Namespace { name, topology };
+        namespace.await_stream_replicas().await;
+        namespace
+    }
+
+    /// Wait until every stream of the namespace can be read on every node. On a fresh cluster a
+    /// stream's replicas start in the background after it is declared, and reading one on a node
+    /// whose replica is not up yet is refused ("does not have a replica on the local node", or
+    /// the connection closed with INTERNAL_ERROR); the scenarios must start from a cluster that
+    /// serves.
+    async fn await_stream_replicas(&self) {
+        let streams = [
+            self.topology.history_queue(),
+            self.topology.index_queue(),
+            self.topology.cancels_queue(),
+            self.topology.groups_queue(),
+        ];
+        let deadline = Instant::now() + PATIENCE;
+        for node in NODES {
+            for stream in &streams {
+                loop {
+                    let options =
+                        ConsumeOptions { offset: Some(StreamOffset::First), ..ConsumeOptions::with_prefetch(1) };
+                    let conn = connect(&url(node)).await;
+                    let read = conn.consume(stream, &options).await;
+                    let ready = read.is_ok();
+                    drop(read);
+                    conn.close().await;
+                    if ready {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "stream {stream} never became readable on {node}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
     }
 
     /// The node each of the namespace's quorum queues and streams is led by.
