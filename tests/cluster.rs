@@ -20,7 +20,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use runway_broker::protocol::{self, Command as JobCommand, Job, Target, VERSION};
+use runway_broker::protocol::{self, Command as JobCommand, Job};
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, StreamOffset};
 use tokio::io::AsyncBufReadExt;
@@ -205,25 +205,7 @@ async fn connect(urls: &str) -> Connection {
 }
 
 fn job(command: &str) -> Job {
-    Job {
-        v: VERSION,
-        id: uuid::Uuid::now_v7(),
-        operation: "cluster".to_owned(),
-        project: "cluster".to_owned(),
-        command: JobCommand::Shell(command.to_owned()),
-        args: vec![],
-        env: Default::default(),
-        workdir: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-        target: Target::Any,
-        retry_on_lost: false,
-        attempt: 1,
-        created_at_ms: protocol::now_ms(),
-        queued_by: "cluster-test".to_owned(),
-        group: None,
-        secrets: Vec::new(),
-    }
+    Job::new("cluster", "cluster", JobCommand::Shell(command.to_owned()), "cluster-test")
 }
 
 /// A `runway-worker` on the cluster, its stderr collected with the time each line came.

@@ -62,7 +62,7 @@ async fn a_cancel_is_honoured_only_from_the_submitter_and_a_ping_answers_only_a_
 
 #[tokio::test]
 async fn the_runner_inside_a_cli_rejects_a_job_its_cli_did_not_submit() {
-    use runway_broker::protocol::{self, Command, Job, Target};
+    use runway_broker::protocol::{Command, Job, Target};
     let ns = Namespace::new().await;
     // CLI-runner mode: `up` runs build, deploy and release inside this CLI, one after another,
     // so its runner is there between them (it holds one job at a time: a job published to it
@@ -82,23 +82,8 @@ async fn the_runner_inside_a_cli_rejects_a_job_its_cli_did_not_submit() {
     assert!(runner.starts_with("cli-"), "{runner}");
     // The same account publishes a job straight to that CLI's runner.
     let forged = Job {
-        v: protocol::VERSION,
-        id: uuid::Uuid::now_v7(),
-        operation: "wait".to_owned(),
-        project: "p".to_owned(),
-        command: Command::Shell("echo pwned".to_owned()),
-        args: vec![],
-        env: Default::default(),
-        workdir: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
         target: Target::Runner(runner),
-        retry_on_lost: false,
-        attempt: 1,
-        created_at_ms: protocol::now_ms(),
-        queued_by: "mallory@nowhere".to_owned(),
-        group: None,
-        secrets: Vec::new(),
+        ..Job::new("wait", "p", Command::Shell("echo pwned".to_owned()), "mallory@nowhere")
     };
     ns.topology.publish_job(ns.conn(), &forged).await.expect("publish to the CLI's runner");
     let events = ns.completed_events(&forged.id.to_string()).await;

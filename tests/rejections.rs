@@ -1,8 +1,6 @@
 //! Jobs a runner cannot run (an empty command, an unknown builtin, a body that is not JSON, one
 //! too large) end their followers as `rejected` and keep their properties in the dead letters.
 
-use std::collections::BTreeMap;
-
 use runway_broker::protocol::{self, Command, Event, EventBody, Job, Queued, Target};
 use runway_broker::{ConsumeOptions, Message};
 use uuid::Uuid;
@@ -10,25 +8,7 @@ use uuid::Uuid;
 use crate::support::{Namespace, PATIENCE, Project, args};
 
 fn job(id: Uuid, operation: &str, command: Command) -> Job {
-    Job {
-        v: protocol::VERSION,
-        id,
-        operation: operation.to_owned(),
-        project: "rejections".to_owned(),
-        command,
-        args: Vec::new(),
-        env: BTreeMap::new(),
-        workdir: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-        target: Target::Any,
-        retry_on_lost: false,
-        attempt: 1,
-        created_at_ms: protocol::now_ms(),
-        queued_by: "tests@rejections".to_owned(),
-        group: None,
-        secrets: Vec::new(),
-    }
+    Job { id, ..Job::new(operation, "rejections", command, "tests@rejections") }
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::Instant;
 
-use runway_broker::protocol::{self, Command as JobCommand, Event, EventBody, Job, Queued, Target, VERSION};
+use runway_broker::protocol::{self, Command as JobCommand, Event, EventBody, Job, Queued, VERSION};
 
 use support::{Namespace, Project, args};
 
@@ -77,25 +77,7 @@ fn job(operation: &str, command: &str) -> Job {
 }
 
 fn job_of(operation: &str, command: JobCommand) -> Job {
-    Job {
-        v: VERSION,
-        id: uuid::Uuid::now_v7(),
-        operation: operation.to_owned(),
-        project: "restart".to_owned(),
-        command,
-        args: vec![],
-        env: Default::default(),
-        secrets: Vec::new(),
-        workdir: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-        target: Target::Any,
-        retry_on_lost: false,
-        attempt: 1,
-        created_at_ms: protocol::now_ms(),
-        queued_by: "test".to_owned(),
-        group: None,
-    }
+    Job::new(operation, "restart", command, "test")
 }
 
 async fn queue(ns: &Namespace, job: &Job) {

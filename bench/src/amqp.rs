@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use runway_broker::protocol::{self, Builtin, Command as JobCommand, Job, Target, VERSION};
+use runway_broker::protocol::{self, Builtin, Command as JobCommand, Job, Target};
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, Consumer};
 
@@ -87,25 +87,7 @@ fn start_workers(bin: &Path, namespace: &str, count: usize, concurrency: usize) 
 }
 
 fn job(kind: Kind) -> Job {
-    Job {
-        v: VERSION,
-        id: uuid::Uuid::now_v7(),
-        operation: "bench".into(),
-        project: "bench".into(),
-        command: kind.command(),
-        args: Vec::new(),
-        env: Default::default(),
-        secrets: Vec::new(),
-        workdir: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-        target: Target::Any,
-        retry_on_lost: false,
-        attempt: 1,
-        created_at_ms: protocol::now_ms(),
-        queued_by: "bench".into(),
-        group: None,
-    }
+    Job::new("bench", "bench", kind.command(), "bench")
 }
 
 struct Bench {

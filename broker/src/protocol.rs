@@ -194,6 +194,32 @@ pub struct Job {
     pub group: Option<String>,
 }
 
+impl Job {
+    /// A job of this protocol version with a fresh id, created now, attempt 1, for any runner,
+    /// and nothing optional set; callers set what they need with struct update syntax.
+    pub fn new(operation: &str, project: &str, command: Command, queued_by: &str) -> Job {
+        Job {
+            v: VERSION,
+            id: Uuid::now_v7(),
+            operation: operation.to_owned(),
+            project: project.to_owned(),
+            command,
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            workdir: None,
+            timeout_ms: None,
+            kill_grace_ms: None,
+            target: Target::Any,
+            retry_on_lost: false,
+            attempt: 1,
+            created_at_ms: now_ms(),
+            queued_by: queued_by.to_owned(),
+            group: None,
+            secrets: Vec::new(),
+        }
+    }
+}
+
 /// Every field but env values, so that a `?job` in a log line cannot leak one. Destructured in
 /// full: a new field must be judged here (is it secret?) before it compiles.
 impl fmt::Debug for Job {

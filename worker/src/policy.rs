@@ -148,28 +148,10 @@ pub(crate) async fn reject(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runway_broker::protocol::{Command, Target};
+    use runway_broker::protocol::Command;
 
     fn job(project: &str, operation: &str) -> Job {
-        Job {
-            v: protocol::VERSION,
-            id: uuid::Uuid::now_v7(),
-            operation: operation.into(),
-            project: project.into(),
-            command: Command::Shell("id".into()),
-            args: vec![],
-            env: Default::default(),
-            workdir: None,
-            timeout_ms: None,
-            kill_grace_ms: None,
-            target: Target::Any,
-            retry_on_lost: false,
-            attempt: 1,
-            created_at_ms: 0,
-            queued_by: "alice@laptop".into(),
-            group: None,
-            secrets: Vec::new(),
-        }
+        Job { created_at_ms: 0, ..Job::new(operation, project, Command::Shell("id".into()), "alice@laptop") }
     }
 
     #[test]

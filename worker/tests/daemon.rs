@@ -3,41 +3,21 @@
 //!
 //! Its flags, signals and RabbitMQ are the end-to-end tests' part (tests/).
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use runway_broker::protocol::{self, Command, Completed, Event, EventBody, Job, Status, Target, VERSION};
+use runway_broker::protocol::{self, Command, Completed, Event, EventBody, Job, Status};
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, Consumer};
 use runway_worker::RunnerConfig;
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 /// How long a test waits for something the daemon should do at once.
 const PATIENCE: Duration = Duration::from_secs(30);
 
 fn job(command: &str) -> Job {
-    Job {
-        v: VERSION,
-        id: Uuid::now_v7(),
-        operation: "say".to_owned(),
-        project: "daemon-test".to_owned(),
-        command: Command::Shell(command.to_owned()),
-        args: vec![],
-        env: BTreeMap::new(),
-        secrets: Vec::new(),
-        workdir: None,
-        timeout_ms: None,
-        kill_grace_ms: None,
-        target: Target::Any,
-        retry_on_lost: false,
-        attempt: 1,
-        created_at_ms: protocol::now_ms(),
-        queued_by: "daemon-test".to_owned(),
-        group: None,
-    }
+    Job::new("say", "daemon-test", Command::Shell(command.to_owned()), "daemon-test")
 }
 
 /// A daemon serving on its own connection to `broker`, and the sender of its stop requests.
