@@ -1,5 +1,5 @@
 //! The RabbitMQ figures: dispatch throughput and round-trip latency of runway jobs through real
-//! `runway-worker` processes, beside a plain AMQP client doing the same messages (`crate::ceiling`).
+//! `runway-worker` processes, beside a plain AMQP client doing the same messages (`runway_ceiling`).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,8 +11,8 @@ use runway_broker::protocol::{self, Builtin, Command as JobCommand, Job, Target}
 use runway_broker::topology::{Retention, Topology};
 use runway_broker::{Broker, Connection, ConsumeOptions, Consumer};
 
-use crate::ceiling::{self, Routing, Shape};
 use crate::{Figure, median};
+use runway_ceiling::{self as ceiling, Routing, Shape};
 
 /// Messages a `true` job costs its runner: accepted, started, completed (no heartbeat: these
 /// jobs end within the first heartbeat interval).

@@ -129,7 +129,7 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
     // completed of every job), as `job list` does, with nothing else.
     let mut plain = Vec::new();
     for _ in 0..3 {
-        plain.push(crate::ceiling::read_stream(url, &topology.index_queue(), JOBS * 4, 2000).await?);
+        plain.push(runway_ceiling::read_stream(url, &topology.index_queue(), JOBS * 4, 2000).await?);
     }
     let plain = crate::median(plain);
     let big_text = big.to_string();

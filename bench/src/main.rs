@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 mod amqp;
-mod ceiling;
 mod history;
 
 /// One figure of the table.

@@ -11,7 +11,8 @@
 //!   `completed` also into the producer's completions queue).
 //! - [`Routing::Bare`]: the job persistent into a quorum queue, one reply back into a queue.
 //!
-//! It speaks lapin itself, the one exception to "only broker/ knows lapin": a ceiling has to be a
+//! It speaks lapin itself, inside broker/ as the invariant asks, but as a crate of its own that only
+//! bench/ depends on, so it never ships in runway: a ceiling has to be a
 //! plain client, with none of runway's layers, and as measurement code it has no place in the
 //! library runway ships.
 
@@ -28,15 +29,15 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm};
 
 /// Publishes whose confirms may be outstanding at once, on each publishing channel.
-pub(crate) const CONFIRM_WINDOW: usize = 512;
+pub const CONFIRM_WINDOW: usize = 512;
 /// Each consumer's prefetch.
-pub(crate) const PREFETCH: u16 = 256;
+pub const PREFETCH: u16 = 256;
 /// Bytes of every message: about the size of runway's JSON jobs and events.
 const BODY_BYTES: usize = 400;
 
 /// Which messages a job costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Routing {
+pub enum Routing {
     /// runway's messages: a record, the job, then `events` events (the last one `completed`).
     Runway { events: usize },
     /// The job and one reply.
@@ -45,23 +46,23 @@ pub(crate) enum Routing {
 
 /// The shape of one ceiling run.
 #[derive(Debug, Clone)]
-pub(crate) struct Shape {
+pub struct Shape {
     /// Jobs in all.
-    pub(crate) jobs: usize,
+    pub jobs: usize,
     /// Jobs published and not yet answered, at most (1 measures latency).
-    pub(crate) in_flight: usize,
-    pub(crate) routing: Routing,
+    pub in_flight: usize,
+    pub routing: Routing,
     /// Consumers taking jobs (like runners), each on a channel of its own.
-    pub(crate) consumers: usize,
-    pub(crate) prefetch: u16,
+    pub consumers: usize,
+    pub prefetch: u16,
 }
 
 /// What one ceiling run measured.
 #[derive(Debug, Clone)]
-pub(crate) struct Measured {
-    pub(crate) elapsed: Duration,
+pub struct Measured {
+    pub elapsed: Duration,
     /// Published-to-answered time of each job, in completion order.
-    pub(crate) round_trips: Vec<Duration>,
+    pub round_trips: Vec<Duration>,
 }
 
 fn err(what: &str, error: impl std::fmt::Display) -> anyhow::Error {
@@ -241,7 +242,7 @@ async fn serve(channel: Channel, names: Arc<Names>, routing: Routing, prefetch: 
 }
 
 /// Run the plain-lapin equivalent of `shape.jobs` runway jobs on the broker at `url`.
-pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Measured> {
+pub async fn run(url: &str, shape: &Shape) -> anyhow::Result<Measured> {
     let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
     let names = Arc::new(Names::new());
     let admin = conn.create_channel().await.map_err(|e| err("channel", e))?;
@@ -321,7 +322,7 @@ pub(crate) async fn run(url: &str, shape: &Shape) -> anyhow::Result<Measured> {
 /// Read the first `count` messages of `stream` with plain lapin, as `job list` reads the index:
 /// one consumer from the first offset, `prefetch` credit, acknowledged a quarter at a time.
 /// Returns the time from connecting to the last message.
-pub(crate) async fn read_stream(url: &str, stream: &str, count: usize, prefetch: u16) -> anyhow::Result<Duration> {
+pub async fn read_stream(url: &str, stream: &str, count: usize, prefetch: u16) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let conn = Connection::connect(url, ConnectionProperties::default()).await.map_err(|e| err("connect", e))?;
     let channel = conn.create_channel().await.map_err(|e| err("channel", e))?;
