@@ -2,6 +2,9 @@
 //!
 //! Every body is JSON with a `v` field (docs/PROTOCOL.md). This module only turns values into bytes
 //! and back; it does not know queues, exchanges or how a message is routed.
+//!
+//! It is long because it is the whole wire format in one place: each body, its checks and its
+//! round-trip tests side by side, so that a change to the format is one file to read.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;

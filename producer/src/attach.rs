@@ -176,11 +176,16 @@ async fn rejoin(
     printer.status(&format!("lost the connection to {host}; connecting again"));
     let started = tokio::time::Instant::now();
     let mut pauses = REJOIN_PAUSES.build();
+    // Each try dials from the node after the one tried last, so a node that accepts the
+    // connection but cannot serve the history (a stream replica that is not running) is left
+    // for the next one rather than tried again and again.
+    let mut tried_last = session.conn().clone();
     loop {
         // Connected is not yet ready: right after a restart, the broker accepts connections
         // before its streams are back ("home node ... is down"). Any failure is retried.
         let attempt = async {
-            let conn = session.conn().redial().await?;
+            let conn = tried_last.redial().await?;
+            tried_last = conn.clone();
             let events = bind_events(&conn, session.topology(), job).await?;
             let ended = catch_up(&conn, session.topology(), job, printer, record).await?;
             Ok::<_, CliError>((conn, events, ended))

@@ -9,6 +9,7 @@ use runway_broker::topology::Topology;
 use uuid::Uuid;
 
 use crate::exit::{self, CliError};
+use crate::format;
 use crate::identity;
 use crate::lookup;
 
@@ -17,15 +18,19 @@ pub async fn cancel(conn: &Connection, topology: &Topology, id: &str, force: boo
     let record = lookup::resolve(conn, topology, id).await?;
     let state = record.state(now_ms());
     if state.is_final() {
-        eprintln!("runway: job {} already ended {}; nothing to cancel", record.id, state.as_str());
+        eprintln!("runway: job {} already ended {}; nothing to cancel", format::short_id(record.id), state.as_str());
         return Ok(exit::SUCCESS);
     }
     request_cancel(conn, topology, record.id, force, record.last_attempt().map_or(1, |a| a.number)).await?;
     match record.last_attempt() {
         Some(attempt) => {
-            eprintln!("runway: cancel requested for job {} running on runner {}", record.id, attempt.runner)
+            eprintln!(
+                "runway: cancel requested for job {} running on runner {}",
+                format::short_id(record.id),
+                attempt.runner
+            )
         }
-        None => eprintln!("runway: job {} cancelled: it will not run", record.id),
+        None => eprintln!("runway: job {} cancelled: it will not run", format::short_id(record.id)),
     }
     Ok(exit::SUCCESS)
 }

@@ -145,7 +145,7 @@ impl Cli {
     /// Read stderr until a line contains `needle`; that line.
     pub async fn stderr_line_containing(&mut self, needle: &str) -> String {
         use tokio::io::AsyncBufReadExt;
-        tokio::time::timeout(PATIENCE, async {
+        let found = tokio::time::timeout(PATIENCE, async {
             loop {
                 let mut line = String::new();
                 let read = self.stderr.read_line(&mut line).await.expect("read runway stderr");
@@ -159,8 +159,9 @@ impl Cli {
                 }
             }
         })
-        .await
-        .unwrap_or_else(|_| panic!("runway never printed `{needle}`"))
+        .await;
+        // What it printed says where it stood.
+        found.unwrap_or_else(|_| panic!("runway never printed `{needle}`; stderr so far: {:?}", self.seen))
     }
 
     pub fn pid(&self) -> i32 {

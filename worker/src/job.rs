@@ -33,9 +33,13 @@ pub(crate) struct JobRun {
 pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
     if delivery.redelivered || delivery.delivery_count > 0 {
         match resolve_redelivery(&run, &job).await {
-            Some(attempt) => job.attempt = attempt,
-            None => {
+            Redelivered::Run(attempt) => job.attempt = attempt,
+            Redelivered::Drop => {
                 settle(delivery.acker.ack().await);
+                return;
+            }
+            Redelivered::HandBack => {
+                settle(delivery.acker.nack(true).await);
                 return;
             }
         }
@@ -93,14 +97,25 @@ async fn reject(job: &Job, sink: &mut EventSink, delivery: Delivery, reason: &st
     settle(delivery.acker.ack().await);
 }
 
-/// Decide from the history what a redelivered job is; the attempt to run it as, or `None`
-/// to drop it (acknowledged, never run here).
-async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
+/// What to do with a redelivered job, once the history was read.
+enum Redelivered {
+    /// Run it as this attempt.
+    Run(u32),
+    /// Acknowledge it without running it: it completed, runs elsewhere, or was resolved lost
+    /// without a retry.
+    Drop,
+    /// The history could not be read: give it back to the broker, to be decided again (by this
+    /// runner or another, perhaps through another node) rather than run blind or dropped.
+    HandBack,
+}
+
+/// Decide from the history what a redelivered job is.
+async fn resolve_redelivery(run: &JobRun, job: &Job) -> Redelivered {
     match redelivery::resolve(&run.conn, &run.topology, job).await {
-        Ok(Decision::Run { attempt }) => Some(attempt),
+        Ok(Decision::Run { attempt }) => Redelivered::Run(attempt),
         Ok(Decision::Drop { why }) => {
             tracing::info!(job = %job.id, why, "dropping a redelivered job");
-            None
+            Redelivered::Drop
         }
         Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
             tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
@@ -126,12 +141,17 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
                 Err(err) => settle(Err(err)),
             }
             // An attempt number at the end of its range (a hostile history) is not run again.
-            retry.then(|| attempt.checked_add(1)).flatten()
+            match retry.then(|| attempt.checked_add(1)).flatten() {
+                Some(next) => Redelivered::Run(next),
+                None => Redelivered::Drop,
+            }
         }
         Err(err) => {
-            // Without the history we cannot rule out that it runs elsewhere: never risk twice.
-            tracing::warn!(job = %job.id, error = %err, "cannot resolve a redelivered job; dropping it");
-            None
+            // Without the history we cannot rule out that it runs elsewhere: never run it blind.
+            // Nor drop it: a job must never be lost because a stream could not be read. The
+            // broker's delivery limit bounds how often it comes back (then it is dead-lettered).
+            tracing::warn!(job = %job.id, error = %err, "cannot read the history of a redelivered job; handing it back");
+            Redelivered::HandBack
         }
     }
 }

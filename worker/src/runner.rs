@@ -7,6 +7,9 @@
 //! its configuration differs. It knows queues only through the topology's functions. It does
 //! not run a job (`job`, `execute`), decide credit (`credit`), or read a queue itself
 //! (`consumers`, `cancels`).
+//!
+//! It is longer than most files because the serving loop's steps share one state (slots, credit,
+//! running jobs, the connection) that a split would have to pass around piece by piece.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;

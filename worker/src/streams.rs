@@ -22,6 +22,11 @@ pub const SEEK_SLACK_MS: u64 = 5_000;
 /// says so: a stream read must end, never hang.
 const STALL: Duration = Duration::from_secs(5);
 
+/// Stalls in a row after which the read fails instead: on a cluster, a node whose replica of
+/// the stream is not running accepts the consumer and then delivers nothing, however often the
+/// marker is appended. The caller connects again (to another node, with a server list).
+const STALLS_BEFORE_FAILING: u32 = 6;
+
 /// A reader of one stream.
 #[derive(Debug)]
 pub struct StreamReader {
@@ -32,6 +37,8 @@ pub struct StreamReader {
     stream: String,
     /// Deliveries read so far, for the stall report.
     read: u64,
+    /// Stalls since the last delivery.
+    stalls: u32,
     marker: Option<String>,
     /// Set once the marker went by: everything stored before the read began has been seen.
     pub caught_up: bool,
@@ -63,6 +70,7 @@ impl StreamReader {
             topology: topology.clone(),
             stream: stream.to_owned(),
             read: 0,
+            stalls: 0,
             marker: Some(marker),
             caught_up: false,
             unacked: 0,
@@ -92,6 +100,16 @@ impl StreamReader {
                 match tokio::time::timeout(STALL, self.consumer.next()).await {
                     Ok(next) => next,
                     Err(_) => {
+                        self.stalls += 1;
+                        if self.stalls >= STALLS_BEFORE_FAILING {
+                            return Err(runway_broker::Error::ConnectionClosed(format!(
+                                "the stream `{}` delivered nothing for {}s before its end (read {} messages): \
+                                 the node's replica of it may not be running",
+                                self.stream,
+                                STALL.as_secs() * u64::from(self.stalls),
+                                self.read
+                            )));
+                        }
                         self.nudge().await;
                         continue;
                     }
@@ -100,6 +118,7 @@ impl StreamReader {
             let Some(delivery) = next else { return Ok(None) };
             let mut delivery = delivery?;
             self.read += 1;
+            self.stalls = 0;
             // Acknowledging returns credit and cannot lose anything on a stream: keep the acker
             // and acknowledge a batch at a time (one frame), well before the prefetch runs out.
             self.last = Some(std::mem::replace(&mut delivery.acker, runway_broker::Acker::None));
