@@ -107,9 +107,13 @@ async fn a_reader_that_closes_the_pipe_early_ends_the_command_quietly() {
     let project = Project::empty();
     let id = Uuid::now_v7();
     publish(&ns, &queued(id, Command::Shell("true".to_owned()), protocol::now_ms())).await;
-    let mut log = queued(id, Command::Shell("true".to_owned()), 0);
-    log.seq = 1;
-    log.runner = "w-pipe".to_owned();
+    let mut accepted = queued(id, Command::Shell("true".to_owned()), 0);
+    accepted.seq = 1;
+    accepted.runner = "w-pipe".to_owned();
+    accepted.body = EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 };
+    publish(&ns, &accepted).await;
+    let mut log = accepted.clone();
+    log.seq = 2;
     let lines = (0..2000).map(|n| LogLine::from_bytes(Stream::Stdout, 1, format!("line {n}").as_bytes(), false));
     log.body = EventBody::Log { lines: lines.collect() };
     publish(&ns, &log).await;

@@ -5,6 +5,7 @@
 
 mod consumer_cancel;
 mod faults;
+mod forgery;
 mod groups;
 mod hostile;
 mod jobs;

@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let mut record = JobRecord::new(event.job);
-    record.apply(&event);
+    record.apply(&event, None);
     for now in [0, event.ts, event.ts.saturating_add(1), u64::MAX] {
         read_record(&record, now);
     }

@@ -33,6 +33,6 @@ fuzz_target!(|data: &[u8]| {
         body: EventBody::Queued(Queued::of(&job)),
     };
     let mut record = JobRecord::new(job.id);
-    record.apply(&queued);
+    record.apply(&queued, None);
     read_record(&record, job.created_at_ms);
 });

@@ -24,7 +24,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let of = if u.ratio(1, 10).unwrap_or(false) { other } else { job };
         let Ok(event) = event(&mut u, of) else { break };
-        record.apply(&event);
+        record.apply(&event, None);
         read_record(&record, event.ts);
     }
     for _ in 0..3 {

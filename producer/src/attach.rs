@@ -110,8 +110,9 @@ pub async fn submit_and_follow(
                             waiting_check = None;
                             last_heard = tokio::time::Instant::now();
                         }
-                        record.apply(&event);
-                        printer.event(&event, &delivery.body)
+                        let sender = runway_broker::identity::sender(&delivery);
+                        record.apply(&event, sender);
+                        printer.event(&event, &delivery.body, sender)
                     }
                     Err(err) => {
                         printer.undecodable(&err);
@@ -233,9 +234,9 @@ async fn catch_up(
     let mut events = JobEvents::open(conn, topology, job.id, job.created_at_ms).await?;
     loop {
         match events.next().await? {
-            Some(JobRead::Event(event, body)) => {
-                record.apply(&event);
-                if let Some(completed) = printer.event(&event, &body) {
+            Some(JobRead::Event(event, body, sender)) => {
+                record.apply(&event, sender.as_deref());
+                if let Some(completed) = printer.event(&event, &body, sender.as_deref()) {
                     return Ok(Some(completed));
                 }
             }

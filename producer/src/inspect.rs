@@ -70,7 +70,7 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         say!("env        {} (values are never recorded)", record.env_keys.join(", "));
     }
     if !record.secrets.is_empty() {
-        println!("secrets    {} (from the runner's store)", record.secrets.join(", "));
+        say!("secrets    {} (from the runner's store)", record.secrets.join(", "));
     }
     if let Some((at, by)) = &record.cancel_requested {
         say!("cancel     requested by {by} at {}", time(Some(*at)));
@@ -93,8 +93,12 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
             heard_at(silence.last_seen_ms, now)
         );
     }
+    if record.ignored > 0 {
+        say!("ignored    {} events not sent by the job's runner", record.ignored);
+    }
     for attempt in record.attempts.values() {
-        say!("attempt {}  runner {} on {}", attempt.number, attempt.runner, attempt.hostname);
+        let user = attempt.sender.as_deref().unwrap_or(runway_broker::identity::UNVERIFIED);
+        say!("attempt {}  runner {} on {} (as {user})", attempt.number, attempt.runner, attempt.hostname);
         say!("  started  {}", time(attempt.started_at_ms));
         match &attempt.completed {
             Some(completed) => {

@@ -133,10 +133,10 @@ mod tests {
             attempt: 1,
             body,
         };
-        record.apply(&event(0, EventBody::Queued(queued)));
+        record.apply(&event(0, EventBody::Queued(queued)), None);
         if let Some(status) = status {
-            record.apply(&event(1, EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 }));
-            record.apply(&event(2, EventBody::Completed(Completed::without_exit(status, String::new()))));
+            record.apply(&event(1, EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 }), None);
+            record.apply(&event(2, EventBody::Completed(Completed::without_exit(status, String::new()))), None);
         }
         record
     }

@@ -69,17 +69,19 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
             }
         };
         match read {
-            Some(JobRead::Event(event, body)) => {
-                live.apply(&event);
-                if follow {
+            Some(JobRead::Event(event, body, sender)) => {
+                if live.apply(&event, sender.as_deref()) && follow {
                     say_retried(&event, &live, quiet);
                 }
-                if let Some(completed) = printer.event(&event, &body) {
+                if let Some(completed) = printer.event(&event, &body, sender.as_deref()) {
                     return Ok(if follow { exit::for_job(&completed) } else { exit::SUCCESS });
                 }
             }
             Some(JobRead::Undecodable(err)) => printer.undecodable(&err),
-            Some(JobRead::CaughtUp) if !follow => return Ok(exit::SUCCESS),
+            Some(JobRead::CaughtUp) if !follow => {
+                printer.say_ignored();
+                return Ok(exit::SUCCESS);
+            }
             Some(JobRead::CaughtUp) => {
                 // A job cancelled while queued never gets a runner's events: it is over.
                 if live.state(now_ms()) == State::Cancelled || record.state(now_ms()) == State::Cancelled {

@@ -32,7 +32,8 @@ pub async fn read_index(
             Some(Read::Message(delivery)) => {
                 let Ok(event) = runway_broker::identity::decode_event(&delivery) else { continue };
                 if wanted(&event.job) {
-                    records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event);
+                    let sender = runway_broker::identity::sender(&delivery);
+                    records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event, sender);
                 }
             }
             Some(Read::CaughtUp) => return Ok(records),
@@ -100,8 +101,8 @@ pub struct JobEvents {
 /// One step of reading a job's events.
 #[derive(Debug)]
 pub enum JobRead {
-    /// An event of the job, decoded, and its body as stored.
-    Event(Box<Event>, Vec<u8>),
+    /// An event of the job, decoded, its body as stored, and its broker-verified sender.
+    Event(Box<Event>, Vec<u8>, Option<String>),
     /// A message of the job that is not a readable event.
     Undecodable(DecodeError),
     /// Everything stored before the read began has been delivered.
@@ -143,7 +144,10 @@ impl JobEvents {
                         continue;
                     }
                     return Ok(Some(match runway_broker::identity::decode_event(&delivery) {
-                        Ok(event) => JobRead::Event(Box::new(event), delivery.body),
+                        Ok(event) => {
+                            let sender = runway_broker::identity::sender(&delivery).map(str::to_owned);
+                            JobRead::Event(Box::new(event), delivery.body, sender)
+                        }
                         Err(err) => JobRead::Undecodable(err),
                     }));
                 }

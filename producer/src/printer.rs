@@ -39,6 +39,9 @@ pub struct Printer {
     /// The events printed, folded: what a completion alone does not say (how long a lost
     /// attempt ran).
     record: Option<JobRecord>,
+    /// Warnings (events not believed) are said: not with `--quiet`, even where status lines
+    /// are off.
+    warn: bool,
 }
 
 impl Printer {
@@ -54,6 +57,7 @@ impl Printer {
             timestamps: false,
             retry_on_lost: false,
             record: None,
+            warn: style != Style::Human { quiet: true },
         }
     }
 
@@ -90,9 +94,15 @@ impl Printer {
         self.status(&format!("ignoring an event that cannot be read: {err}"));
     }
 
-    /// Print one event; `body` is the event as received, which `--json` prints as it is.
-    /// Returns the completion once the job ended.
-    pub fn event(&mut self, event: &Event, body: &[u8]) -> Option<Completed> {
+    /// Print one event sent by the broker-verified `sender`; `body` is the event as received,
+    /// which `--json` prints as it is. An event the job's history does not believe (not sent by
+    /// the attempt's runner, an attempt that cannot be) is counted and not printed. Returns the
+    /// completion once the job ended.
+    pub fn event(&mut self, event: &Event, body: &[u8], sender: Option<&str>) -> Option<Completed> {
+        let record = self.record.get_or_insert_with(|| JobRecord::new(event.job));
+        if !record.apply(event, sender) {
+            return None;
+        }
         // Seq 0 is the producer's own record (queued, cancel requested); a runner's events count
         // from 1 in each attempt.
         if event.seq > 0 {
@@ -110,8 +120,7 @@ impl Printer {
         if self.style == Style::Json {
             self.json_line(body);
         }
-        let record = self.record.get_or_insert_with(|| JobRecord::new(event.job));
-        record.apply(event);
+        let record = self.record.as_ref().expect("the record was just made");
         // The fold's completion of the attempt: the first one, with a lost attempt's run time.
         let folded = record.attempts.get(&event.attempt).and_then(|attempt| attempt.completed.clone());
         match &event.body {
@@ -214,7 +223,24 @@ impl Printer {
         }
     }
 
+    /// How many events were not believed (see [`JobRecord::apply`]).
+    pub fn ignored(&self) -> u64 {
+        self.record.as_ref().map_or(0, |record| record.ignored)
+    }
+
+    /// Say how many events were not believed, if any (even where status lines are off: it is a
+    /// warning, not a status; never on stdout, so `--json` stays one event per line).
+    pub fn say_ignored(&mut self) {
+        let ignored = self.ignored();
+        if ignored > 0 && self.warn {
+            let _ = self.stdout.flush();
+            let events = if ignored == 1 { "event" } else { "events" };
+            let _ = writeln!(self.stderr, "runway: ignored {ignored} {events} not sent by the job's runner");
+        }
+    }
+
     fn finished(&mut self, completed: &Completed) {
+        self.say_ignored();
         let _ = self.stdout.flush();
         let took = format::duration(completed.duration_ms);
         let outcome = match (completed.status, completed.exit_code) {

@@ -25,6 +25,8 @@ pub struct JobView<'a> {
     exit_code: Option<i32>,
     finished_at_ms: Option<u64>,
     id: Uuid,
+    /// Events not believed (not sent by the attempt's runner).
+    ignored_events: u64,
     operation: Option<&'a str>,
     outputs: &'a BTreeMap<String, String>,
     project: Option<&'a str>,
@@ -51,6 +53,8 @@ struct AttemptView<'a> {
     last_seen_ms: u64,
     pid: Option<u32>,
     runner: &'a str,
+    /// The broker-verified user the runner logged in as.
+    runner_user: Option<&'a str>,
     started_at_ms: Option<u64>,
     status: Option<&'static str>,
 }
@@ -79,6 +83,7 @@ impl<'a> JobView<'a> {
             exit_code: completed.and_then(|c| c.exit_code),
             finished_at_ms: record.finished_at_ms(),
             id: record.id,
+            ignored_events: record.ignored,
             operation: record.operation.as_deref(),
             outputs: &record.outputs,
             project: record.project.as_deref(),
@@ -112,6 +117,7 @@ impl<'a> AttemptView<'a> {
             last_seen_ms: attempt.last_seen_ms,
             pid: attempt.pid,
             runner: &attempt.runner,
+            runner_user: attempt.sender.as_deref(),
             started_at_ms: attempt.started_at_ms,
             status: completed.map(|c| c.status.as_str()),
         }
@@ -189,11 +195,11 @@ mod tests {
             group: None,
             created_at_ms: 1_700_000_000_000,
         };
-        record.apply(&event(id, 0, EventBody::Queued(queued)));
-        record.apply(&event(id, 1, EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 }));
+        record.apply(&event(id, 0, EventBody::Queued(queued)), None);
+        record.apply(&event(id, 1, EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 }), None);
         let mut completed = Completed::without_exit(Status::Failed, "boom".to_owned());
         completed.exit_code = Some(2);
-        record.apply(&event(id, 2, EventBody::Completed(completed)));
+        record.apply(&event(id, 2, EventBody::Completed(completed)), None);
         let view = JobView::new(&record, 1_700_000_001_000);
         let text = line(&view);
         assert_sorted(&text);

@@ -84,6 +84,9 @@ pub struct Attempt {
     pub heartbeat_ms: u64,
     pub completed: Option<Completed>,
     pub finished_at_ms: Option<u64>,
+    /// The broker-verified user who accepted this attempt: only its events about the attempt
+    /// are believed (`None` where the broker does not say, as with EXTERNAL logins).
+    pub sender: Option<String>,
 }
 
 /// Everything known about one job.
@@ -108,6 +111,9 @@ pub struct JobRecord {
     pub outputs: BTreeMap<String, String>,
     /// Kinds of events this build does not know (a later version's) that the job had.
     pub unknown_kinds: BTreeSet<String>,
+    /// Events not believed: sent by someone other than the attempt's runner, or about an
+    /// attempt the history does not allow (see [`JobRecord::apply`]).
+    pub ignored: u64,
 }
 
 /// Why a job counts as lost.
@@ -122,10 +128,33 @@ impl JobRecord {
         JobRecord { id, ..JobRecord::default() }
     }
 
-    /// Take one event into account, in any order.
-    pub fn apply(&mut self, event: &Event) {
+    /// Take one event, sent by the broker-verified `sender`, into account, in the order the
+    /// history stored them; say whether it was believed.
+    ///
+    /// A runner's event about attempt N is believed only from whoever accepted attempt N (the
+    /// same verified user and runner name), and attempt N only where the history allows it: the
+    /// first, or the one after an attempt that ended lost, failed or timed out (run again). A
+    /// `lost` completion by another runner is believed only if the attempt was silent by then,
+    /// and a `rejected` one only before anyone accepted the attempt. A second `queued` that
+    /// differs from the first is not believed either. What is not believed is counted in
+    /// `ignored` and changes nothing.
+    pub fn apply(&mut self, event: &Event, sender: Option<&str>) -> bool {
+        let believed = self.believe(event, sender);
+        if !believed {
+            self.ignored = self.ignored.saturating_add(1);
+        }
+        believed
+    }
+
+    fn believe(&mut self, event: &Event, sender: Option<&str>) -> bool {
         match &event.body {
             EventBody::Queued(queued) => {
+                if let Some(queued_at_ms) = self.queued_at_ms {
+                    // The same event read again (a follower catching up) is no news.
+                    return queued_at_ms == queued.created_at_ms
+                        && self.queued_by.as_deref() == Some(queued.queued_by.as_str())
+                        && self.operation.as_deref() == Some(queued.operation.as_str());
+                }
                 self.operation = Some(queued.operation.clone());
                 self.project = Some(queued.project.clone());
                 self.command = Some(queued.command.clone());
@@ -137,31 +166,34 @@ impl JobRecord {
                 self.timeout_ms = queued.timeout_ms;
                 self.retry_on_lost = queued.retry_on_lost;
                 self.queued_at_ms = Some(queued.created_at_ms);
-                return;
+                return true;
             }
             EventBody::CancelRequested { by, .. } => {
                 self.cancel_requested.get_or_insert((event.ts, by.clone()));
-                return;
+                return true;
             }
             // Not knowing what it means, it says nothing of the attempt: noted, nothing more.
             EventBody::Unknown { kind, .. } => {
                 self.unknown_kinds.insert(kind.clone());
-                return;
+                return true;
             }
             _ => {}
         }
-        let attempt = self.attempts.entry(event.attempt).or_insert_with(|| Attempt {
-            number: event.attempt,
-            runner: event.runner.clone(),
-            heartbeat_ms: 5000,
-            ..Attempt::default()
-        });
+        let sender = sender.map(str::to_owned);
+        let Some(attempt) = self.attempts.get(&event.attempt) else {
+            return self.open_attempt(event, sender);
+        };
+        let from_its_runner = attempt.sender == sender && attempt.runner == event.runner;
+        if !from_its_runner && !Self::is_believable_lost(attempt, event) {
+            return false;
+        }
+        let attempt = self.attempts.get_mut(&event.attempt).expect("the attempt was just found");
         let seen_before = attempt.last_seen_ms;
         attempt.last_seen_ms = attempt.last_seen_ms.max(event.ts);
         match &event.body {
             EventBody::Accepted { hostname, heartbeat_ms } => {
-                attempt.accepted_at_ms = Some(event.ts);
-                attempt.hostname = hostname.clone();
+                attempt.accepted_at_ms.get_or_insert(event.ts);
+                attempt.hostname.clone_from(hostname);
                 attempt.heartbeat_ms = *heartbeat_ms;
             }
             EventBody::Started { pid, .. } => {
@@ -192,6 +224,60 @@ impl JobRecord {
             | EventBody::CancelRequested { .. }
             | EventBody::Unknown { .. } => {}
         }
+        true
+    }
+
+    /// The first event of attempt `event.attempt`: an `accepted` where the history allows that
+    /// attempt, or a `rejected` completion of the first attempt nobody accepted.
+    fn open_attempt(&mut self, event: &Event, sender: Option<String>) -> bool {
+        let allowed = match event.attempt.checked_sub(1) {
+            None => false,
+            Some(0) => true,
+            Some(previous) => self
+                .attempts
+                .get(&previous)
+                .and_then(|a| a.completed.as_ref())
+                .is_some_and(|c| matches!(c.status, Status::Lost | Status::Failed | Status::TimedOut)),
+        };
+        if !allowed || self.attempts.range(event.attempt..).next().is_some() {
+            return false;
+        }
+        let opens = match &event.body {
+            EventBody::Accepted { .. } => true,
+            EventBody::Completed(c) => c.status == Status::Rejected && event.attempt == 1,
+            _ => false,
+        };
+        if !opens {
+            return false;
+        }
+        let attempt = Attempt {
+            number: event.attempt,
+            runner: event.runner.clone(),
+            heartbeat_ms: 5000,
+            sender,
+            ..Attempt::default()
+        };
+        self.attempts.insert(event.attempt, attempt);
+        self.believe_opened(event)
+    }
+
+    /// Apply the event that opened its attempt (now believed by construction).
+    fn believe_opened(&mut self, event: &Event) -> bool {
+        let sender = self.attempts.get(&event.attempt).and_then(|a| a.sender.clone());
+        self.believe(event, sender.as_deref())
+    }
+
+    /// A `lost` completion written by another runner (seq 0, no runner): believed only if the
+    /// attempt's runner was silent for three intervals when it was written (or the attempt
+    /// already ended lost: the same event read again).
+    fn is_believable_lost(attempt: &Attempt, event: &Event) -> bool {
+        let EventBody::Completed(completed) = &event.body else { return false };
+        let silent = match &attempt.completed {
+            // Read again (a follower catching up): the attempt ended lost already.
+            Some(ended) => ended.status == Status::Lost,
+            None => event.ts.saturating_sub(attempt.last_seen_ms) > attempt.heartbeat_ms.saturating_mul(3),
+        };
+        completed.status == Status::Lost && event.seq == 0 && event.runner.is_empty() && silent
     }
 
     /// The latest attempt.
@@ -287,12 +373,12 @@ mod tests {
     fn a_job_moves_from_queued_to_running_to_done() {
         let id = Uuid::now_v7();
         let mut record = JobRecord::new(id);
-        record.apply(&queued(id));
+        record.apply(&queued(id), None);
         assert_eq!(record.state(2_000), State::Queued);
-        record.apply(&event(id, 1, 2_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
-        record.apply(&event(id, 2, 2_001, 1, EventBody::Started { pid: 9, argv: vec![] }));
+        record.apply(&event(id, 1, 2_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }), None);
+        record.apply(&event(id, 2, 2_001, 1, EventBody::Started { pid: 9, argv: vec![] }), None);
         assert_eq!(record.state(2_500), State::Running);
-        record.apply(&event(id, 3, 2_010, 1, completed(Status::Failed, 3)));
+        record.apply(&event(id, 3, 2_010, 1, completed(Status::Failed, 3)), None);
         assert_eq!(record.state(99_999), State::Failed, "a finished job is never lost");
         assert_eq!(record.completed().and_then(|c| c.exit_code), Some(3));
         assert_eq!(record.outputs["k"], "v");
@@ -303,8 +389,8 @@ mod tests {
     fn a_silent_runner_makes_the_job_lost_after_three_intervals() {
         let id = Uuid::now_v7();
         let mut record = JobRecord::new(id);
-        record.apply(&event(id, 1, 10_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
-        record.apply(&event(id, 2, 11_000, 1, EventBody::Heartbeat { interval_ms: 1_000 }));
+        record.apply(&event(id, 1, 10_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }), None);
+        record.apply(&event(id, 2, 11_000, 1, EventBody::Heartbeat { interval_ms: 1_000 }), None);
         assert_eq!(record.state(14_000), State::Running, "exactly three intervals is not yet silence");
         assert_eq!(record.state(14_001), State::Lost);
         assert_eq!(record.silence(14_001), Some(Silence { runner: "r1".into(), last_seen_ms: 11_000 }));
@@ -314,33 +400,101 @@ mod tests {
     fn a_cancel_before_any_runner_took_it_is_cancelled() {
         let id = Uuid::now_v7();
         let mut record = JobRecord::new(id);
-        record.apply(&queued(id));
-        record.apply(&Event {
-            runner: String::new(),
-            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: "x".into(), force: false })
-        });
+        record.apply(&queued(id), None);
+        record.apply(
+            &Event {
+                runner: String::new(),
+                ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: "x".into(), force: false })
+            },
+            None,
+        );
         assert_eq!(record.state(2_000), State::Cancelled);
     }
 
+    fn accepted(id: Uuid, attempt: u32, ts: u64) -> Event {
+        event(id, 1, ts, attempt, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 })
+    }
+
     #[test]
-    fn the_latest_attempt_decides_and_order_does_not_matter() {
+    fn the_next_attempt_follows_a_lost_one_and_decides() {
         let id = Uuid::now_v7();
         let mut record = JobRecord::new(id);
-        record.apply(&event(id, 2, 5_000, 2, completed(Status::Success, 0)));
-        record.apply(&event(id, 1, 1_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
+        assert!(record.apply(&accepted(id, 1, 1_000), Some("runner")));
+        let lost = Completed::without_exit(Status::Lost, "silent".into());
+        assert!(record.apply(
+            &Event { runner: String::new(), ..event(id, 0, 9_000, 1, EventBody::Completed(lost)) },
+            Some("other")
+        ));
+        assert!(record.apply(&accepted(id, 2, 9_001), Some("other")));
+        assert!(record.apply(&event(id, 2, 9_500, 2, completed(Status::Success, 0)), Some("other")));
         assert_eq!(record.state(1_000_000), State::Success);
-        assert_eq!(record.attempts.len(), 2);
+        assert_eq!((record.attempts.len(), record.ignored), (2, 0));
+    }
+
+    #[test]
+    fn events_not_sent_by_the_attempts_runner_are_ignored_and_counted() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        record.apply(&queued(id), Some("alice"));
+        assert!(record.apply(&accepted(id, 1, 2_000), Some("runner")));
+        // A forged completion from another account, and one from the same account under
+        // another runner's name, change nothing.
+        assert!(!record.apply(&event(id, 2, 2_100, 1, completed(Status::Success, 0)), Some("mallory")));
+        let renamed = Event { runner: "r2".into(), ..event(id, 2, 2_100, 1, completed(Status::Success, 0)) };
+        assert!(!record.apply(&renamed, Some("runner")));
+        // Log lines with seq 0 from someone else are not the job's output.
+        let log = EventBody::Log { lines: vec![] };
+        assert!(!record.apply(&event(id, 0, 2_200, 1, log), Some("mallory")));
+        // A phantom attempt, however large, is not an attempt.
+        let phantom = EventBody::Heartbeat { interval_ms: 1_000 };
+        assert!(!record.apply(&event(id, 1, 2_300, u32::MAX, phantom), Some("runner")));
+        assert!(!record.apply(&accepted(id, u32::MAX, 2_300), Some("runner")));
+        // A `lost` while the runner is heard from is a lie.
+        let lost = Completed::without_exit(Status::Lost, "made up".into());
+        assert!(!record.apply(
+            &Event { runner: String::new(), ..event(id, 0, 2_400, 1, EventBody::Completed(lost)) },
+            Some("mallory")
+        ));
+        // A second `queued` that differs from the first does not rewrite the job.
+        let mut forged = queued(id);
+        if let EventBody::Queued(queued) = &mut forged.body {
+            queued.operation = "deploy".into();
+        }
+        assert!(!record.apply(&forged, Some("mallory")));
+        assert!(record.apply(&queued(id), Some("alice")), "the same queued read again is believed");
+        assert_eq!(record.state(2_500), State::Running);
+        assert_eq!(record.operation.as_deref(), Some("build"));
+        assert_eq!(record.attempts.len(), 1);
+        assert_eq!(record.ignored, 7);
+        assert!(record.apply(&event(id, 2, 2_600, 1, completed(Status::Failed, 3)), Some("runner")));
+        assert_eq!(record.state(2_700), State::Failed);
+    }
+
+    #[test]
+    fn a_rejection_counts_only_before_anyone_accepted() {
+        let id = Uuid::now_v7();
+        let rejected = || Event {
+            runner: "r9".into(),
+            ..event(id, 0, 3_000, 1, EventBody::Completed(Completed::without_exit(Status::Rejected, "policy".into())))
+        };
+        let mut record = JobRecord::new(id);
+        assert!(record.apply(&rejected(), Some("runner")));
+        assert_eq!(record.state(3_000), State::Rejected);
+        let mut record = JobRecord::new(id);
+        record.apply(&accepted(id, 1, 2_000), Some("runner"));
+        assert!(!record.apply(&rejected(), Some("mallory")));
+        assert_eq!(record.state(2_500), State::Running);
     }
 
     #[test]
     fn a_lost_attempt_ran_until_its_runner_was_last_heard_from() {
         let id = Uuid::now_v7();
         let mut record = JobRecord::new(id);
-        record.apply(&event(id, 1, 10_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }));
-        record.apply(&event(id, 2, 10_500, 1, EventBody::Started { pid: 9, argv: vec![] }));
-        record.apply(&event(id, 3, 14_500, 1, EventBody::Heartbeat { interval_ms: 1_000 }));
+        record.apply(&event(id, 1, 10_000, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }), None);
+        record.apply(&event(id, 2, 10_500, 1, EventBody::Started { pid: 9, argv: vec![] }), None);
+        record.apply(&event(id, 3, 14_500, 1, EventBody::Heartbeat { interval_ms: 1_000 }), None);
         let lost = Completed::without_exit(Status::Lost, "runner r1 went silent".into());
-        record.apply(&Event { runner: String::new(), ..event(id, 0, 30_000, 1, EventBody::Completed(lost)) });
+        record.apply(&Event { runner: String::new(), ..event(id, 0, 30_000, 1, EventBody::Completed(lost)) }, None);
         assert_eq!(record.completed().map(|c| c.duration_ms), Some(4_000));
     }
 
@@ -348,9 +502,9 @@ mod tests {
     fn an_unknown_event_kind_is_noted_and_changes_no_state() {
         let id = Uuid::now_v7();
         let mut record = JobRecord::new(id);
-        record.apply(&queued(id));
+        record.apply(&queued(id), None);
         let unknown = EventBody::Unknown { kind: "paused".into(), data: serde_json::Value::Null };
-        record.apply(&event(id, 1, 2_000, 1, unknown));
+        record.apply(&event(id, 1, 2_000, 1, unknown), None);
         assert_eq!(record.state(2_000), State::Queued);
         assert!(record.unknown_kinds.contains("paused"));
     }
@@ -367,12 +521,12 @@ mod tests {
         ) {
             let id = Uuid::now_v7();
             let mut record = JobRecord::new(id);
-            record.apply(&queued(id));
-            record.apply(&event(id, seq, ts, attempt, EventBody::Accepted { hostname: "h".into(), heartbeat_ms }));
-            record.apply(&event(id, seq, ts, attempt, EventBody::Heartbeat { interval_ms: heartbeat_ms }));
+            record.apply(&queued(id), None);
+            record.apply(&event(id, seq, ts, attempt, EventBody::Accepted { hostname: "h".into(), heartbeat_ms }), None);
+            record.apply(&event(id, seq, ts, attempt, EventBody::Heartbeat { interval_ms: heartbeat_ms }), None);
             let _ = record.state(now);
             let lost = Completed::without_exit(Status::Lost, String::new());
-            record.apply(&event(id, 0, now, attempt, EventBody::Completed(lost)));
+            record.apply(&event(id, 0, now, attempt, EventBody::Completed(lost)), None);
             let _ = (record.state(now), record.created_at_ms(), record.finished_at_ms());
         }
     }

@@ -93,7 +93,7 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                 }
                 let Ok(event) = runway_broker::identity::decode_event(&delivery) else { continue };
                 let before = record.last_attempt().map(|attempt| attempt.last_seen_ms);
-                record.apply(&event);
+                record.apply(&event, runway_broker::identity::sender(&delivery));
                 if deadline.is_some() && record.last_attempt().map(|attempt| attempt.last_seen_ms) > before {
                     // A sign of life (or its end) after we started waiting.
                     // Its timestamp may be old (published late, after a reconnect): that it
@@ -173,7 +173,7 @@ mod tests {
     fn completed_is_dropped() {
         let job = job(false);
         let mut record = JobRecord::new(job.id);
-        record.apply(&event(&job, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }));
+        record.apply(&event(&job, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }), None);
         let completed = Completed {
             status: Status::Success,
             exit_code: Some(0),
@@ -182,7 +182,7 @@ mod tests {
             outputs: BTreeMap::new(),
             error: None,
         };
-        record.apply(&event(&job, 2, EventBody::Completed(completed)));
+        record.apply(&event(&job, 2, EventBody::Completed(completed)), None);
         assert!(matches!(decide(&record, &job, 1_000_000), Verdict::Decided(Decision::Drop { .. })));
     }
 
@@ -190,7 +190,7 @@ mod tests {
     fn a_heartbeating_runner_is_a_wait_verdict_not_an_error_then_a_silent_one_means_lost() {
         let job = job(true);
         let mut record = JobRecord::new(job.id);
-        record.apply(&event(&job, 10_000, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }));
+        record.apply(&event(&job, 10_000, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1000 }), None);
         assert_eq!(
             decide(&record, &job, 11_000),
             Verdict::Wait { until_ms: 13_001 },
@@ -206,11 +206,10 @@ mod tests {
     fn a_far_future_heartbeat_waits_until_the_end_of_time_instead_of_overflowing() {
         let job = job(false);
         let mut record = JobRecord::new(job.id);
-        record.apply(&event(
-            &job,
-            u64::MAX - 1,
-            EventBody::Accepted { hostname: "h".into(), heartbeat_ms: u64::MAX / 2 },
-        ));
+        record.apply(
+            &event(&job, u64::MAX - 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: u64::MAX / 2 }),
+            None,
+        );
         assert_eq!(decide(&record, &job, 10), Verdict::Wait { until_ms: u64::MAX });
     }
 }

@@ -207,7 +207,7 @@ proptest! {
             let decoded: Event = protocol::decode(&protocol::encode(event), "event")
                 .map_err(|err| TestCaseError::fail(format!("an encoded event does not decode: {err}")))?;
             prop_assert_eq!(&decoded, event);
-            record.apply(&decoded);
+            record.apply(&decoded, None);
             look_at(&record, decoded.ts)?;
         }
         for now in nows {
@@ -308,7 +308,7 @@ fn well_formed_history() -> impl Strategy<Value = (Uuid, Vec<Event>)> {
 fn fold(job: Uuid, events: &[Event]) -> JobRecord {
     let mut record = JobRecord::new(job);
     for event in events {
-        record.apply(event);
+        record.apply(event, None);
     }
     record
 }
@@ -316,16 +316,19 @@ fn fold(job: Uuid, events: &[Event]) -> JobRecord {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
+    /// Readers believe only the attempt's runner, in the order the history stored the events
+    /// (see `JobRecord::apply`): a well-formed history is believed whole, and read again (a
+    /// follower catching up after a reconnect) it folds to the same record.
     #[test]
-    fn a_well_formed_history_folds_the_same_in_any_order(
-        ((job, events), shuffled) in well_formed_history()
-            .prop_flat_map(|(job, events)| (Just((job, events.clone())), Just(events).prop_shuffle())),
+    fn a_well_formed_history_is_believed_and_reading_it_again_changes_nothing(
+        (job, events) in well_formed_history(),
         now in timestamp(),
     ) {
-        let in_order = fold(job, &events);
-        let any_order = fold(job, &shuffled);
-        prop_assert_eq!(&in_order, &any_order);
-        prop_assert_eq!(in_order.state(now), any_order.state(now));
-        look_at(&any_order, now)?;
+        let once = fold(job, &events);
+        prop_assert_eq!(once.ignored, 0, "{:?}", events);
+        let twice = fold(job, &[events.clone(), events].concat());
+        prop_assert_eq!(&once, &twice);
+        prop_assert_eq!(once.state(now), twice.state(now));
+        look_at(&twice, now)?;
     }
 }

@@ -1,0 +1,102 @@
+//! Forged runner events on the real RabbitMQ: a submitter cannot even publish them (topic
+//! permissions), and what another runner account publishes about a job it did not accept is
+//! ignored by every reader, counted and said; a job message published three times runs once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use runway_broker::protocol::{Completed, Event, EventBody, LogLine, Status, Stream, VERSION, now_ms};
+use runway_broker::{Broker, Connection};
+
+use crate::support::users::User;
+use crate::support::{Namespace, Project, args, op};
+
+async fn connect(user: &User) -> Connection {
+    Broker::amqp(&user.url(), Duration::from_secs(10)).expect("a valid URL").connect().await.expect("log in")
+}
+
+fn forged(job: uuid::Uuid, runner: &str, seq: u64, attempt: u32, body: EventBody) -> Event {
+    Event { v: VERSION, job, seq, ts: now_ms(), runner: runner.to_owned(), attempt, body }
+}
+
+#[tokio::test]
+async fn forged_runner_events_are_ignored_counted_and_said_by_every_reader() {
+    let ns = Namespace::new().await;
+    let alice = User::with_role(&ns.name, "submitter");
+    let mallory = User::with_role(&ns.name, "runner");
+    let eve = User::with_role(&ns.name, "submitter");
+    let _worker = ns.worker("w-forge", &[]).await;
+    let gate = tempfile::tempdir().expect("a temp dir");
+    let gate_file = gate.path().join("open");
+    let script =
+        format!("echo begin; while [ ! -f {} ]; do sleep 0.05; done; echo done-for-real; exit 3", gate_file.display());
+    let project = Project::new(&op("slow", &script));
+    let mut cli = project.spawn_runway(&args(&alice.flags(&ns.name), &["run", "slow", "--remote"]));
+    cli.stderr_line_containing("started").await;
+    let mut id = String::new();
+    ns.read_history(|event| {
+        let started = event["body"]["kind"] == "started";
+        if started {
+            id = event["job"].as_str().expect("a job id").to_owned();
+        }
+        started
+    })
+    .await;
+    let job: uuid::Uuid = id.parse().expect("a uuid");
+
+    // A submitter may not publish a runner's event at all: the broker refuses it.
+    let eve_conn = connect(&eve).await;
+    let success = EventBody::Completed(Completed {
+        status: Status::Success,
+        exit_code: Some(0),
+        signal: None,
+        duration_ms: 1,
+        outputs: BTreeMap::from([("forged".to_owned(), "yes".to_owned())]),
+        error: None,
+    });
+    let refused = match ns.topology.publish_event(&eve_conn, &forged(job, "w-forge", 99, 1, success.clone())).await {
+        Ok(confirm) => confirm.wait().await,
+        Err(err) => Err(err),
+    };
+    assert!(refused.is_err(), "a submitter published a `completed` event");
+
+    // Another runner account can publish them; no reader believes them.
+    let mallory_conn = connect(&mallory).await;
+    let line = LogLine { s: Stream::Stdout, t: now_ms(), l: "FORGED LINE".to_owned(), b64: false, p: false };
+    for event in [
+        forged(job, "w-forge", 99, 1, success),
+        forged(job, "w-forge", 1, u32::MAX, EventBody::Heartbeat { interval_ms: 1000 }),
+        forged(job, "w-forge", 0, 1, EventBody::Log { lines: vec![line] }),
+        forged(job, "w-forge", 1, 2, EventBody::Accepted { hostname: "evil".to_owned(), heartbeat_ms: 1000 }),
+    ] {
+        let confirm = ns.topology.publish_event(&mallory_conn, &event).await.expect("a runner may publish events");
+        confirm.wait().await.expect("confirmed");
+    }
+    std::fs::write(&gate_file, b"").expect("open the gate");
+
+    let run = cli.finish().await;
+    run.assert_code(3);
+    assert!(run.stdout().contains("begin") && run.stdout().contains("done-for-real"), "{}", run.stdout());
+    assert!(!run.stdout().contains("FORGED"), "a forged log line was printed: {}", run.stdout());
+    assert!(!run.stderr.contains("succeeded"), "{}", run.stderr);
+    assert!(run.stderr.contains("ignored 4 events not sent by the job's runner"), "{}", run.stderr);
+
+    let inspect = project.runway(&args(&ns.flags(), &["job", "inspect", &id, "--json"])).await;
+    inspect.assert_code(0);
+    let view: serde_json::Value = serde_json::from_str(inspect.stdout().trim()).expect("inspect --json");
+    assert_eq!(view["state"], "failed", "{view}");
+    assert_eq!(view["exit_code"], 3, "{view}");
+    // The index holds no log events: inspect counts the three others.
+    assert_eq!(view["ignored_events"], 3, "{view}");
+    assert_eq!(view["attempts"].as_array().map(Vec::len), Some(1), "{view}");
+    assert_eq!(view["attempts"][0]["runner_user"], "guest", "{view}");
+    assert!(view["outputs"].get("forged").is_none(), "{view}");
+    let human = project.runway(&args(&ns.flags(), &["job", "inspect", &id])).await;
+    assert!(human.stdout().contains("ignored    3 events not sent by the job's runner"), "{}", human.stdout());
+
+    let logs = project.runway(&args(&ns.flags(), &["job", "logs", &id])).await;
+    logs.assert_code(0);
+    assert!(logs.stdout().contains("done-for-real") && !logs.stdout().contains("FORGED"), "{}", logs.stdout());
+    assert!(logs.stderr.contains("ignored 4 events not sent by the job's runner"), "{}", logs.stderr);
+    ns.cleanup().await;
+}
