@@ -100,3 +100,33 @@ async fn forged_runner_events_are_ignored_counted_and_said_by_every_reader() {
     assert!(logs.stderr.contains("ignored 4 events not sent by the job's runner"), "{}", logs.stderr);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_job_published_three_more_times_before_during_and_after_its_run_runs_once() {
+    use runway_broker::protocol::{Command, Job};
+    let ns = Namespace::new().await;
+    let mut worker = ns.worker("w-copies", &["--concurrency", "4"]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (runs, gate) = (dir.path().join("runs"), dir.path().join("open"));
+    let script = format!("echo run >> {}; while [ ! -f {} ]; do sleep 0.05; done", runs.display(), gate.display());
+    let job = Job::new("once", "copies", Command::Shell(script), "tester");
+    // Before: two copies queued at once, for a runner with free slots for both.
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish the job");
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish a copy before it ran");
+    let id = job.id.to_string();
+    ns.read_history(|event| event["job"] == id.as_str() && event["body"]["kind"] == "started").await;
+    // During.
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish a copy while it runs");
+    worker.wait_for_log_lines("dropping a copy of a job this runner took already", 2).await;
+    std::fs::write(&gate, b"").expect("open the gate");
+    let events = ns.completed_events(&id).await;
+    assert_eq!(events.last().map(|e| e["body"]["data"]["status"].clone()), Some("success".into()), "{events:?}");
+    // After.
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish a copy after it finished");
+    worker.wait_for_log_lines("dropping a copy of a job this runner took already", 3).await;
+    let ran = std::fs::read_to_string(&runs).expect("the job ran");
+    assert_eq!(ran.lines().count(), 1, "the job ran {} times", ran.lines().count());
+    let accepted = events.iter().filter(|event| event["body"]["kind"] == "accepted").count();
+    assert_eq!(accepted, 1, "one attempt was accepted: {events:?}");
+    ns.cleanup().await;
+}

@@ -470,6 +470,24 @@ impl Worker {
         .unwrap_or_else(|_| panic!("the worker never logged `{needle}`"));
     }
 
+    /// Wait until the worker logged `count` lines containing `needle`.
+    #[allow(dead_code, reason = "not every test binary counts log lines")]
+    pub async fn wait_for_log_lines(&mut self, needle: &str, count: usize) {
+        let log = std::sync::Arc::clone(&self.log);
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                if log.lock().expect("lock").iter().filter(|line| line.contains(needle)).count() >= count {
+                    return;
+                }
+                if self.lines_seen.changed().await.is_err() {
+                    panic!("the worker's log ended before {count} lines with `{needle}`");
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the worker never logged {count} lines with `{needle}`"));
+    }
+
     /// Wait for the worker to exit; its exit code.
     pub async fn exit_code(&mut self) -> Option<i32> {
         tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("the worker did not exit").expect("wait").code()

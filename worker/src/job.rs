@@ -29,25 +29,35 @@ pub(crate) struct JobRun {
     pub(crate) hostname: String,
 }
 
-/// Run `job`, which came in `delivery`, until it completed (or was handed back), obeying `stops`.
-pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) {
+/// Run `job`, which came in `delivery`, until it completed (or was handed back), obeying `stops`;
+/// say whether this runner ran it (accepted it, or ended it rejected), rather than dropping it
+/// as done elsewhere or handing it back.
+pub(crate) async fn run_job(
+    run: JobRun,
+    mut job: Job,
+    delivery: Delivery,
+    mut stops: mpsc::UnboundedReceiver<Stop>,
+) -> bool {
     if delivery.redelivered || delivery.delivery_count > 0 {
         match resolve_redelivery(&run, &job).await {
             Redelivered::Run(attempt) => job.attempt = attempt,
             Redelivered::Drop => {
                 settle(delivery.acker.ack().await);
-                return;
+                return false;
             }
             Redelivered::HandBack => {
                 settle(delivery.acker.nack(true).await);
-                return;
+                return false;
             }
         }
     }
     let mut sink = EventSink::new(run.link.clone(), run.topology.clone(), job.id, run.config.id.clone(), job.attempt);
     let secrets = match run.config.secrets.resolve(&job.secrets) {
         Ok(secrets) => secrets,
-        Err(missing) => return reject(&job, &mut sink, delivery, &missing.to_string()).await,
+        Err(missing) => {
+            reject(&job, &mut sink, delivery, &missing.to_string()).await;
+            return true;
+        }
     };
     // Wait for a free slot; a cancel before or while waiting ends the job without running it,
     // and a shutdown before it got one hands it back to the broker for another runner.
@@ -58,7 +68,7 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
         () = async { drop(shutdown.wait_for(Option::is_some).await) } => {
             tracing::info!(job = %job.id, "stopping before it started: handing the job back");
             settle(delivery.acker.nack(true).await);
-            return;
+            return false;
         }
         permit = Arc::clone(&run.slots).acquire_owned() => permit.ok(),
     };
@@ -84,6 +94,7 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
     }
     // Acknowledge even if events were lost: the job ran, and it must not run again.
     settle(delivery.acker.ack().await);
+    true
 }
 
 /// End `job` `rejected` without running it: record `completed` with the reason (names only,

@@ -26,6 +26,7 @@ mod rejection;
 mod runner;
 pub mod secrets;
 pub mod streams;
+mod taken;
 pub mod times;
 
 pub use execute::Limits;

@@ -35,6 +35,7 @@ use crate::link::{Link, LinkState};
 use crate::policy::{self, Policy};
 use crate::rejection::reject;
 use crate::secrets::Secrets;
+use crate::taken::Taken;
 
 /// Everything that shapes a runner.
 #[derive(Debug, Clone)]
@@ -168,6 +169,7 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         slots: Arc::new(Semaphore::new(concurrency)),
         running: HashMap::new(),
         jobs: JoinSet::new(),
+        taken: Taken::default(),
         hostname: hostname().unwrap_or_else(|| "unknown".to_owned()),
         job_queues: wiring.job_queues.clone(),
         cancelled: Cancels::default(),
@@ -210,7 +212,10 @@ struct Serving {
     slots: Arc<Semaphore>,
     /// Stop handles of the jobs running (or waiting for a slot) here.
     running: HashMap<Uuid, mpsc::UnboundedSender<Stop>>,
-    jobs: JoinSet<Uuid>,
+    /// Each job task ends with the attempt it was and whether it ran here.
+    jobs: JoinSet<(Uuid, u32, bool)>,
+    /// The attempts this runner ran: a copy of one is dropped, never run again.
+    taken: Taken,
     hostname: String,
     /// The job queues consumed, the runner's own first; the rest are shared.
     job_queues: Vec<String>,
@@ -248,7 +253,7 @@ enum Step {
     Delivery(Option<Tagged>),
     Control(Option<runway_broker::Result<Delivery>>),
     Cancel(Option<runway_broker::Result<Delivery>>),
-    JobEnded(Uuid),
+    JobEnded(Uuid, u32, bool),
     /// The link is up again on a newer connection.
     Reconnected(Connection, u64),
 }
@@ -371,7 +376,7 @@ async fn serve(
             message = next_message(&mut control) => Step::Control(message),
             message = next_message(&mut cancels) => Step::Cancel(message),
             Some(ended) = state.jobs.join_next() => match ended {
-                Ok(id) => Step::JobEnded(id),
+                Ok((id, attempt, ran)) => Step::JobEnded(id, attempt, ran),
                 Err(err) => { tracing::error!(error = %err, "job task failed"); continue; }
             },
             () = idle(state.progress.idle_deadline(state.running.len())) => {
@@ -446,7 +451,10 @@ async fn serve(
             // Ended with their connection (or the broker cancelled them): wired again on the next.
             Step::Cancel(None) => cancels = None,
             Step::Control(None) => control = None,
-            Step::JobEnded(id) => {
+            Step::JobEnded(id, attempt, ran) => {
+                if !ran {
+                    state.taken.forget(id, attempt);
+                }
                 state.running.remove(&id);
                 state.groups.ended(id);
                 state.submitters.remove(&id);
@@ -591,10 +599,10 @@ impl Serving {
             policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await;
             return;
         }
-        if self.running.contains_key(&job.id) {
-            // The broker handed back a job this runner is running (its connection dropped and
-            // came back): the copy is a duplicate.
-            tracing::info!(job = %job.id, "dropping a redelivered copy of a job running here");
+        if self.running.contains_key(&job.id) || !self.taken.take(job.id, job.attempt) {
+            // A copy of a job this runner runs or ran: the broker handed back a running job
+            // (its connection dropped and came back), or someone published the job again.
+            tracing::warn!(job = %job.id, attempt = job.attempt, "dropping a copy of a job this runner took already");
             settle(delivery.acker.ack().await);
             return;
         }
@@ -624,9 +632,9 @@ impl Serving {
             hostname: self.hostname.clone(),
         };
         self.jobs.spawn(async move {
-            let id = job.id;
-            run_job(run, job, delivery, stop_rx).await;
-            id
+            let (id, attempt) = (job.id, job.attempt);
+            let ran = run_job(run, job, delivery, stop_rx).await;
+            (id, attempt, ran)
         });
     }
 
