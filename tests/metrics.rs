@@ -227,3 +227,39 @@ async fn a_bad_metrics_address_is_a_usage_error_that_names_the_flag() {
     assert_eq!(output.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&output.stderr).contains("cannot listen there"));
 }
+
+#[tokio::test]
+async fn a_job_the_policy_refuses_is_counted_as_a_dead_letter_not_as_taken() {
+    let ns = Namespace::new().await;
+    let worker = ns.worker("w-strict", &["--allow", "nobody-at-all", "--metrics-addr", "127.0.0.1:0"]).await;
+    let addr = metrics_addr(&worker);
+    let project = Project::new("[operations.ok]\nrun = \"echo never\"\n");
+    let run = project.runway(&args(&ns.flags(), &["--quiet", "run", "ok", "--remote"])).await;
+    run.assert_code(76);
+    let refused = scrape_until(&addr, "the refused job", |scrape| {
+        scrape.value("runway_dead_letters_total", &[("reason", "refused")]) == Some(1.0)
+    })
+    .await;
+    assert_eq!(refused.value("runway_jobs_taken_total", &[]), None, "{}", refused.text);
+    assert_eq!(refused.value("runway_dead_letters_total", &[("reason", "invalid")]), None, "{}", refused.text);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_once_worker_that_has_its_job_is_alive_but_not_ready() {
+    let ns = Namespace::new().await;
+    let gates = tempfile::tempdir().expect("temp dir");
+    let gate = gates.path().join("gate");
+    let project = Project::new(&format!("[operations.gated]\nrun = {:?}\n", gated(&gate)));
+    let mut worker = ns.worker("w-once", &["--once", "--metrics-addr", "127.0.0.1:0"]).await;
+    let addr = metrics_addr(&worker);
+    assert_eq!(get(&addr, "/readyz").await.status, 200);
+    project.runway(&args(&ns.flags(), &["run", "gated", "--remote", "--detach"])).await.assert_code(0);
+    let done = get_until(&addr, "/readyz", "not ready", |answer| answer.status == 503).await;
+    assert_eq!(done.body, "not ready: took its one job (--once): consuming no more jobs\n");
+    assert_eq!(get(&addr, "/healthz").await.status, 200);
+    scrape_until(&addr, "its job running", |scrape| scrape.value("runway_jobs_running", &[]) == Some(1.0)).await;
+    std::fs::write(&gate, "").expect("open the gate");
+    assert_eq!(worker.exit_code().await, Some(0), "{}", worker.log());
+    ns.cleanup().await;
+}

@@ -588,14 +588,16 @@ impl Serving {
         let job = match protocol::decode_job(&delivery.body, self.config.max_job_bytes) {
             Ok(job) => job,
             Err(err) => {
-                reject(&self.conn, &self.topology, &self.config.id, delivery, &err).await;
-                self.config.metrics.dead_lettered(DeadLetter::Invalid);
+                if reject(&self.conn, &self.topology, &self.config.id, delivery, &err).await {
+                    self.config.metrics.dead_lettered(DeadLetter::Invalid);
+                }
                 return;
             }
         };
         if let Err(why) = self.config.policy.check(policy::submitter(&delivery), &job) {
-            policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await;
-            self.config.metrics.dead_lettered(DeadLetter::Refused);
+            if policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await {
+                self.config.metrics.dead_lettered(DeadLetter::Refused);
+            }
             return;
         }
         if self.running.contains_key(&job.id) {
