@@ -219,3 +219,12 @@ impl EventSink {
         }
     }
 }
+
+/// Events given up with the sink (a job task that ended without a flush) are no longer waiting.
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        if !self.in_flight.is_empty() {
+            self.link.metrics().events_unconfirmed(-i64::try_from(self.in_flight.len()).unwrap_or(i64::MAX));
+        }
+    }
+}

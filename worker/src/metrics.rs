@@ -20,11 +20,12 @@ use runway_broker::protocol::{LogLine, Status, Stream};
 #[derive(Debug, Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
+    /// Holds clones of `inner`'s metrics (each is a handle to shared atomics), to encode them.
+    registry: Arc<Registry>,
 }
 
 #[derive(Debug)]
 struct Inner {
-    registry: Registry,
     jobs_taken: Family<OperationLabels, Counter>,
     jobs_completed: Family<CompletedLabels, Counter>,
     job_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
@@ -127,7 +128,6 @@ impl Metrics {
             dead_letters: Family::default(),
             ready: Gauge::default(),
             state: Mutex::new(State::Starting),
-            registry: Registry::default(),
         };
         registry.register("jobs_taken", "Jobs this runner took from a queue, by operation", inner.jobs_taken.clone());
         registry.register(
@@ -178,14 +178,14 @@ impl Metrics {
             inner.dead_letters.clone(),
         );
         registry.register("ready", "1 while connected and consuming (what /readyz says)", inner.ready.clone());
-        Metrics { inner: Arc::new(Inner { registry, ..inner }) }
+        Metrics { inner: Arc::new(inner), registry: Arc::new(registry) }
     }
 
     /// Everything in the Prometheus text format (OpenMetrics).
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.inner.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
 
