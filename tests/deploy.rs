@@ -163,3 +163,101 @@ async fn the_prometheus_files_check_and_name_only_metrics_the_worker_exports() {
     assert!(scrape.families().iter().all(|family| family.starts_with("runway_")), "{:?}", scrape.families());
     ns.cleanup().await;
 }
+
+/// The samples of a Prometheus query answer (`/api/v1/query`), as (labels, value).
+fn query_result(body: &str) -> Vec<(serde_json::Value, String)> {
+    let answer: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|err| panic!("{err}: {body}"));
+    answer["data"]["result"]
+        .as_array()
+        .map(|samples| {
+            samples
+                .iter()
+                .map(|sample| (sample["metric"].clone(), sample["value"][1].as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_real_prometheus_with_the_example_config_scrapes_a_worker_and_evaluates_every_alert() {
+    if !have("prometheus") {
+        return;
+    }
+    let ns = Namespace::new().await;
+    let worker = ns.worker("w-prometheus", &["--metrics-addr", "127.0.0.1:0"]).await;
+    let addr = metrics_addr(&worker);
+    let project = crate::support::Project::new("[operations.ok]\nrun = \"echo ok\"\n");
+    project.runway(&crate::support::args(&ns.flags(), &["--quiet", "run", "ok", "--remote"])).await.assert_code(0);
+
+    // deploy/'s files, pointed at this worker and evaluated every second.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = read(&deploy("prometheus/prometheus.yml"))
+        .replace("127.0.0.1:9464", &addr)
+        .replace("scrape_interval: 15s", "scrape_interval: 1s")
+        .replace("evaluation_interval: 15s", "evaluation_interval: 1s");
+    std::fs::write(dir.path().join("prometheus.yml"), config).expect("write the config");
+    std::fs::copy(deploy("prometheus/runway-alerts.yml"), dir.path().join("runway-alerts.yml"))
+        .expect("copy the rules");
+    let port =
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|free| free.local_addr()).expect("a free port").port();
+    let web = format!("127.0.0.1:{port}");
+    let _prometheus = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start prometheus");
+    let ready = get_until_up(&web, "/-/ready").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+
+    // It scraped the worker: the target is up, and the job it ran is there by its labels.
+    crate::support::scrape::get_until(&web, "/api/v1/query?query=runway_jobs_completed_total", "the job", |answer| {
+        query_result(&answer.body).iter().any(|(labels, value)| {
+            labels["job"] == "runway-worker"
+                && labels["operation"] == "ok"
+                && labels["status"] == "success"
+                && value == "1"
+        })
+    })
+    .await;
+    let up = crate::support::scrape::get(&web, "/api/v1/query?query=up").await;
+    assert!(
+        query_result(&up.body).iter().any(|(labels, value)| labels["job"] == "runway-worker" && value == "1"),
+        "{up:?}"
+    );
+
+    // Every alert rule was evaluated against the worker's series without an error.
+    let rules = crate::support::scrape::get_until(&web, "/api/v1/rules", "every rule evaluated", |answer| {
+        let rules: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_default();
+        let rules = rules["data"]["groups"][0]["rules"].as_array().cloned().unwrap_or_default();
+        !rules.is_empty() && rules.iter().all(|rule| rule["health"] != "unknown")
+    })
+    .await;
+    let rules: serde_json::Value = serde_json::from_str(&rules.body).expect("JSON");
+    for rule in rules["data"]["groups"][0]["rules"].as_array().expect("rules") {
+        assert_eq!(rule["health"], "ok", "{rule}");
+        // A healthy worker fires nothing (RunwayRunnerDown would fire after 2 minutes of `up == 0`).
+        assert_eq!(rule["state"], "inactive", "{rule}");
+    }
+    ns.cleanup().await;
+}
+
+/// `GET path` until the server answers at all (it is starting).
+async fn get_until_up(addr: &str, path: &str) -> crate::support::scrape::Answer {
+    tokio::time::timeout(crate::support::PATIENCE, async {
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                let answer = crate::support::scrape::get(addr, path).await;
+                if answer.status == 200 {
+                    return answer;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{addr}{path} never answered"))
+}

@@ -1,4 +1,4 @@
-//! Reading a runner's HTTP endpoints (`runway-worker --metrics-addr`): a plain HTTP/1.1 GET,
+//! Reading a runner's HTTP endpoints (`runway-worker --metrics-addr`): a plain HTTP GET,
 //! the Prometheus text read into samples, and polling a scrape until a value arrives.
 
 use std::time::Duration;
@@ -17,11 +17,12 @@ pub struct Answer {
     pub body: String,
 }
 
-/// `GET path` on `addr` (host:port), read to the end of the connection.
+/// `GET path` on `addr` (host:port), read to the end of the connection. HTTP/1.0, so that the
+/// body comes whole, never chunked.
 pub async fn get(addr: &str, path: &str) -> Answer {
     let mut stream =
         tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|err| panic!("connect to {addr}: {err}"));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send the request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.expect("read the answer");
