@@ -11,6 +11,13 @@ use tokio::sync::watch;
 use crate::support::scrape::{get, get_until, metrics_addr, scrape, scrape_until};
 use crate::support::{Namespace, Project, amqp_url, args, binary};
 
+/// How the worker names the node of `url`: without its login.
+fn node_of(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (_, place) = rest.rsplit_once('@').expect("AMQP_URL has a login");
+    format!("{scheme}://{place}")
+}
+
 /// A job that prints three lines, says one on stderr, then waits for `gate` to exist.
 fn gated(gate: &std::path::Path) -> String {
     format!(
@@ -42,7 +49,7 @@ async fn metrics_move_with_real_jobs_and_readyz_says_ready_then_draining() {
     assert_eq!(idle.value("runway_slots_free", &[]), Some(2.0), "{}", idle.text);
     assert_eq!(idle.value("runway_jobs_running", &[]), Some(0.0), "{}", idle.text);
     assert_eq!(idle.value("runway_ready", &[]), Some(1.0), "{}", idle.text);
-    assert_eq!(idle.value("runway_broker_node_info", &[("node", "amqp://127.0.0.1:5672/%2f")]), Some(1.0));
+    assert_eq!(idle.value("runway_broker_node_info", &[("node", &node_of(&amqp_url()))]), Some(1.0), "{}", idle.text);
     assert!(!idle.text.contains("guest@") && !idle.text.contains(":guest"), "no login in the metrics: {}", idle.text);
 
     // A job running: taken, accepted after a wait, one running, one slot free, its lines counted.
@@ -163,7 +170,7 @@ async fn readyz_is_503_while_the_broker_connection_is_gone_and_the_reconnect_is_
     let _worker = ns.worker_as(&through_relay, "w-cut", &["--metrics-addr", "127.0.0.1:0"]).await;
     let addr = metrics_addr(&_worker);
     assert_eq!(get(&addr, "/readyz").await.status, 200);
-    let node = format!("amqp://{}/%2f", relay.addr);
+    let node = node_of(&through_relay);
     let before = scrape(&addr).await;
     assert_eq!(before.value("runway_broker_node_info", &[("node", &node)]), Some(1.0), "{}", before.text);
     assert_eq!(before.value("runway_reconnects_total", &[]), Some(0.0), "{}", before.text);
