@@ -177,7 +177,7 @@ async fn readyz_is_503_while_the_broker_connection_is_gone_and_the_reconnect_is_
 
     relay.set_open(false);
     let cut = get_until(&addr, "/readyz", "not ready", |answer| answer.status == 503).await;
-    assert_eq!(cut.body, "not ready: the broker connection was lost: connecting again\n");
+    assert_eq!(cut.body, "not ready: reconnecting: the broker connection was lost\n");
     assert_eq!(get(&addr, "/healthz").await.status, 200, "alive while the broker is away");
     assert_eq!(scrape(&addr).await.value("runway_ready", &[]), Some(0.0));
 

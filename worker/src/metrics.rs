@@ -96,7 +96,7 @@ impl State {
         match self {
             State::Consuming => None,
             State::Starting => Some("starting: connecting to the broker and setting up the runner's queues"),
-            State::Reconnecting => Some("the broker connection was lost: connecting again"),
+            State::Reconnecting => Some("reconnecting: the broker connection was lost"),
             State::Done => Some("took its one job (--once): consuming no more jobs"),
             State::Draining => Some("draining: taking no new jobs"),
         }
@@ -333,7 +333,7 @@ mod tests {
         metrics.consuming();
         assert_eq!(metrics.readiness(), Ok(()));
         metrics.connection_lost();
-        assert!(metrics.readiness().unwrap_err().contains("connection was lost"));
+        assert!(metrics.readiness().unwrap_err().starts_with("reconnecting"));
         metrics.consuming();
         metrics.draining();
         metrics.consuming();
