@@ -13,7 +13,7 @@ run:
 
 ## Lint, make sure a RabbitMQ answers, then run every test; last, on a cluster of its own
 ## (which needs root), the cluster scenario that passes today (see test-cluster).
-test: lint broker python
+test: lint broker python promtool
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast --exclude runway-tests
 	$(CARGO) test -p runway-tests --no-fail-fast --test e2e --test serial --test tls
@@ -41,6 +41,14 @@ test-faults: broker build
 ## them too, with every other test binary.
 test-tls: build
 	$(CARGO) test -p runway-tests --test tls
+
+## promtool (Debian's prometheus package) for the deploy/ tests, as root on Debian; elsewhere
+## those tests skip the promtool check with a note and still read the files as YAML.
+.PHONY: promtool
+promtool:
+	@command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+		|| echo "note: promtool is not installed: the deploy tests read the Prometheus files as YAML only"
 
 ## Format check and clippy with warnings as errors.
 lint:

@@ -4,12 +4,14 @@
 #![allow(unreachable_pub)]
 
 mod consumer_cancel;
+mod deploy;
 mod faults;
 mod forgery;
 mod groups;
 mod hostile;
 mod jobs;
 mod local;
+mod metrics;
 mod once;
 mod policy;
 mod python_client;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod scrape;
 pub mod users;
 
 /// How long one CLI run may take before the test fails instead of hanging.

@@ -80,6 +80,7 @@ pub async fn run(conn: Connection, config: DaemonConfig, mut stops: mpsc::Receiv
         }
         _ = stops.recv() => {}
     }
+    config.runner.metrics.draining();
     tracing::info!(timeout = ?config.drain_timeout, "draining: no new jobs, running ones may finish");
     runner.shutdown(Shutdown::Drain { timeout: config.drain_timeout });
     let mut stops_open = true;

@@ -86,9 +86,14 @@ impl EventSink {
             attempt: self.attempt,
             body,
         };
-        let event = EventMessage::of(&event);
-        self.in_flight_bytes += event.len();
-        self.in_flight.push_back(Pending { event, confirm: None });
+        let lines = match &event.body {
+            EventBody::Log { lines } => Some(lines),
+            _ => None,
+        };
+        let encoded = EventMessage::of(&event);
+        self.in_flight_bytes += encoded.len();
+        self.in_flight.push_back(Pending { event: encoded, confirm: None });
+        self.link.metrics().events_unconfirmed(1);
         if self.conn.is_none()
             && let Some((conn, generation)) = self.link.current()
             && generation > self.generation
@@ -98,11 +103,18 @@ impl EventSink {
             self.conn = Some((conn, generation));
         }
         self.send_pending().await;
+        if let Some(lines) = lines {
+            self.link.metrics().log_published(lines);
+        }
         while self.in_flight.len() > MAX_IN_FLIGHT
             || (self.in_flight_bytes > MAX_IN_FLIGHT_BYTES && self.in_flight.len() > 1)
         {
             self.settle_oldest().await;
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &crate::metrics::Metrics {
+        self.link.metrics()
     }
 
     /// Wait until every event published so far is confirmed (or, the runner having stopped
@@ -140,6 +152,7 @@ impl EventSink {
         for (at, err) in refused.into_iter().rev() {
             if let Some(refused) = self.in_flight.remove(at) {
                 self.in_flight_bytes -= refused.event.len();
+                self.link.metrics().events_unconfirmed(-1);
             }
             self.record(err, 1);
         }
@@ -176,6 +189,7 @@ impl EventSink {
             if self.conn.is_none() {
                 let Some((conn, generation)) = self.link.newer_than(self.generation).await else {
                     let lost = self.in_flight.len();
+                    self.link.metrics().events_unconfirmed(-i64::try_from(lost).unwrap_or(i64::MAX));
                     self.in_flight.clear();
                     self.in_flight_bytes = 0;
                     let why = "the runner stopped while the broker was away".to_owned();
@@ -194,6 +208,7 @@ impl EventSink {
     fn pop_oldest(&mut self) {
         if let Some(oldest) = self.in_flight.pop_front() {
             self.in_flight_bytes -= oldest.event.len();
+            self.link.metrics().events_unconfirmed(-1);
         }
     }
 
@@ -201,6 +216,15 @@ impl EventSink {
         tracing::warn!(job = %self.job, seq = self.seq, events, error = %err, "events of the job were lost");
         if self.failed.is_none() {
             self.failed = Some(err);
+        }
+    }
+}
+
+/// Events given up with the sink (a job task that ended without a flush) are no longer waiting.
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        if !self.in_flight.is_empty() {
+            self.link.metrics().events_unconfirmed(-i64::try_from(self.in_flight.len()).unwrap_or(i64::MAX));
         }
     }
 }

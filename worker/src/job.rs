@@ -5,6 +5,7 @@
 //! run the process itself (`execute` does).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
 use runway_broker::topology::Topology;
@@ -73,9 +74,13 @@ pub(crate) async fn run_job(
         permit = Arc::clone(&run.slots).acquire_owned() => permit.ok(),
     };
     let heartbeat_ms = protocol::to_ms(run.config.limits.heartbeat);
+    let metrics = &run.config.metrics;
+    metrics.job_accepted(&job.operation, job.created_at_ms, protocol::now_ms());
+    let accepted = Instant::now();
     sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
     let completed = match permit {
         Some(_permit) => {
+            let _running = metrics.job_running();
             let context = Context {
                 runner: &run.config.id,
                 workdir: run.config.workdir.as_deref(),
@@ -88,6 +93,7 @@ pub(crate) async fn run_job(
         None => Completed::without_exit(Status::Cancelled, "cancelled before it started".to_owned()),
     };
     tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
+    metrics.job_completed(&job.operation, completed.status, Some(accepted.elapsed()));
     sink.emit(EventBody::Completed(completed)).await;
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
@@ -101,6 +107,7 @@ pub(crate) async fn run_job(
 /// never a value), then acknowledge.
 async fn reject(job: &Job, sink: &mut EventSink, delivery: Delivery, reason: &str) {
     tracing::warn!(job = %job.id, operation = %job.operation, reason, "rejecting a job");
+    sink.metrics().job_completed(&job.operation, Status::Rejected, None);
     sink.emit(EventBody::Completed(Completed::without_exit(Status::Rejected, reason.to_owned()))).await;
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "the rejection of the job was not confirmed");

@@ -20,6 +20,8 @@ mod lifetime;
 mod lines;
 mod link;
 mod masking;
+pub mod metrics;
+pub mod metrics_server;
 pub mod policy;
 mod redelivery;
 mod rejection;
@@ -31,4 +33,5 @@ pub mod times;
 
 pub use execute::Limits;
 pub use lifetime::Lifetime;
+pub use metrics::Metrics;
 pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, hostname, start};

@@ -20,6 +20,7 @@ use runway_broker::topology::Topology;
 use tokio::sync::watch;
 
 use crate::backoff::jittered_pauses;
+use crate::metrics::Metrics;
 
 /// The first pause before dialling again, doubled on each failure up to 5 s
 /// ([`crate::backoff::MAX_PAUSE`]), each with a random part of up to as much again. Each try
@@ -46,11 +47,14 @@ pub(crate) struct Link {
     state: Arc<watch::Sender<LinkState>>,
     /// To tell whether a new connection is ready for events.
     topology: Topology,
+    /// Told of each loss and reconnect.
+    metrics: Metrics,
 }
 
 impl Link {
-    pub(crate) fn new(conn: Connection, topology: Topology) -> Link {
-        Link { state: Arc::new(watch::Sender::new(LinkState::Up(conn, 1))), topology }
+    pub(crate) fn new(conn: Connection, topology: Topology, metrics: Metrics) -> Link {
+        metrics.broker_node(&conn.display_name());
+        Link { state: Arc::new(watch::Sender::new(LinkState::Up(conn, 1))), topology, metrics }
     }
 
     /// The connection, if it is up, and its generation.
@@ -59,6 +63,11 @@ impl Link {
             LinkState::Up(conn, generation) => Some((conn.clone(), *generation)),
             LinkState::Down(..) | LinkState::Closed => None,
         }
+    }
+
+    /// The runner's metrics, which the link's users count into too.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<LinkState> {
@@ -71,6 +80,7 @@ impl Link {
             LinkState::Up(conn, current) if *current == generation => {
                 tracing::warn!(broker = %conn.display_name(), "lost the broker connection; connecting again");
                 *state = LinkState::Down(conn.clone(), generation);
+                self.metrics.connection_lost();
                 true
             }
             _ => false,
@@ -149,6 +159,7 @@ impl Link {
                     Ok(conn) => {
                         tracing::info!(broker = %conn.display_name(), tries, "reconnected to the broker");
                         last_up = Some(Instant::now());
+                        self.metrics.reconnected(&conn.display_name());
                         self.state.send_if_modified(|state| match state {
                             LinkState::Down(..) => {
                                 *state = LinkState::Up(conn.clone(), generation + 1);

@@ -111,7 +111,7 @@ pub(crate) fn submitter(delivery: &Delivery) -> Option<&str> {
 }
 
 /// Answer a job the policy refuses: a `rejected` completion that says why, then the job to the
-/// dead-letter queue, then the delivery acknowledged.
+/// dead-letter queue, then the delivery acknowledged. Whether it went to the dead letters.
 pub(crate) async fn reject(
     conn: &Connection,
     topology: &Topology,
@@ -119,7 +119,7 @@ pub(crate) async fn reject(
     job: &Job,
     delivery: Delivery,
     why: &str,
-) {
+) -> bool {
     tracing::warn!(job = %job.id, operation = %job.operation, why, "rejecting a job");
     let record = Event {
         v: protocol::VERSION,
@@ -135,14 +135,16 @@ pub(crate) async fn reject(
         Err(err) => settle(Err(err)),
     }
     let queue = delivery.queue.clone();
-    match topology.dead_letter(conn, delivery.body, &delivery.properties, why, &queue).await {
-        Ok(()) => settle(delivery.acker.ack().await),
+    let dead_lettered = match topology.dead_letter(conn, delivery.body, &delivery.properties, why, &queue).await {
+        Ok(()) => true,
         Err(err) => {
             // Dropping it is the safe side: it was refused, and must not run elsewhere by default.
             tracing::warn!(error = %err, "dead-lettering a rejected job failed; dropping it");
-            settle(delivery.acker.ack().await);
+            false
         }
-    }
+    };
+    settle(delivery.acker.ack().await);
+    dead_lettered
 }
 
 #[cfg(test)]

@@ -13,14 +13,14 @@ use crate::job::settle;
 
 /// Reject `delivery`, which did not decode for `why`. If the event or the dead letter cannot be published, the
 /// message goes back to its queue rather than being lost (a quorum queue's delivery limit ends
-/// that loop).
+/// that loop). Whether it went to the dead letters.
 pub(crate) async fn reject(
     conn: &Connection,
     topology: &Topology,
     runner: &str,
     delivery: Delivery,
     why: &DecodeError,
-) {
+) -> bool {
     let reason = why.to_string();
     let reason = reason.as_str();
     let whose = job_of(&delivery, why);
@@ -35,14 +35,18 @@ pub(crate) async fn reject(
     {
         tracing::warn!(%job, error = %err, "publishing the rejection failed; handing the message back");
         settle(delivery.acker.nack(true).await);
-        return;
+        return false;
     }
     match topology.dead_letter(conn, delivery.body, &delivery.properties, reason, &delivery.queue).await {
-        Ok(()) => settle(delivery.acker.ack().await),
+        Ok(()) => {
+            settle(delivery.acker.ack().await);
+            true
+        }
         // Keep it where it is rather than lose it.
         Err(err) => {
             tracing::warn!(error = %err, "dead-lettering failed");
             settle(delivery.acker.nack(true).await);
+            false
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::groups::Groups;
 use crate::job::{JobRun, run_job, settle};
 use crate::lifetime::{Lifetime, Progress};
 use crate::link::{Link, LinkState};
+use crate::metrics::{DeadLetter, Metrics};
 use crate::policy::{self, Policy};
 use crate::rejection::reject;
 use crate::secrets::Secrets;
@@ -61,6 +62,8 @@ pub struct RunnerConfig {
     pub secrets: Secrets,
     /// Whose jobs it runs; every other job is rejected.
     pub policy: Policy,
+    /// What it counts, and whether it is ready (`runway-worker --metrics-addr` serves them).
+    pub metrics: Metrics,
 }
 
 impl RunnerConfig {
@@ -79,6 +82,7 @@ impl RunnerConfig {
             env: crate::environment::allowed(std::env::vars_os(), &[]),
             secrets: Secrets::default(),
             policy: Policy::default(),
+            metrics: Metrics::new(),
         }
     }
 }
@@ -154,7 +158,7 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
     let concurrency = config.concurrency.max(1);
     let wiring =
         wire(conn, topology, &config).await.map_err(|source| RunnerError::Setup { id: config.id.clone(), source })?;
-    let link = Link::new(conn.clone(), topology.clone());
+    let link = Link::new(conn.clone(), topology.clone(), config.metrics.clone());
     tokio::spawn(link.clone().keep_up());
 
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
@@ -188,6 +192,7 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
     let (control, cancels) = state.plug(wiring);
     state.consume_groups(groups).await;
     state.reconcile().await;
+    state.config.metrics.consuming();
     let id = state.config.id.clone();
     let task = tokio::spawn(serve(state, deliveries, control, cancels, shutdown_rx));
     Ok(Runner { id, shutdown, task })
@@ -285,11 +290,12 @@ impl Serving {
     /// says: a full runner holds no credit on a queue that another runner could serve, so it
     /// hoards none of its jobs, and a runner with free slots consumes every shared queue.
     async fn reconcile(&mut self) {
+        let in_slots = self.running.len().saturating_sub(self.groups.jobs_here());
+        let free = self.config.concurrency.max(1).saturating_sub(in_slots);
+        self.config.metrics.slots(self.config.concurrency.max(1), free);
         if self.shutdown.borrow().is_some() || !self.progress.consumes() {
             return;
         }
-        let in_slots = self.running.len().saturating_sub(self.groups.jobs_here());
-        let free = self.config.concurrency.max(1).saturating_sub(in_slots);
         let queues: Vec<String> = self.job_queues.iter().skip(1).cloned().collect();
         for queue in queues {
             let held = self.shared.get(&queue).map(|active| Held {
@@ -400,6 +406,7 @@ async fn serve(
                 state.take(instance, delivery).await;
                 if !state.progress.consumes() {
                     // A one-shot runner has its job: consume nothing more.
+                    state.config.metrics.done_consuming();
                     state.forwarders.abort_all();
                     state.shared.clear();
                     state.groups.unplug();
@@ -431,6 +438,7 @@ async fn serve(
                         control = Some(new_control);
                         cancels = new_cancels;
                         state.reconcile().await;
+                        state.config.metrics.consuming();
                         tracing::info!(runner = %state.config.id, queues = ?state.job_queues, "consuming again");
                     }
                     // Right after a restart the broker takes connections before its queues are
@@ -591,12 +599,16 @@ impl Serving {
         let job = match protocol::decode_job(&delivery.body, self.config.max_job_bytes) {
             Ok(job) => job,
             Err(err) => {
-                reject(&self.conn, &self.topology, &self.config.id, delivery, &err).await;
+                if reject(&self.conn, &self.topology, &self.config.id, delivery, &err).await {
+                    self.config.metrics.dead_lettered(DeadLetter::Invalid);
+                }
                 return;
             }
         };
         if let Err(why) = self.config.policy.check(policy::submitter(&delivery), &job) {
-            policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await;
+            if policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await {
+                self.config.metrics.dead_lettered(DeadLetter::Refused);
+            }
             return;
         }
         if self.running.contains_key(&job.id) || !self.taken.take(job.id, job.attempt) {
@@ -606,6 +618,7 @@ impl Serving {
             settle(delivery.acker.ack().await);
             return;
         }
+        self.config.metrics.job_taken(&job.operation);
         let (stop_tx, stop_rx) = mpsc::unbounded_channel();
         let submitter = policy::submitter(&delivery).map(str::to_owned);
         if self.cancelled.honoured(job.id, submitter.as_deref(), &self.config.policy) {

@@ -2,6 +2,7 @@
 //! SIGTERM/SIGINT into stop requests, and serve (runway_worker::daemon::run).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use runway_broker::{Broker, TlsFiles};
 use runway_worker::daemon::{self, DaemonConfig, DaemonError};
 use runway_worker::environment;
 use runway_worker::interval;
+use runway_worker::metrics_server::serve_metrics;
 use runway_worker::policy::{Allow, Policy};
 use runway_worker::secrets::Secrets;
 use runway_worker::{Lifetime, Limits, RunnerConfig};
@@ -111,6 +113,10 @@ struct Flags {
     /// Also run jobs that carry no verified submitter (user_id). For local development only.
     #[arg(long)]
     insecure_allow_anonymous: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics, with /healthz and /readyz (e.g.
+    /// 127.0.0.1:9464; port 0 picks a free one). No authentication: bind to a private address.
+    #[arg(long, env = "RUNWAY_METRICS_ADDR", hide_env_values = true, value_name = "ADDR", value_parser = parse_listen_addr)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// `--server-order`.
@@ -124,6 +130,18 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((key, value)) if !key.is_empty() && !value.is_empty() => Ok((key.to_owned(), value.to_owned())),
         _ => Err(format!("`{text}` is not K=V")),
+    }
+}
+
+/// `--metrics-addr`: an IP address and port, or a host name (such as localhost) and port.
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, String> {
+    let expected = "expected IP:PORT or HOST:PORT, such as 127.0.0.1:9464";
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    match std::net::ToSocketAddrs::to_socket_addrs(text) {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("`{text}` names no address; {expected}")),
+        Err(err) => Err(format!("`{text}` is not an address to listen on ({err}); {expected}")),
     }
 }
 
@@ -205,6 +223,25 @@ fn main() -> ExitCode {
                 eprintln!("runway-worker: error: cannot handle signals: {err}");
                 return ExitCode::from(FAILURE);
             }
+        }
+        if let Some(addr) = flags.metrics_addr {
+            // Bound before the broker is dialled: /healthz answers, and /readyz says why not
+            // ready, while the runner connects.
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    eprintln!("runway-worker: error: --metrics-addr {addr}: cannot listen there: {err}");
+                    return ExitCode::from(USAGE);
+                }
+            };
+            let bound = listener.local_addr().map_or_else(|_| addr.to_string(), |bound| bound.to_string());
+            tracing::info!(metrics = %format!("http://{bound}/metrics"), "listening: /metrics, /healthz, /readyz");
+            let metrics = runner.metrics.clone();
+            tokio::spawn(async move {
+                if let Err(err) = serve_metrics(listener, metrics).await {
+                    tracing::error!(error = %err, "the metrics endpoint stopped");
+                }
+            });
         }
         match serve(&flags, runner, rx).await {
             Ok(()) => ExitCode::SUCCESS,
