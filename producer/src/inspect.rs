@@ -74,6 +74,9 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
     }
     if let Some((at, by)) = &record.cancel_requested {
         say!("cancel     requested by {by} at {}", time(Some(*at)));
+        if !record.is_submitter(by) && record.completed().is_none() {
+            say!("           not its submitter: a runner ends it only if its policy lets {by} cancel it");
+        }
     }
     if let Some(info) = &waiting {
         say!(

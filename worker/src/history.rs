@@ -169,7 +169,12 @@ impl JobRecord {
                 return true;
             }
             EventBody::CancelRequested { by, .. } => {
-                self.cancel_requested.get_or_insert((event.ts, by.clone()));
+                // The first request counts, but one by the submitter over one by someone else.
+                let kept_is_submitters =
+                    self.cancel_requested.as_ref().is_some_and(|(_, kept)| self.is_submitter(kept));
+                if self.cancel_requested.is_none() || (!kept_is_submitters && self.is_submitter(by)) {
+                    self.cancel_requested = Some((event.ts, by.clone()));
+                }
                 return true;
             }
             // Not knowing what it means, it says nothing of the attempt: noted, nothing more.
@@ -280,6 +285,11 @@ impl JobRecord {
         completed.status == Status::Lost && event.seq == 0 && event.runner.is_empty() && silent
     }
 
+    /// Whether `user` is the job's verified submitter.
+    pub fn is_submitter(&self, user: &str) -> bool {
+        self.queued_by.as_deref() == Some(user)
+    }
+
     /// The latest attempt.
     pub fn last_attempt(&self) -> Option<&Attempt> {
         self.attempts.values().next_back()
@@ -302,7 +312,9 @@ impl JobRecord {
             Some(_) if self.silence(now_ms).is_some() => State::Lost,
             Some(_) => State::Running,
             // Cancelled while queued: no runner will ever run it.
-            None if self.cancel_requested.is_some() => State::Cancelled,
+            // Runners honour a cancel from someone else only if their policy allows that user
+            // (`--allow-cancel`), which readers cannot know: they wait for the runner's word.
+            None if self.cancel_requested.as_ref().is_some_and(|(_, by)| self.is_submitter(by)) => State::Cancelled,
             None => State::Queued,
         }
     }
@@ -397,18 +409,19 @@ mod tests {
     }
 
     #[test]
-    fn a_cancel_before_any_runner_took_it_is_cancelled() {
+    fn a_cancel_by_its_submitter_before_any_runner_took_it_is_cancelled_and_anothers_is_not_yet() {
         let id = Uuid::now_v7();
+        let cancel = |by: &str| Event {
+            runner: String::new(),
+            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: by.into(), force: false })
+        };
         let mut record = JobRecord::new(id);
         record.apply(&queued(id), None);
-        record.apply(
-            &Event {
-                runner: String::new(),
-                ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: "x".into(), force: false })
-            },
-            None,
-        );
+        record.apply(&cancel("mallory"), None);
+        assert_eq!(record.state(2_000), State::Queued, "only a runner knows whether it may");
+        record.apply(&cancel("me@host"), None);
         assert_eq!(record.state(2_000), State::Cancelled);
+        assert_eq!(record.cancel_requested.as_ref().map(|(_, by)| by.as_str()), Some("me@host"));
     }
 
     fn accepted(id: Uuid, attempt: u32, ts: u64) -> Event {
