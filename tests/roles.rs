@@ -75,3 +75,24 @@ async fn only_an_admin_declares_the_topology() {
     topology.delete_shared(ns.conn()).await.expect("delete the fresh namespace");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_developer_runs_a_job_inside_its_cli_and_a_submitter_is_told_it_needs_the_developer_role() {
+    let ns = Namespace::new().await;
+    let developer = User::with_role(&ns.name, "developer");
+    let submitter = User::with_role(&ns.name, "submitter");
+    let project = Project::new(&op("build", "echo built here"));
+    let run = project.runway(&args(&developer.flags(&ns.name), &["run", "build"])).await;
+    run.assert_code(0);
+    assert_eq!(run.stdout().trim(), "built here");
+    let refused = project.runway(&args(&submitter.flags(&ns.name), &["run", "build"])).await;
+    refused.assert_code(77);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("it needs the developer role (runway roles developer --user {}", submitter.name)),
+        "{}",
+        refused.stderr
+    );
+    ns.cleanup().await;
+}

@@ -20,10 +20,14 @@ pub enum Role {
     Observer,
     /// Declare (and delete) the topology; everything in the namespace.
     Admin,
+    /// A submitter who also runs its own jobs inside its CLI (`runway run` against a server
+    /// without `--remote`): the union of the submitter's and the runner's rights, since
+    /// RabbitMQ gives a user one set of permissions per vhost.
+    Developer,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Submitter, Role::Runner, Role::Observer, Role::Admin];
+    pub const ALL: [Role; 5] = [Role::Submitter, Role::Runner, Role::Observer, Role::Admin, Role::Developer];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +35,7 @@ impl Role {
             Role::Runner => "runner",
             Role::Observer => "observer",
             Role::Admin => "admin",
+            Role::Developer => "developer",
         }
     }
 
@@ -88,6 +93,10 @@ fn any_of(parts: &[String]) -> String {
 /// exchange; publishing needs write on the exchange; consuming needs read on the queue. Passive
 /// declarations (the topology marker, stream readiness, queue depth) need nothing.
 pub fn grant(topology: &Topology, role: Role) -> Grant {
+    if role == Role::Developer {
+        let (submitter, runner) = (grant(topology, Role::Submitter), grant(topology, Role::Runner));
+        return Grant { role, ..submitter.union(&runner) };
+    }
     // A namespace holds letters, digits, `-`, `_` and `.` (checked by `Topology::new`): only
     // the dot means something in a regex outside a class.
     let ns = topology.namespace().replace('.', r"\.");
@@ -161,6 +170,7 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
                 TopicPermissions { exchange: control, write: "^ping$".to_owned(), read: everything },
             ],
         ),
+        Role::Developer => unreachable!("the developer role is the union of two others, returned above"),
         Role::Admin => {
             let all = any_of(&[name(".*"), server_named, default]);
             (
@@ -175,7 +185,40 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
     Grant { role, permissions, topics }
 }
 
+/// Either regex: `^(a)$|^(b)$`, both already anchored.
+fn either(a: &str, b: &str) -> String {
+    if a == NOTHING {
+        return b.to_owned();
+    }
+    if b == NOTHING || a == b {
+        return a.to_owned();
+    }
+    format!("{a}|{b}")
+}
+
 impl Grant {
+    /// The rights of both grants (the same exchanges' topic permissions, joined).
+    fn union(&self, other: &Grant) -> Grant {
+        let permissions = Permissions {
+            configure: either(&self.permissions.configure, &other.permissions.configure),
+            write: either(&self.permissions.write, &other.permissions.write),
+            read: either(&self.permissions.read, &other.permissions.read),
+        };
+        let topics = self
+            .topics
+            .iter()
+            .map(|topic| match other.topics.iter().find(|o| o.exchange == topic.exchange) {
+                Some(o) => TopicPermissions {
+                    exchange: topic.exchange.clone(),
+                    write: either(&topic.write, &o.write),
+                    read: either(&topic.read, &o.read),
+                },
+                None => topic.clone(),
+            })
+            .collect();
+        Grant { role: self.role, permissions, topics }
+    }
+
     /// The `rabbitmqctl` argument lists that apply this grant to `user` in `vhost`.
     pub fn rabbitmqctl_args(&self, user: &str, vhost: &str) -> Vec<Vec<String>> {
         let owned = |parts: &[&str]| parts.iter().map(|part| (*part).to_owned()).collect::<Vec<_>>();
@@ -248,6 +291,17 @@ mod tests {
         let grant = grant(&Topology::new("ns").expect("valid"), Role::Observer);
         assert!(!matches(&grant.permissions.write, "ns.jobs") && !matches(&grant.permissions.write, "ns.events"));
         assert!(matches(&grant.topics[1].write, "ping") && !matches(&grant.topics[1].write, "cancel"));
+    }
+
+    #[test]
+    fn a_developer_has_a_submitters_and_a_runners_rights() {
+        let grant = grant(&Topology::new("ns").expect("valid"), Role::Developer);
+        let p = &grant.permissions;
+        assert!(matches(&p.write, "ns.jobs") && matches(&p.read, "ns.jobs.any"));
+        assert!(matches(&p.configure, "ns.runner.cli-1") && !matches(&p.configure, "ns.events"));
+        assert!(matches(&grant.topics[0].write, "job.0198.queued"));
+        assert!(matches(&grant.topics[0].write, "job.0198.completed"));
+        assert!(matches(&grant.topics[1].write, "cancel") && !matches(&grant.topics[1].write, "shutdown"));
     }
 
     #[test]

@@ -41,11 +41,17 @@ pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
 /// The role whose rights a command needs.
 fn role_of(command: &Command) -> Role {
     match command {
+        // A job run inside this CLI (no remote target) also takes runner rights.
+        Command::Run { job, .. } | Command::Build(job) | Command::Deploy(job) | Command::Release(job)
+            if !job.remote && job.runner.is_none() && job.labels.is_empty() && !job.detach =>
+        {
+            Role::Developer
+        }
+        Command::Up { .. } => Role::Developer,
         Command::Run { .. }
         | Command::Build(_)
         | Command::Deploy(_)
         | Command::Release(_)
-        | Command::Up { .. }
         | Command::Submit
         | Command::Job { command: JobCommand::Cancel { .. } } => Role::Submitter,
         Command::Job { .. } | Command::Runner { .. } => Role::Observer,

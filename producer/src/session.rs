@@ -59,9 +59,13 @@ impl Session {
         config.secrets = runway_worker::secrets::Secrets::from_vars(utf8);
         let submitted = SubmittedHere::default();
         config.policy.only = Some(submitted.clone());
-        let runner = runway_worker::start(&runner_conn, &topology, config)
-            .await
-            .map_err(|err| CliError::Internal(err.to_string()))?;
+        let runner = runway_worker::start(&runner_conn, &topology, config).await.map_err(|err| match err {
+            // Running a job here takes runner rights too: say which role has them (exit 77).
+            runway_worker::RunnerError::Setup {
+                source: source @ runway_broker::Error::AccessRefused { .. }, ..
+            } => CliError::Broker(source),
+            err => CliError::Internal(err.to_string()),
+        })?;
         Ok(Session { conn, topology, runner: Some(runner), runner_conn: Some(runner_conn), several_nodes, submitted })
     }
 
