@@ -78,6 +78,12 @@ pub(crate) async fn run_job(
     metrics.job_accepted(&job.operation, job.created_at_ms, protocol::now_ms());
     let accepted = Instant::now();
     sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
+    // The process starts only once the broker has the `accepted` (confirmed: on a cluster,
+    // stored on a majority): a runner that later resolves a redelivery of this job then finds
+    // it taken and waits for this runner's sign of life, instead of running it a second time.
+    if let Err(err) = sink.flush().await {
+        tracing::warn!(job = %job.id, error = %err, "the broker did not confirm that the job was accepted");
+    }
     let completed = match permit {
         Some(_permit) => {
             let _running = metrics.job_running();

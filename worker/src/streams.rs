@@ -61,7 +61,7 @@ impl StreamReader {
         prefetch: u16,
     ) -> runway_broker::Result<StreamReader> {
         let options = ConsumeOptions { offset: Some(offset), ..ConsumeOptions::with_prefetch(prefetch.max(4)) };
-        let consumer = conn.consume(stream, &options).await?;
+        let consumer = consume_when_replicated(conn, stream, &options).await?;
         let marker = topology.mark_stream(conn, stream).await?;
         let ack_every = (prefetch / 4).max(1);
         Ok(StreamReader {
@@ -158,4 +158,36 @@ pub enum Read {
     Message(Box<Delivery>),
     /// Everything stored before the read began has been delivered.
     CaughtUp,
+}
+
+/// How long a read waits for the stream's replica on its node to run again (after a node of a
+/// cluster died, its replicas restart once a new leader is elected: seconds).
+const REPLICA_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Consume `stream`, trying again while the node says its replica of it is not running yet
+/// (RabbitMQ refuses a stream consumer on a node whose replica restarts), with a growing pause,
+/// for up to [`REPLICA_PATIENCE`]; any other error is returned at once.
+async fn consume_when_replicated(
+    conn: &Connection,
+    stream: &str,
+    options: &ConsumeOptions,
+) -> runway_broker::Result<runway_broker::Consumer> {
+    let deadline = tokio::time::Instant::now() + REPLICA_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match conn.consume(stream, options).await {
+            Err(err) if is_replica_down(&err) && tokio::time::Instant::now() + pause < deadline => {
+                tracing::info!(stream, error = %err, "the stream's replica on this node is not running yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// RabbitMQ's refusal of a stream read on a node whose replica is not running (its text is all
+/// that tells it apart from other refusals).
+fn is_replica_down(err: &runway_broker::Error) -> bool {
+    err.to_string().contains("replica")
 }
