@@ -4,7 +4,7 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz
+.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz man
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
@@ -49,6 +49,13 @@ lint:
 
 build:
 	$(CARGO) build --workspace --bins
+
+## runway's man page, generated from its flags (clap_mangen): target/man/runway.1
+## (read it with `man -l target/man/runway.1`).
+man:
+	$(CARGO) build -p runway-producer --bin runway
+	mkdir -p target/man
+	target/debug/runway man > target/man/runway.1
 
 ## The virtual environment of the Python example client (examples/python), with pika, for the
 ## e2e test `python_client`; a stamp file makes it idempotent.

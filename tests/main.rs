@@ -18,6 +18,7 @@ mod roles;
 mod secret_logs;
 mod secrets;
 mod server_list;
+mod shell;
 mod submit;
 mod support;
 mod worker_flags;

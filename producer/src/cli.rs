@@ -90,6 +90,18 @@ pub enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Write a commented runway.toml for this directory (or --file PATH); never overwrites one
+    /// (exit 73 if it exists).
+    Init,
+    /// Print a completion script: `runway completions bash > /etc/bash_completion.d/runway`,
+    /// `runway completions zsh > ~/.zfunc/_runway`, `runway completions fish > ~/.config/fish/completions/runway.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print runway's man page (roff) on stdout: `runway man | man -l -`.
+    #[command(hide = true)]
+    Man,
 }
 
 fn parse_role(text: &str) -> Result<runway_broker::roles::Role, String> {

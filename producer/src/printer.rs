@@ -39,6 +39,8 @@ pub struct Printer {
     /// The events printed, folded: what a completion alone does not say (how long a lost
     /// attempt ran).
     record: Option<JobRecord>,
+    /// Colour the outcome line (a terminal, no `NO_COLOR`).
+    colour: bool,
 }
 
 impl Printer {
@@ -54,6 +56,7 @@ impl Printer {
             timestamps: false,
             retry_on_lost: false,
             record: None,
+            colour: crate::colour::on_stderr(),
         }
     }
 
@@ -227,7 +230,11 @@ impl Printer {
             Some(error) if completed.status != Status::Success => format!("{outcome}: {error}"),
             _ => outcome,
         };
-        self.status(&outcome);
+        let style = match completed.status {
+            Status::Success => anstyle::AnsiColor::Green.on_default(),
+            _ => anstyle::AnsiColor::Red.on_default().bold(),
+        };
+        self.status(&crate::colour::paint(&outcome, style, self.colour));
         let outputs = if completed.outputs.is_empty() { &self.outputs } else { &completed.outputs };
         let lines: Vec<String> = outputs.iter().map(|(key, value)| format!("output {key}={value}")).collect();
         for line in lines {
