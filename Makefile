@@ -4,7 +4,7 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz man
+.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz man browser
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
@@ -49,6 +49,12 @@ lint:
 
 build:
 	$(CARGO) build --workspace --bins
+
+## Debian's chromium and chromium-driver, for the web view's browser test (e2e `ui::`);
+## installed (as root) only when /usr/bin/chromium is missing.
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
 
 ## runway's man page, generated from its flags (clap_mangen): target/man/runway.1
 ## (read it with `man -l target/man/runway.1`).

@@ -21,4 +21,5 @@ mod server_list;
 mod shell;
 mod submit;
 mod support;
+mod ui;
 mod worker_flags;

@@ -90,6 +90,16 @@ pub enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Serve a web view of the server's jobs, runners and queues (a job's log live, cancel).
+    /// It has no accounts: it listens on loopback unless told otherwise, and warns then.
+    Ui {
+        /// The address to listen on (port 0: any free port; the address is printed).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Show only: no cancel button, and cancels sent to it are refused.
+        #[arg(long)]
+        read_only: bool,
+    },
     /// Write a commented runway.toml for this directory (or --file PATH); never overwrites one
     /// (exit 73 if it exists).
     Init,

@@ -22,6 +22,7 @@ use crate::runners;
 use crate::settings::{self, Settings};
 use crate::shell;
 use crate::submit;
+use crate::ui;
 
 /// Run the parsed command line; `interrupts` yields once per Ctrl-C. Returns the exit code.
 pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
@@ -50,7 +51,7 @@ fn role_of(command: &Command) -> Role {
         | Command::Up { .. }
         | Command::Submit
         | Command::Job { command: JobCommand::Cancel { .. } } => Role::Submitter,
-        Command::Job { .. } | Command::Runner { .. } => Role::Observer,
+        Command::Job { .. } | Command::Runner { .. } | Command::Ui { .. } => Role::Observer,
         Command::Roles { .. } => Role::Admin,
         // These never reach a broker.
         Command::Init | Command::Completions { .. } | Command::Man => Role::Observer,
@@ -83,6 +84,13 @@ async fn dispatch(cli: &Cli, interrupts: &mut impl Interrupts) -> Result<u8, Cli
             let namespace = cli.namespace.as_deref().unwrap_or(runway_broker::topology::DEFAULT_NAMESPACE);
             let topology = Topology::new(namespace).map_err(|err| CliError::Usage(err.to_string()))?;
             roles::roles(&topology, &RolesRequest { role: *role, user, vhost, apply: *apply })
+        }
+        Command::Ui { listen, read_only } => {
+            let (conn, topology) = connect_server(cli).await?;
+            let options = ui::UiOptions { listen: *listen, read_only: *read_only };
+            let code = ui::serve(conn.clone(), topology, options, interrupts).await;
+            conn.close().await;
+            code
         }
         Command::Init => init::init(cli.file.as_deref()),
         Command::Completions { shell } => shell::completions(*shell),

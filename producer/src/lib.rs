@@ -31,5 +31,6 @@ pub mod shell;
 pub mod stdout;
 pub mod submit;
 pub mod table;
+pub mod ui;
 pub mod view;
 pub mod waiting;
