@@ -13,7 +13,7 @@ run:
 
 ## Lint, make sure a RabbitMQ answers, then run every test; last, on a cluster of its own
 ## (which needs root), the cluster scenario that passes today (see test-cluster).
-test: lint broker python
+test: lint broker python browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast --exclude runway-tests
 	$(CARGO) test -p runway-tests --no-fail-fast --test e2e --test serial --test tls

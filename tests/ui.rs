@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 
+use crate::support::users::User;
 use crate::support::{Cli, Namespace, PATIENCE, Project, args, op};
 
 /// A `runway ui` running; its address, from what it printed.
@@ -206,6 +207,34 @@ async fn the_web_view_lists_jobs_follows_a_log_live_and_cancels_from_the_page() 
 
     client.close().await.expect("end the browser session");
     drop(read_only);
+    drop(view);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_web_view_whose_login_may_not_cancel_says_so_and_stops_offering_the_button() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    let observer = User::with_role(&ns.name, "observer");
+    let project = Project::new(&op("slow", "while true; do echo tick; sleep 0.3; done"));
+    let _worker = ns.worker("w-observed", &[]).await;
+    let detached = project.runway(&args(&flags, &["run", "slow", "--remote", "--detach"])).await;
+    detached.assert_code(0);
+    let id = detached.stdout().trim().to_owned();
+    let view = web_view(&project, &observer.flags(&ns.name), &[]).await;
+    let driver = chromedriver().await;
+    let client = browser(&driver).await;
+    let page = format!("{}/jobs/{id}", view.url);
+    open(&client, &page).await;
+    wait_for_text(&client, "#log", "the observer sees the log", |text| text.contains("tick")).await;
+    client.find(Locator::Css("#cancel")).await.expect("offered until refused").click().await.expect("click");
+    let refusal = wait_for_text(&client, "#error", "the refusal is shown", |text| !text.is_empty()).await;
+    assert!(refusal.contains("submitter"), "the refusal names the role that may cancel: {refusal}");
+    open(&client, &page).await;
+    wait_for_text(&client, "#state", "the job still runs", |text| text == "running").await;
+    assert!(client.find(Locator::Css("#cancel")).await.is_err(), "the button is offered again after a refusal");
+    client.close().await.expect("end the browser session");
+    project.runway(&args(&flags, &["job", "cancel", &id])).await.assert_code(0);
     drop(view);
     ns.cleanup().await;
 }

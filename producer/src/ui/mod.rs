@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use runway_broker::Connection;
 use runway_broker::protocol::{Target, now_ms};
+use runway_broker::roles::Role;
 use runway_broker::topology::Topology;
 use runway_worker::history::State as JobState;
 use runway_worker::streams::SEEK_SLACK_MS;
@@ -28,7 +29,7 @@ use runway_worker::streams::SEEK_SLACK_MS;
 use crate::attach::Interrupts;
 use crate::exit::{self, CliError};
 use crate::list::{self, ListFilter};
-use crate::{cancel, lookup, runners};
+use crate::{cancel, lookup, roles, runners};
 
 /// What `runway ui` was asked for.
 #[derive(Debug, Clone, Copy)]
@@ -201,10 +202,10 @@ async fn cancel_job(
         let attempt = record.last_attempt().map_or(1, |attempt| attempt.number);
         match cancel::request_cancel(&ui.conn, &ui.topology, record.id, false, attempt).await {
             Ok(()) => {}
-            Err(err @ CliError::Broker(runway_broker::Error::AccessRefused { .. })) => {
+            Err(CliError::Broker(err @ runway_broker::Error::AccessRefused { .. })) => {
                 // An observer's login: stop offering what the broker will not do.
                 ui.read_only.store(true, Ordering::Relaxed);
-                return Err(err.into());
+                return Err(roles::refused(err, Role::Submitter, ui.topology.namespace()).into());
             }
             Err(err) => return Err(err.into()),
         }
