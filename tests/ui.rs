@@ -154,11 +154,19 @@ async fn the_web_view_lists_jobs_follows_a_log_live_and_cancels_from_the_page() 
     assert!(table.contains(short), "the short id {short} is shown: {table}");
     let rows = client.find_all(Locator::Css("tr.job")).await.expect("rows");
     assert_eq!(rows.len(), 2, "{table}");
+    let quick_id = rows[1].attr("data-id").await.expect("attr").expect("the quick job's id");
     assert_eq!(rows[0].attr("data-id").await.expect("attr").as_deref(), Some(slow_id.as_str()), "newest first");
     // A filter by operation.
     open(&client, &format!("{}/jobs?operation=quick", view.url)).await;
     let filtered = wait_for_text(&client, "#jobs", "the filter keeps quick", |text| text.contains("quick")).await;
     assert!(!filtered.contains("slow") && filtered.contains("success"), "{filtered}");
+
+    // A finished job's page: its log with the job's own colours removed, never shown raw.
+    open(&client, &format!("{}/jobs/{quick_id}", view.url)).await;
+    let log = wait_for_text(&client, "#log", "the quick job's log", |text| text.contains("done")).await;
+    assert!(log.contains("green done") && !log.contains('\u{1b}') && !log.contains("[32m"), "{log:?}");
+    wait_for_text(&client, "#state", "the quick job succeeded", |text| text == "success").await;
+    assert!(client.find(Locator::Css("#cancel")).await.is_err(), "a finished job offers no cancel");
 
     // The running job's page: new log lines arrive while it is open, stderr told apart.
     open(&client, &format!("{}/jobs", view.url)).await;
@@ -247,6 +255,9 @@ async fn a_web_view_on_a_non_loopback_address_warns_that_it_has_no_accounts() {
     let warning = cli.stderr_line_containing("warning").await;
     assert!(warning.contains("not loopback") && warning.contains("no accounts"), "{warning}");
     cli.kill().await;
+    let local = project.runway(&["ui"]).await;
+    local.assert_code(64);
+    assert!(local.stderr.contains("server"), "the web view needs a server's history: {}", local.stderr);
     let bad = project.runway(&args(&ns.flags(), &["ui", "--listen", "nowhere"])).await;
     bad.assert_code(64);
     assert!(bad.stderr.contains("--listen"), "{}", bad.stderr);
