@@ -248,6 +248,30 @@ async fn a_web_view_whose_login_may_not_cancel_says_so_and_stops_offering_the_bu
 }
 
 #[tokio::test]
+async fn a_job_whose_runner_dies_turns_lost_on_its_open_page() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    // It ends on its own: a killed runner leaves its job's processes running.
+    let project = Project::new(&op("slow", "for i in $(seq 1 100); do echo tick; sleep 0.2; done"));
+    let mut worker = ns.worker("w-doomed", &[]).await;
+    let detached = project.runway(&args(&flags, &["run", "slow", "--remote", "--detach"])).await;
+    detached.assert_code(0);
+    let id = detached.stdout().trim().to_owned();
+    let view = web_view(&project, &flags, &[]).await;
+    let driver = chromedriver().await;
+    let client = browser(&driver).await;
+    open(&client, &format!("{}/jobs/{id}", view.url)).await;
+    wait_for_text(&client, "#log", "the job runs", |text| text.contains("tick")).await;
+    worker.signal(nix::sys::signal::Signal::SIGKILL);
+    worker.exit_code().await;
+    // Three silent heartbeat intervals later, the open page says lost, with no reload.
+    wait_for_text(&client, "#state", "the page calls the job lost", |text| text == "lost").await;
+    client.close().await.expect("end the browser session");
+    drop(view);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_web_view_on_a_non_loopback_address_warns_that_it_has_no_accounts() {
     let ns = Namespace::new().await;
     let project = Project::empty();

@@ -2,18 +2,19 @@
 //! job's creation (`lookup::JobEvents`), then on as the job runs, until it ends.
 //!
 //! Log lines go out as `log` events (stdout and stderr told apart, the ANSI escapes a job
-//! printed removed), the job's state as `state` events after each other event, and outputs as
-//! `output` events. It changes nothing.
+//! printed removed), the job's state as `state` events when it changes (also to `lost` when its
+//! runner goes silent), and outputs as `output` events. It changes nothing.
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use runway_broker::protocol::{EventBody, LogLine, Stream as Output};
-use runway_worker::history::JobRecord;
+use runway_broker::protocol::{EventBody, LogLine, Stream as Output, now_ms};
+use runway_worker::history::{JobRecord, State as JobState};
 
 use super::{PageError, Ui};
 use crate::lookup::{self, JobEvents, JobRead};
@@ -22,7 +23,7 @@ use crate::lookup::{self, JobEvents, JobRead};
 pub(super) async fn job_events(State(ui): State<Arc<Ui>>, Path(id): Path<String>) -> Result<Response, PageError> {
     let record = lookup::resolve(&ui.conn, &ui.topology, &id).await?;
     let events = JobEvents::open(&ui.conn, &ui.topology, record.id, record.created_at_ms()).await?;
-    let follow = Follow { events, record: JobRecord::new(record.id), ended: false };
+    let follow = Follow { events, record: JobRecord::new(record.id), ended: false, shown: None };
     Ok(Sse::new(sse_stream(follow)).keep_alive(KeepAlive::default()).into_response())
 }
 
@@ -31,7 +32,27 @@ struct Follow {
     events: JobEvents,
     record: JobRecord,
     ended: bool,
+    /// The state the page was last sent.
+    shown: Option<JobState>,
 }
+
+impl Follow {
+    /// A `state` event if the job's state as of `at_ms` is not the one the page shows.
+    fn state_change(&mut self, at_ms: u64) -> Option<SseEvent> {
+        let state = self.record.state(at_ms);
+        if self.shown == Some(state) {
+            return None;
+        }
+        self.shown = Some(state);
+        self.ended = state.is_final();
+        let data = serde_json::json!({ "state": state.as_str(), "final": state.is_final() });
+        Some(SseEvent::default().event("state").data(data.to_string()))
+    }
+}
+
+/// How long a quiet job goes before the page's state is checked against the clock (a runner
+/// silent for three heartbeat intervals makes the job lost).
+const QUIET_CHECK: Duration = Duration::from_secs(1);
 
 fn sse_stream(follow: Follow) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     stream::unfold(follow, |mut follow| async move {
@@ -39,10 +60,20 @@ fn sse_stream(follow: Follow) -> impl Stream<Item = Result<SseEvent, Infallible>
             return None;
         }
         loop {
-            let read = match follow.events.next().await {
-                Ok(Some(read)) => read,
+            let read = match tokio::time::timeout(QUIET_CHECK, follow.events.next()).await {
+                Ok(Ok(Some(read))) => read,
                 // The stream or the connection ended: the page keeps what it has.
-                Ok(None) | Err(_) => return None,
+                Ok(Ok(None) | Err(_)) => return None,
+                // Nothing for a while: once the history is caught up, today's clock says whether
+                // the job's runner went silent. (Reading the stream is cancel-safe.)
+                Err(_) => {
+                    if follow.events.caught_up()
+                        && let Some(sse) = follow.state_change(now_ms())
+                    {
+                        return Some((Ok(sse), follow));
+                    }
+                    continue;
+                }
             };
             let JobRead::Event(event, _) = read else { continue };
             follow.record.apply(&event);
@@ -52,15 +83,12 @@ fn sse_stream(follow: Follow) -> impl Stream<Item = Result<SseEvent, Infallible>
                     .event("output")
                     .data(serde_json::json!({ "key": key, "value": value }).to_string()),
                 EventBody::Heartbeat { .. } => continue,
-                _ => {
-                    // The state as of the event: replaying an old heartbeat at today's clock
-                    // would call a running job lost (the page's load says lost, when it is).
-                    let state = follow.record.state(event.ts);
-                    follow.ended = state.is_final();
-                    SseEvent::default()
-                        .event("state")
-                        .data(serde_json::json!({ "state": state.as_str(), "final": state.is_final() }).to_string())
-                }
+                // The state as of the event: replaying an old heartbeat at today's clock would
+                // call a job lost that was running then.
+                _ => match follow.state_change(event.ts) {
+                    Some(sse) => sse,
+                    None => continue,
+                },
             };
             return Some((Ok(sse), follow));
         }
