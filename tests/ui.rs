@@ -168,6 +168,16 @@ async fn the_web_view_lists_jobs_follows_a_log_live_and_cancels_from_the_page() 
     wait_for_text(&client, "#state", "the quick job succeeded", |text| text == "success").await;
     assert!(client.find(Locator::Css("#cancel")).await.is_err(), "a finished job offers no cancel");
 
+    // A job queued while the list is open shows up in it, with no reload.
+    open(&client, &format!("{}/jobs", view.url)).await;
+    let later = project.runway(&args(&flags, &["run", "quick", "--remote", "--detach"])).await;
+    later.assert_code(0);
+    let later_id = later.stdout().trim().to_owned();
+    wait_for_text(&client, "#jobs", "a new job appears in the open list", |text| {
+        text.contains(&later_id.replace('-', "")[20..])
+    })
+    .await;
+
     // The running job's page: new log lines arrive while it is open, stderr told apart.
     open(&client, &format!("{}/jobs", view.url)).await;
     client

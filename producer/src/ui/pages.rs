@@ -73,6 +73,29 @@ const JOB_SCRIPT: &str = r#"
 })();
 "#;
 
+/// Lists keep themselves current: every 3 s each `[data-refresh]` part of the page is fetched
+/// again and replaced, only when it changed (and not while the tab is hidden).
+const REFRESH_SCRIPT: &str = r#"
+(function () {
+  var parts = document.querySelectorAll("[data-refresh]");
+  if (parts.length === 0) { return; }
+  setInterval(function () {
+    if (document.hidden) { return; }
+    fetch(location.href, { headers: { "Accept": "text/html" } })
+      .then(function (answer) { return answer.ok ? answer.text() : null; })
+      .then(function (text) {
+        if (!text) { return; }
+        var fresh = new DOMParser().parseFromString(text, "text/html");
+        parts.forEach(function (part) {
+          var next = fresh.getElementById(part.id);
+          if (next && next.innerHTML !== part.innerHTML) { part.innerHTML = next.innerHTML; }
+        });
+      })
+      .catch(function () {});
+  }, 3000);
+})();
+"#;
+
 fn layout(title: &str, server: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -90,6 +113,7 @@ fn layout(title: &str, server: &str, body: Markup) -> Markup {
                     span.server { (server) }
                 }
                 main { (body) }
+                script { (PreEscaped(REFRESH_SCRIPT)) }
             }
         }
     }
@@ -118,6 +142,7 @@ pub(super) fn jobs(server: &str, records: &[JobRecord], query: &JobsQuery, now_m
             label { "queued within" input name="since" value=(query.since.clone().unwrap_or_else(|| "7d".to_owned())) size="6"; }
             button type="submit" { "Filter" }
         }
+        div id="jobs-list" data-refresh {
         @if records.is_empty() {
             p.note id="no-jobs" { "No job matches." }
         } @else {
@@ -143,6 +168,7 @@ pub(super) fn jobs(server: &str, records: &[JobRecord], query: &JobsQuery, now_m
                     }
                 }
             }
+        }
         }
     };
     layout("Jobs", server, body)
@@ -215,6 +241,7 @@ pub(super) fn runners(server: &str, runners: &[RunnerInfo], now_ms: u64) -> Mark
     let body = html! {
         h1 { "Runners" }
         p.note { "Every runner that answered a ping just now; the last heartbeat is that answer." }
+        div id="runners-list" data-refresh {
         @if runners.is_empty() {
             p.note id="no-runners" { "No runner answered." }
         } @else {
@@ -237,6 +264,7 @@ pub(super) fn runners(server: &str, runners: &[RunnerInfo], now_ms: u64) -> Mark
                 }
             }
         }
+        }
     };
     layout("Runners", server, body)
 }
@@ -246,6 +274,7 @@ pub(super) fn queues(server: &str, queues: &[QueueInfo]) -> Markup {
     let body = html! {
         h1 { "Queues" }
         p.note { "The queue for any runner, those of the live runners and their label sets, and the dead letters. Depth counts jobs ready for a runner." }
+        div id="queues-list" data-refresh {
         table id="queues" {
             thead { tr { th { "queue" } th { "depth" } th { "consumers" } } }
             tbody {
@@ -253,6 +282,7 @@ pub(super) fn queues(server: &str, queues: &[QueueInfo]) -> Markup {
                     tr { td { code { (queue.name) } } td { (queue.messages) } td { (queue.consumers) } }
                 }
             }
+        }
         }
     };
     layout("Queues", server, body)
