@@ -91,6 +91,7 @@ pub enum Command {
         apply: bool,
     },
     /// Serve a web view of the server's jobs, runners and queues (a job's log live, cancel).
+    ///
     /// It has no accounts: it listens on loopback unless told otherwise, and warns then.
     Ui {
         /// The address to listen on (port 0: any free port; the address is printed).
@@ -100,10 +101,13 @@ pub enum Command {
         #[arg(long)]
         read_only: bool,
     },
-    /// Write a commented runway.toml for this directory (or --file PATH); never overwrites one
-    /// (exit 73 if it exists).
+    /// Write a commented runway.toml for this directory (or --file PATH).
+    ///
+    /// It never overwrites one: an existing file is an error (exit 73).
     Init,
-    /// Print a completion script: `runway completions bash > /etc/bash_completion.d/runway`,
+    /// Print a completion script for bash, zsh or fish.
+    ///
+    /// `runway completions bash > /etc/bash_completion.d/runway`,
     /// `runway completions zsh > ~/.zfunc/_runway`, `runway completions fish > ~/.config/fish/completions/runway.fish`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
