@@ -29,22 +29,33 @@ async fn web_view(project: &Project, flags: &[String], extra: &[&str]) -> WebVie
     WebView { _cli: cli, url: url.trim_end_matches('/').to_owned() }
 }
 
-/// chromedriver on a port of its own, killed when dropped.
+/// chromedriver on a port of its own, in a process group of its own with the chromium it
+/// starts: the whole group is killed when dropped, also when a test failed before it closed
+/// its browser session (chromium would otherwise outlive the test).
 struct Driver {
-    _process: tokio::process::Child,
+    process: tokio::process::Child,
     url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(pid) = self.process.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 async fn chromedriver() -> Driver {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
     let process = tokio::process::Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .expect("chromedriver runs (`make browser` installs Debian's chromium-driver)");
-    Driver { _process: process, url: format!("http://127.0.0.1:{port}") }
+    Driver { process, url: format!("http://127.0.0.1:{port}") }
 }
 
 /// A headless chromium session through `driver`, once chromedriver answers.
