@@ -4,7 +4,7 @@ CARGO ?= cargo
 AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/%2f
 export AMQP_URL
 
-.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz
+.PHONY: run test test-faults test-tls test-cluster lint build broker bench clean fuzz man browser
 
 ## Build runway and run the demo operation of examples/demo in local mode.
 run:
@@ -13,7 +13,7 @@ run:
 
 ## Lint, make sure a RabbitMQ answers, then run every test; last, on a cluster of its own
 ## (which needs root), the cluster scenario that passes today (see test-cluster).
-test: lint broker python promtool
+test: lint broker python promtool browser
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --no-fail-fast --exclude runway-tests
 	$(CARGO) test -p runway-tests --no-fail-fast --test e2e --test serial --test tls
@@ -57,6 +57,19 @@ lint:
 
 build:
 	$(CARGO) build --workspace --bins
+
+## Debian's chromium and chromium-driver, for the web view's browser test (e2e `ui::`);
+## installed (as root) only when /usr/bin/chromium is missing.
+browser:
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
+
+## runway's man page, generated from its flags (clap_mangen): target/man/runway.1
+## (read it with `man -l target/man/runway.1`).
+man:
+	$(CARGO) build -p runway-producer --bin runway
+	mkdir -p target/man
+	target/debug/runway man > target/man/runway.1
 
 ## The virtual environment of the Python example client (examples/python), with pika, for the
 ## e2e test `python_client`; a stamp file makes it idempotent.

@@ -21,6 +21,8 @@ mod roles;
 mod secret_logs;
 mod secrets;
 mod server_list;
+mod shell;
 mod submit;
 mod support;
+mod ui;
 mod worker_flags;

@@ -20,6 +20,7 @@ use crate::lookup::{JobEvents, JobRead};
 use crate::printer::{Printer, Style};
 use crate::runners;
 use crate::session::Session;
+use crate::waiting::{Due, Waiting};
 
 /// Events delivered ahead to an attached CLI: a log batch can be 128 KiB, so this bounds the
 /// CLI's memory (8 MiB) while keeping the stream flowing.
@@ -37,9 +38,6 @@ const REJOIN_PAUSES: ExponentialBuilder = ExponentialBuilder::new()
     .with_max_delay(Duration::from_secs(5))
     .with_jitter()
     .without_max_times();
-
-/// How long a job may wait for a runner before the CLI says where it waits.
-const WAITING_NOTICE: Duration = Duration::from_secs(3);
 
 /// A source of Ctrl-C presses.
 pub trait Interrupts: Send {
@@ -65,8 +63,9 @@ pub async fn submit_and_follow(
     session.submit(job).await?;
     printer.status(&format!("queued {} as job {}", job.operation, job.id));
     let mut interrupted = 0;
-    // Until a runner accepts the job, say after a while where it waits and who could take it.
-    let mut waiting_check = Some(Box::pin(tokio::time::sleep(WAITING_NOTICE)));
+    // Until a runner accepts the job, say after a while where it waits and who could take it
+    // (and on a terminal, show a spinner meanwhile).
+    let mut waiting = Waiting::queued(style);
     // Once it runs, its runner must be heard from: three heartbeat intervals of silence is `lost`.
     let mut record = JobRecord::new(job.id);
     let mut last_heard = tokio::time::Instant::now();
@@ -76,10 +75,18 @@ pub async fn submit_and_follow(
         let next = tokio::select! {
             delivery = events.next() => Some(delivery),
             () = interrupts.next() => None,
-            () = async { if let Some(timer) = waiting_check.as_mut() { timer.await } }, if waiting_check.is_some() => {
-                waiting_check = None;
-                let notice = runners::waiting_notice(session.conn(), session.topology(), &job.target).await;
-                printer.status(&notice);
+            due = waiting.due(), if waiting.is_waiting() => {
+                match due {
+                    Due::Spinner => waiting.show_spinner(),
+                    Due::Notice => {
+                        let notice = runners::waiting_notice(session.conn(), session.topology(), &job.target).await;
+                        waiting.notice(&notice, &mut printer);
+                    }
+                    Due::Reason => {
+                        let notice = runners::waiting_notice(session.conn(), session.topology(), &job.target).await;
+                        waiting.reason(&notice);
+                    }
+                }
                 continue;
             }
             _ = silence_check.tick(), if !record.attempts.is_empty() => {
@@ -107,7 +114,7 @@ pub async fn submit_and_follow(
                     Ok(event) => {
                         // Only a runner's events say the job left its queue (not our own record).
                         if !event.runner.is_empty() {
-                            waiting_check = None;
+                            waiting.taken();
                             last_heard = tokio::time::Instant::now();
                         }
                         let sender = runway_broker::identity::sender(&delivery);
@@ -130,6 +137,7 @@ pub async fn submit_and_follow(
             // The connection dropped (a broker restart): connect again and pick up the job's
             // events where they were, from the history.
             Some(Some(Err(_)) | None) => {
+                waiting.taken();
                 match rejoin(session, job, &mut printer, &mut record, interrupts).await? {
                     Rejoined::Following(again) => events = again,
                     Rejoined::Ended(completed) => return Ok(completed),
@@ -139,10 +147,12 @@ pub async fn submit_and_follow(
             None => {
                 interrupted += 1;
                 let force = interrupted > 1;
-                printer.status(if force {
-                    "interrupted again: killing the job"
-                } else {
-                    "interrupted: cancelling the job (Ctrl-C again to kill it)"
+                waiting.suspend(|| {
+                    printer.status(if force {
+                        "interrupted again: killing the job"
+                    } else {
+                        "interrupted: cancelling the job (Ctrl-C again to kill it)"
+                    })
                 });
                 cancel::request_cancel(session.conn(), session.topology(), job.id, force, job.attempt).await?;
             }

@@ -90,6 +90,32 @@ pub enum Command {
         #[arg(long)]
         apply: bool,
     },
+    /// Serve a web view of the server's jobs, runners and queues (a job's log live, cancel).
+    ///
+    /// It has no accounts: it listens on loopback unless told otherwise, and warns then.
+    Ui {
+        /// The address to listen on (port 0: any free port; the address is printed).
+        #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Show only: no cancel button, and cancels sent to it are refused.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Write a commented runway.toml for this directory (or --file PATH).
+    ///
+    /// It never overwrites one: an existing file is an error (exit 73).
+    Init,
+    /// Print a completion script for bash, zsh or fish.
+    ///
+    /// `runway completions bash > /etc/bash_completion.d/runway`,
+    /// `runway completions zsh > ~/.zfunc/_runway`, `runway completions fish > ~/.config/fish/completions/runway.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print runway's man page (roff) on stdout: `runway man | man -l -`.
+    #[command(hide = true)]
+    Man,
 }
 
 fn parse_role(text: &str) -> Result<runway_broker::roles::Role, String> {

@@ -12,6 +12,7 @@ use crate::cancel;
 use crate::cli::{Cli, Command, JobArgs, JobCommand, RunnerCommand};
 use crate::connect;
 use crate::exit::CliError;
+use crate::init;
 use crate::inspect;
 use crate::list::{self, ListFilter};
 use crate::logs::{self, LogsOptions};
@@ -19,7 +20,9 @@ use crate::operations::{self, Operations};
 use crate::roles::{self, RolesRequest};
 use crate::runners;
 use crate::settings::{self, Settings};
+use crate::shell;
 use crate::submit;
+use crate::ui;
 
 /// Run the parsed command line; `interrupts` yields once per Ctrl-C. Returns the exit code.
 pub async fn run(cli: Cli, mut interrupts: impl Interrupts) -> u8 {
@@ -54,8 +57,10 @@ fn role_of(command: &Command) -> Role {
         | Command::Release(_)
         | Command::Submit
         | Command::Job { command: JobCommand::Cancel { .. } } => Role::Submitter,
-        Command::Job { .. } | Command::Runner { .. } => Role::Observer,
+        Command::Job { .. } | Command::Runner { .. } | Command::Ui { .. } => Role::Observer,
         Command::Roles { .. } => Role::Admin,
+        // These never reach a broker.
+        Command::Init | Command::Completions { .. } | Command::Man => Role::Observer,
     }
 }
 
@@ -86,6 +91,16 @@ async fn dispatch(cli: &Cli, interrupts: &mut impl Interrupts) -> Result<u8, Cli
             let topology = Topology::new(namespace).map_err(|err| CliError::Usage(err.to_string()))?;
             roles::roles(&topology, &RolesRequest { role: *role, user, vhost, apply: *apply })
         }
+        Command::Ui { listen, read_only } => {
+            let (conn, topology) = connect_server(cli).await?;
+            let options = ui::UiOptions { listen: *listen, read_only: *read_only };
+            let code = ui::serve(conn.clone(), topology, options, interrupts).await;
+            conn.close().await;
+            code
+        }
+        Command::Init => init::init(cli.file.as_deref()),
+        Command::Completions { shell } => shell::completions(*shell),
+        Command::Man => shell::man(),
     }
 }
 

@@ -23,6 +23,8 @@ pub const NO_RUNNER: u8 = 68;
 pub const BROKER_UNAVAILABLE: u8 = 69;
 /// A bug or an unexpected broker answer.
 pub const INTERNAL: u8 = 70;
+/// A file runway was asked to create cannot be (`runway init`: it exists already).
+pub const CANNOT_CREATE: u8 = 73;
 /// The broker refused an operation: the account lacks a role's rights.
 pub const NO_PERMISSION: u8 = 77;
 /// The job's runner went silent.
@@ -67,6 +69,9 @@ pub enum CliError {
     Refused { source: runway_broker::Error, hint: String },
     #[error("{0}")]
     Internal(String),
+    /// A file to create exists already, or cannot be written.
+    #[error("{0}")]
+    CannotCreate(String),
     /// Whoever read stdout went away (a closed pipe): not a failure, and nothing to say.
     #[error("stdout was closed")]
     StdoutClosed,
@@ -84,6 +89,7 @@ impl CliError {
             CliError::Broker(runway_broker::Error::AccessRefused { .. }) | CliError::Refused { .. } => NO_PERMISSION,
             CliError::Broker(runway_broker::Error::Unroutable { .. }) => NO_RUNNER,
             CliError::Broker(_) | CliError::Internal(_) => INTERNAL,
+            CliError::CannotCreate(_) => CANNOT_CREATE,
             CliError::StdoutClosed => SUCCESS,
         }
     }

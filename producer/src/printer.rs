@@ -42,6 +42,8 @@ pub struct Printer {
     /// Warnings (events not believed) are said: not with `--quiet`, even where status lines
     /// are off.
     warn: bool,
+    /// Colour the outcome line (a terminal, no `NO_COLOR`).
+    colour: bool,
 }
 
 impl Printer {
@@ -58,6 +60,7 @@ impl Printer {
             retry_on_lost: false,
             record: None,
             warn: style != Style::Human { quiet: true },
+            colour: crate::colour::on_stderr(),
         }
     }
 
@@ -253,7 +256,11 @@ impl Printer {
             Some(error) if completed.status != Status::Success => format!("{outcome}: {error}"),
             _ => outcome,
         };
-        self.status(&outcome);
+        let style = match completed.status {
+            Status::Success => anstyle::AnsiColor::Green.on_default(),
+            _ => anstyle::AnsiColor::Red.on_default().bold(),
+        };
+        self.status(&crate::colour::paint(&outcome, style, self.colour));
         let outputs = if completed.outputs.is_empty() { &self.outputs } else { &completed.outputs };
         let lines: Vec<String> = outputs.iter().map(|(key, value)| format!("output {key}={value}")).collect();
         for line in lines {

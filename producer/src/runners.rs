@@ -66,7 +66,7 @@ fn row(info: &RunnerInfo, now_ms: u64) -> Vec<String> {
 }
 
 /// Ping every runner; who answers before the deadline, by id.
-async fn ping(conn: &Connection, topology: &Topology) -> Result<Vec<RunnerInfo>, CliError> {
+pub async fn ping(conn: &Connection, topology: &Topology) -> Result<Vec<RunnerInfo>, CliError> {
     let queue = topology.declare_reply_queue(conn).await?;
     let mut answers =
         conn.consume(&queue, &ConsumeOptions { no_ack: true, ..ConsumeOptions::with_prefetch(0) }).await?;

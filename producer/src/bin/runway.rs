@@ -52,9 +52,8 @@ fn main() -> ExitCode {
     // Whatever `RUNWAY_LOG` says, the AMQP client's debug and trace (frames with the login's
     // password bytes, job bodies with env values) never pass.
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUNWAY_LOG").unwrap_or_else(|_| filter.as_str().into());
-    let output = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let output =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(runway_producer::colour::on_stderr());
     tracing_subscriber::registry().with(output.with_filter(filter.and(client_log_cap()))).init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
