@@ -130,3 +130,28 @@ async fn a_job_published_three_more_times_before_during_and_after_its_run_runs_o
     assert_eq!(accepted, 1, "one attempt was accepted: {events:?}");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_copy_of_a_running_job_that_reaches_another_runner_is_dropped_there() {
+    use runway_broker::protocol::{Command, Job};
+    let ns = Namespace::new().await;
+    let first = ns.worker("w-claim-1", &[]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (runs, gate) = (dir.path().join("runs"), dir.path().join("open"));
+    let script = format!("echo run >> {}; while [ ! -f {} ]; do sleep 0.05; done", runs.display(), gate.display());
+    let job = Job::new("once", "copies", Command::Shell(script), "tester");
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish the job");
+    let id = job.id.to_string();
+    ns.read_history(|event| event["job"] == id.as_str() && event["body"]["kind"] == "started").await;
+    // The first runner is full (one slot) and consumes no shared queue: the copy goes to the second.
+    let mut second = ns.worker("w-claim-2", &[]).await;
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish a copy");
+    second.wait_for_log("dropping a copy of a job another runner has claimed").await;
+    std::fs::write(&gate, b"").expect("open the gate");
+    let events = ns.completed_events(&id).await;
+    assert_eq!(events.last().map(|e| e["body"]["data"]["status"].clone()), Some("success".into()), "{events:?}");
+    let ran = std::fs::read_to_string(&runs).expect("the job ran");
+    assert_eq!(ran.lines().count(), 1, "the job ran {} times", ran.lines().count());
+    assert!(!first.log().contains("dropping a copy"), "{}", first.log());
+    ns.cleanup().await;
+}

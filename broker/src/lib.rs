@@ -5,6 +5,7 @@
 //! the CLI speak [`Connection`] and the [`protocol`] types. It does not decide what a job means.
 
 pub mod amqp;
+pub mod claims;
 pub mod client_logs;
 mod error;
 pub mod identity;

@@ -139,7 +139,9 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
             ],
         ),
         Role::Runner => {
-            let own = [name(r"runner\..+"), name(r"jobs\.labels\..+"), name(r"group\..+"), server_named];
+            // A runner's claims on the attempts it runs are exclusive queues `NS.claim.<job>.<n>`.
+            let own =
+                [name(r"runner\..+"), name(r"jobs\.labels\..+"), name(r"group\..+"), name(r"claim\..+"), server_named];
             let mut write = own.to_vec();
             write.extend([name("events"), name("dead"), default]);
             let mut read = own.to_vec();

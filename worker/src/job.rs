@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use runway_broker::claims::{self, Claim};
 use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery};
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::claimed::Claimed;
 use crate::events::EventSink;
 use crate::execute::{Context, Stop, execute};
 use crate::link::Link;
@@ -28,6 +30,8 @@ pub(crate) struct JobRun {
     pub(crate) config: Arc<RunnerConfig>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) hostname: String,
+    /// The claims of ended attempts, held a while longer.
+    pub(crate) claimed: Arc<Claimed>,
 }
 
 /// Run `job`, which came in `delivery`, until it completed (or was handed back), obeying `stops`;
@@ -37,7 +41,7 @@ pub(crate) async fn run_job(
     run: JobRun,
     mut job: Job,
     delivery: Delivery,
-    mut stops: mpsc::UnboundedReceiver<Stop>,
+    stops: mpsc::UnboundedReceiver<Stop>,
 ) -> bool {
     if delivery.redelivered || delivery.delivery_count > 0 {
         match resolve_redelivery(&run, &job).await {
@@ -52,6 +56,29 @@ pub(crate) async fn run_job(
             }
         }
     }
+    // One runner per attempt, cluster-wide: a copy of the message that reached another runner
+    // at the same time finds the attempt claimed there, and is dropped here.
+    match claims::claim(&run.conn, &run.topology, job.id, job.attempt).await {
+        Ok(Claim::Held) => {}
+        Ok(Claim::Taken) => {
+            tracing::warn!(job = %job.id, attempt = job.attempt, "dropping a copy of a job another runner has claimed");
+            settle(delivery.acker.ack().await);
+            return false;
+        }
+        // Without a claim the job runs as it would have before claims: never lost for it.
+        Err(err) => tracing::warn!(job = %job.id, error = %err, "could not claim the job; running it unclaimed"),
+    }
+    let ran = run_claimed(&run, job.clone(), delivery, stops).await;
+    if let Some((conn, old_job, old_attempt)) = run.claimed.keep(run.conn.clone(), job.id, job.attempt)
+        && let Err(err) = claims::release(&conn, &run.topology, old_job, old_attempt).await
+    {
+        tracing::debug!(job = %old_job, error = %err, "letting go of an old claim failed");
+    }
+    ran
+}
+
+/// Run a claimed job: its secrets, a slot, `accepted`, the process, `completed`, the ack.
+async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) -> bool {
     let mut sink = EventSink::new(run.link.clone(), run.topology.clone(), job.id, run.config.id.clone(), job.attempt);
     let secrets = match run.config.secrets.resolve(&job.secrets) {
         Ok(secrets) => secrets,

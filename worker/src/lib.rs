@@ -6,6 +6,7 @@
 
 mod backoff;
 mod cancels;
+mod claimed;
 mod consumers;
 mod credit;
 pub mod daemon;

@@ -174,6 +174,7 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         running: HashMap::new(),
         jobs: JoinSet::new(),
         taken: Taken::default(),
+        claimed: Arc::default(),
         hostname: hostname().unwrap_or_else(|| "unknown".to_owned()),
         job_queues: wiring.job_queues.clone(),
         cancelled: Cancels::default(),
@@ -221,6 +222,8 @@ struct Serving {
     jobs: JoinSet<(Uuid, u32, bool)>,
     /// The attempts this runner ran: a copy of one is dropped, never run again.
     taken: Taken,
+    /// The claims of ended attempts still held (see `claimed`).
+    claimed: Arc<crate::claimed::Claimed>,
     hostname: String,
     /// The job queues consumed, the runner's own first; the rest are shared.
     job_queues: Vec<String>,
@@ -643,6 +646,7 @@ impl Serving {
             config: Arc::clone(&self.config),
             slots,
             hostname: self.hostname.clone(),
+            claimed: Arc::clone(&self.claimed),
         };
         self.jobs.spawn(async move {
             let (id, attempt) = (job.id, job.attempt);
