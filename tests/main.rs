@@ -14,6 +14,7 @@ mod policy;
 mod python_client;
 mod rejections;
 mod remote;
+mod retries;
 mod roles;
 mod secret_logs;
 mod secrets;

@@ -65,8 +65,21 @@ pub async fn submit_and_follow(
     session.submit(job).await?;
     printer.status(&format!("queued {} as job {}", job.operation, job.id));
     let mut interrupted = 0;
+    // A delayed job waits for its time first.
+    let until_due = match job.not_before_ms {
+        Some(due) => {
+            let now = protocol::now_ms();
+            printer.status(&format!(
+                "scheduled for {} (in {})",
+                format::time(Some(due)),
+                format::wait(due.saturating_sub(now))
+            ));
+            Duration::from_millis(due.saturating_sub(now))
+        }
+        None => Duration::ZERO,
+    };
     // Until a runner accepts the job, say after a while where it waits and who could take it.
-    let mut waiting_check = Some(Box::pin(tokio::time::sleep(WAITING_NOTICE)));
+    let mut waiting_check = Some(Box::pin(tokio::time::sleep(until_due + WAITING_NOTICE)));
     // Once it runs, its runner must be heard from: three heartbeat intervals of silence is `lost`.
     let mut record = JobRecord::new(job.id);
     let mut last_heard = tokio::time::Instant::now();
@@ -85,7 +98,7 @@ pub async fn submit_and_follow(
             _ = silence_check.tick(), if !record.attempts.is_empty() => {
                 if let Some(lost) = lost(&record, last_heard) {
                     let attempt = record.last_attempt().map_or(0, |attempt| attempt.number);
-                    if !job.retry_on_lost {
+                    if !retries_lost(job, attempt) {
                         printer.status(&lost.error.clone().unwrap_or_default());
                         return Ok(lost);
                     }
@@ -147,6 +160,12 @@ pub async fn submit_and_follow(
             }
         }
     }
+}
+
+/// Whether another attempt follows attempt `attempt` of `job` when it is lost.
+fn retries_lost(job: &Job, attempt: u32) -> bool {
+    let lost = Completed::without_exit(Status::Lost, String::new());
+    job.retry_on_lost || job.retry.as_ref().is_some_and(|retry| retry.next_attempt(attempt, &lost).is_some())
 }
 
 /// A queue bound to the events of `job`, consumed.

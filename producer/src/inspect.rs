@@ -66,6 +66,18 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         say!("queued by  {by}");
     }
     say!("queued at  {}", time(Some(record.created_at_ms())));
+    if let Some(due) = record.due_at_ms(now) {
+        say!("scheduled  for {} (in {})", time(Some(due)), format::wait(due.saturating_sub(now)));
+    }
+    if let Some(retry) = &record.retry {
+        let on: Vec<&str> = retry.on.iter().map(|status| status.as_str()).collect();
+        say!(
+            "retry      {} attempts in all, on {}, {} apart",
+            retry.attempts,
+            on.join(", "),
+            format::wait(retry.delay_ms)
+        );
+    }
     if !record.env_keys.is_empty() {
         say!("env        {} (values are never recorded)", record.env_keys.join(", "));
     }
@@ -103,6 +115,9 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
                 say!("  duration {}", format::duration(completed.duration_ms));
                 if let Some(error) = &completed.error {
                     say!("  error    {error}");
+                }
+                if let Some(next) = completed.retrying {
+                    say!("  retried  as attempt {}, due {}", next.attempt, time(Some(next.at_ms)));
                 }
             }
             None => say!("  running  last seen {}", time(Some(attempt.last_seen_ms))),

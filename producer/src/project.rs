@@ -77,6 +77,10 @@ pub struct Operation {
     pub description: Option<String>,
     /// `concurrency`: the operation's concurrency group.
     pub concurrency: Concurrency,
+    /// `retry`: its jobs' automatic retries.
+    pub retry: Option<runway_broker::protocol::Retry>,
+    /// `delay`: its jobs wait this long after they are queued.
+    pub delay: Option<Duration>,
 }
 
 /// An operation's concurrency group, as the file says.
@@ -211,6 +215,8 @@ struct OperationSection {
     retry_on_lost: bool,
     description: Option<String>,
     concurrency: Option<Spanned<ConcurrencySection>>,
+    retry: Option<schedule::RetrySection>,
+    delay: Option<Spanned<DurationText>>,
 }
 
 /// `concurrency` as written: a group name, or `false`.
@@ -433,6 +439,8 @@ impl SourceFile<'_> {
                 }
             }
         };
+        let retry = section.retry.map(|retry| self.retry(retry, name)).transpose()?;
+        let delay = section.delay.map(|text| self.delay(&text, name)).transpose()?;
         Ok(Operation {
             name: name.to_owned(),
             command: run.into_inner().0,
@@ -444,6 +452,8 @@ impl SourceFile<'_> {
             retry_on_lost: section.retry_on_lost,
             description: section.description,
             concurrency,
+            retry,
+            delay,
         })
     }
 
@@ -749,6 +759,8 @@ impl<'de> Deserialize<'de> for TargetKey {
         }
     }
 }
+
+mod schedule;
 
 #[cfg(test)]
 mod tests;

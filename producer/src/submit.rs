@@ -95,7 +95,8 @@ pub fn plan_job(project: &Project, spec: &JobSpec, has_server: bool) -> Result<J
         Some(TargetSpec::Labels(labels)) => args.labels = labels.clone().into_iter().collect(),
     }
     let target = plan::remote_target(&args, operation, has_server)?.unwrap_or(Target::Any);
-    Ok(plan::build_job(project, operation, &args, target))
+    let due = plan::due_at_ms(operation, &args, runway_broker::protocol::now_ms())?;
+    Ok(Job { not_before_ms: due, ..plan::build_job(project, operation, &args, target) })
 }
 
 /// Every line of `input` as a job, each line a JSON [`JobSpec`]; blank lines are skipped. All

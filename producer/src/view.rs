@@ -30,7 +30,13 @@ pub struct JobView<'a> {
     project: Option<&'a str>,
     queued_at_ms: u64,
     queued_by: Option<&'a str>,
+    /// The attempts a job that retries may make in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
     runner: Option<&'a str>,
+    /// When a scheduled job (or its next attempt) is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_for_ms: Option<u64>,
     signal: Option<i32>,
     state: &'static str,
     target: Option<&'a Target>,
@@ -84,7 +90,9 @@ impl<'a> JobView<'a> {
             project: record.project.as_deref(),
             queued_at_ms: record.created_at_ms(),
             queued_by: record.queued_by.as_deref(),
+            max_attempts: record.retry.as_ref().map(|retry| retry.attempts),
             runner: last.map(|attempt| attempt.runner.as_str()),
+            scheduled_for_ms: record.due_at_ms(now_ms),
             signal: completed.and_then(|c| c.signal),
             state: record.state(now_ms).as_str(),
             target: record.target.as_ref(),
@@ -187,6 +195,8 @@ mod tests {
             retry_on_lost: false,
             queued_by: "me@here".to_owned(),
             group: None,
+            not_before_ms: None,
+            retry: None,
             created_at_ms: 1_700_000_000_000,
         };
         record.apply(&event(id, 0, EventBody::Queued(queued)));

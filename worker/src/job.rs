@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
+use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Retrying, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -15,6 +15,7 @@ use crate::events::EventSink;
 use crate::execute::{Context, Stop, execute};
 use crate::link::Link;
 use crate::redelivery::{self, Decision};
+use crate::retry;
 use crate::runner::{RunnerConfig, Shutdown};
 
 /// What one job's task needs.
@@ -60,7 +61,7 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
     };
     let heartbeat_ms = protocol::to_ms(run.config.limits.heartbeat);
     sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
-    let completed = match permit {
+    let mut completed = match permit {
         Some(_permit) => {
             let context = Context {
                 runner: &run.config.id,
@@ -74,12 +75,31 @@ pub(crate) async fn run_job(run: JobRun, mut job: Job, delivery: Delivery, mut s
         None => Completed::without_exit(Status::Cancelled, "cancelled before it started".to_owned()),
     };
     tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
+    if let Some(attempt) = retry::next_attempt(&job, &completed) {
+        completed.retrying = queue_again(&run, &job, attempt).await;
+    }
     sink.emit(EventBody::Completed(completed)).await;
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
     }
     // Acknowledge even if events were lost: the job ran, and it must not run again.
     settle(delivery.acker.ack().await);
+}
+
+/// Queue `job` again as `attempt` (see `retry`); `None` when the broker did not take it, and
+/// then this attempt is the job's last.
+async fn queue_again(run: &JobRun, job: &Job, attempt: u32) -> Option<Retrying> {
+    let conn = run.link.current().map_or_else(|| run.conn.clone(), |(conn, _)| conn);
+    match retry::queue_again(&conn, &run.topology, job, attempt).await {
+        Ok(retrying) => {
+            tracing::info!(job = %job.id, attempt, at_ms = retrying.at_ms, "queued the job again");
+            Some(retrying)
+        }
+        Err(err) => {
+            tracing::warn!(job = %job.id, attempt, error = %err, "queuing the next attempt failed: not retried");
+            None
+        }
+    }
 }
 
 /// End `job` `rejected` without running it: record `completed` with the reason (names only,
@@ -104,14 +124,28 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
         }
         Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
             tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
-            let completed = Completed::without_exit(
-                Status::Lost,
-                format!(
-                    "runner {runner} went silent (last heard from {}); {}",
-                    crate::times::heard_at(last_seen_ms, protocol::now_ms()),
-                    if retry { "running it again" } else { "not retried: the operation does not set retry_on_lost" }
-                ),
-            );
+            let heard = crate::times::heard_at(last_seen_ms, protocol::now_ms());
+            let mut completed =
+                Completed::without_exit(Status::Lost, format!("runner {runner} went silent (last heard from {heard})"));
+            // The job's `retry` queues the next attempt afresh (after its delay); `retry_on_lost`
+            // alone runs it here at once. An attempt number at the end of its range (a hostile
+            // history) is not run again.
+            let retried = match job.retry.as_ref().and_then(|policy| policy.next_attempt(attempt, &completed)) {
+                Some(next) => {
+                    let lost = Job { attempt, ..job.clone() };
+                    completed.retrying = queue_again(run, &lost, next).await;
+                    None
+                }
+                None if retry => attempt.checked_add(1).inspect(|next| {
+                    completed.retrying = Some(Retrying { attempt: *next, at_ms: protocol::now_ms(), delay_ms: 0 });
+                }),
+                None => None,
+            };
+            let why = match completed.retrying {
+                Some(_) => "running it again".to_owned(),
+                None => "not retried: the operation sets neither retry_on_lost nor a retry on lost".to_owned(),
+            };
+            completed.error = completed.error.map(|error| format!("{error}; {why}"));
             let record = Event {
                 v: protocol::VERSION,
                 job: job.id,
@@ -125,8 +159,7 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
                 Ok(confirm) => settle(confirm.wait().await),
                 Err(err) => settle(Err(err)),
             }
-            // An attempt number at the end of its range (a hostile history) is not run again.
-            retry.then(|| attempt.checked_add(1)).flatten()
+            retried
         }
         Err(err) => {
             // Without the history we cannot rule out that it runs elsewhere: never risk twice.

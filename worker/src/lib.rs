@@ -23,6 +23,7 @@ mod masking;
 pub mod policy;
 mod redelivery;
 mod rejection;
+mod retry;
 mod runner;
 pub mod secrets;
 pub mod streams;

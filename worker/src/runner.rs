@@ -169,6 +169,8 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         job_queues: wiring.job_queues.clone(),
         cancelled: Cancels::default(),
         submitters: HashMap::new(),
+        attempts: HashMap::new(),
+        next_attempts: HashMap::new(),
         shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
         deliveries_tx,
@@ -215,6 +217,11 @@ struct Serving {
     cancelled: Cancels,
     /// The verified submitter of each running job, to honour only its allowed cancels.
     submitters: HashMap<Uuid, Option<String>>,
+    /// The attempt of each job here, to tell a redelivered copy from the next attempt.
+    attempts: HashMap<Uuid, u32>,
+    /// The next attempt of a job whose previous attempt is still ending here (it was queued
+    /// again before that attempt's delivery was acknowledged): taken once that one ended.
+    next_attempts: HashMap<Uuid, (u64, Delivery)>,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
     deliveries_tx: mpsc::Sender<Tagged>,
@@ -447,7 +454,11 @@ async fn serve(
                 state.running.remove(&id);
                 state.groups.ended(id);
                 state.submitters.remove(&id);
+                state.attempts.remove(&id);
                 state.ledger.settled(id);
+                if let Some((instance, delivery)) = state.next_attempts.remove(&id) {
+                    state.take(instance, delivery).await;
+                }
                 if state.progress.settled(state.running.len()) {
                     break;
                 }
@@ -464,6 +475,9 @@ async fn serve(
     state.forwarders.abort_all();
     while state.forwarders.join_next().await.is_some() {}
     deliveries.close();
+    for (_, (_, delivery)) in state.next_attempts.drain() {
+        settle(delivery.acker.nack(true).await);
+    }
     while let Ok((_, delivery)) = deliveries.try_recv() {
         if let Ok(delivery) = delivery
             && let Err(err) = delivery.acker.nack(true).await
@@ -588,6 +602,11 @@ impl Serving {
             policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await;
             return;
         }
+        if self.attempts.get(&job.id).is_some_and(|&here| job.attempt > here) {
+            // Its next attempt, queued before this runner settled the last one.
+            self.next_attempts.insert(job.id, (instance, delivery));
+            return;
+        }
         if self.running.contains_key(&job.id) {
             // The broker handed back a job this runner is running (its connection dropped and
             // came back): the copy is a duplicate.
@@ -602,6 +621,7 @@ impl Serving {
             let _ = stop_tx.send(Stop { force: true });
         }
         self.running.insert(job.id, stop_tx);
+        self.attempts.insert(job.id, job.attempt);
         self.submitters.insert(job.id, submitter);
         self.ledger.took(job.id, instance);
         // A group job runs outside the slots: the group bounds it to one (see `groups`).

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use runway_broker::protocol::{
-    self, Builtin, Command, Completed, Event, EventBody, LogLine, Queued, Status, Stream, Target, VERSION,
+    self, Builtin, Command, Completed, Event, EventBody, LogLine, Queued, Retrying, Status, Stream, Target, VERSION,
 };
 use runway_worker::history::{JobRecord, State, uuid_ms};
 use uuid::Uuid;
@@ -93,14 +93,16 @@ fn completed() -> impl Strategy<Value = Completed> {
         millis(),
         btree_map(short_text(), text(), 0..3),
         proptest::option::of(text()),
+        proptest::option::of((any::<u32>(), timestamp(), millis())),
     )
-        .prop_map(|(status, exit_code, signal, duration_ms, outputs, error)| Completed {
+        .prop_map(|(status, exit_code, signal, duration_ms, outputs, error, retrying)| Completed {
             status,
             exit_code,
             signal,
             duration_ms,
             outputs,
             error,
+            retrying: retrying.map(|(attempt, at_ms, delay_ms)| Retrying { attempt, at_ms, delay_ms }),
         })
 }
 
@@ -108,13 +110,13 @@ fn queued() -> impl Strategy<Value = Queued> {
     (
         (short_text(), short_text(), command(), vec(short_text(), 0..3), vec(short_text(), 0..3)),
         (target(), proptest::option::of(millis()), any::<bool>(), short_text(), timestamp()),
-        proptest::option::of(short_text()),
+        (proptest::option::of(short_text()), proptest::option::of(timestamp())),
     )
         .prop_map(
             |(
                 (operation, project, command, args, env_keys),
                 (target, timeout_ms, retry_on_lost, queued_by, created_at_ms),
-                group,
+                (group, not_before_ms),
             )| Queued {
                 operation,
                 project,
@@ -128,6 +130,8 @@ fn queued() -> impl Strategy<Value = Queued> {
                 created_at_ms,
                 group,
                 secrets: Vec::new(),
+                not_before_ms,
+                retry: None,
             },
         )
 }
@@ -251,6 +255,7 @@ fn attempt_events(job: Uuid, number: u32, start_ms: u64, ends: Option<Status>) -
                 duration_ms: 1,
                 outputs,
                 error: None,
+                retrying: None,
             }));
         }
         bodies

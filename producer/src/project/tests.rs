@@ -141,7 +141,7 @@ fn an_unknown_operation_key_is_named_at_the_key() {
     assert_eq!(
         message,
         "unknown key `tiemout` in [operations.build], expected one of `run`, `timeout`, `kill_grace`, `env`, \
-             `secrets`, `target`, `retry_on_lost`, `description`, `concurrency`"
+             `secrets`, `target`, `retry_on_lost`, `description`, `concurrency`, `retry`, `delay`"
     );
 }
 
