@@ -4,6 +4,7 @@
 #![allow(unreachable_pub)]
 
 mod consumer_cancel;
+mod delays;
 mod faults;
 mod groups;
 mod hostile;
