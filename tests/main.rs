@@ -6,6 +6,7 @@
 mod consumer_cancel;
 mod delays;
 mod faults;
+mod group_wait;
 mod groups;
 mod hostile;
 mod jobs;

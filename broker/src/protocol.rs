@@ -502,8 +502,14 @@ impl Completed {
 pub enum EventBody {
     /// The producer queued the job (published by the producer, `seq` 0, `runner` empty).
     Queued(Queued),
-    /// Someone asked to cancel the job (published by the canceller, `seq` 0).
-    CancelRequested { by: String, force: bool },
+    /// Someone asked to cancel the job (published by the canceller, `seq` 0), and why when it
+    /// was not a person's own request (`concurrency_pending = "cancel"`).
+    CancelRequested {
+        by: String,
+        force: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A runner took the job off its queue; it sends a heartbeat every `heartbeat_ms` while the
     /// job runs.
     Accepted { hostname: String, heartbeat_ms: u64 },
@@ -807,7 +813,7 @@ mod tests {
     fn every_event_kind_round_trips() {
         let bodies = vec![
             EventBody::Queued(Queued::of(&job())),
-            EventBody::CancelRequested { by: "me".into(), force: true },
+            EventBody::CancelRequested { by: "me".into(), force: true, reason: Some("superseded".into()) },
             EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 5000 },
             EventBody::Started { pid: 7, argv: vec!["true".into()] },
             EventBody::Log {

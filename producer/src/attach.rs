@@ -16,6 +16,7 @@ use runway_worker::history::JobRecord;
 use crate::cancel;
 use crate::exit::CliError;
 use crate::format;
+use crate::group_wait;
 use crate::lookup::{JobEvents, JobRead};
 use crate::printer::{Printer, Style};
 use crate::runners;
@@ -91,7 +92,15 @@ pub async fn submit_and_follow(
             () = interrupts.next() => None,
             () = async { if let Some(timer) = waiting_check.as_mut() { timer.await } }, if waiting_check.is_some() => {
                 waiting_check = None;
-                let notice = runners::waiting_notice(session.conn(), session.topology(), &job.target).await;
+                // A job of a concurrency group may wait on the group, not on a runner.
+                let held = match &job.group {
+                    Some(group) => group_wait::waiting_notice(session.conn(), session.topology(), group, job.id).await,
+                    None => None,
+                };
+                let notice = match held {
+                    Some(notice) => notice,
+                    None => runners::waiting_notice(session.conn(), session.topology(), &job.target).await,
+                };
                 printer.status(&notice);
                 continue;
             }

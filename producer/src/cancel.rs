@@ -38,6 +38,18 @@ pub async fn request_cancel(
     force: bool,
     attempt: u32,
 ) -> Result<(), CliError> {
+    request_cancel_for(conn, topology, job, force, attempt, None).await
+}
+
+/// [`request_cancel`], saying why when it is not the canceller's own request.
+pub async fn request_cancel_for(
+    conn: &Connection,
+    topology: &Topology,
+    job: Uuid,
+    force: bool,
+    attempt: u32,
+    reason: Option<String>,
+) -> Result<(), CliError> {
     let event = Event {
         v: VERSION,
         job,
@@ -45,7 +57,7 @@ pub async fn request_cancel(
         ts: now_ms(),
         runner: String::new(),
         attempt,
-        body: EventBody::CancelRequested { by: identity::user_at_host(), force },
+        body: EventBody::CancelRequested { by: identity::user_at_host(), force, reason },
     };
     topology.publish_event(conn, &event).await?.wait().await?;
     let control = Control { v: VERSION, body: ControlBody::Cancel { job, force } };

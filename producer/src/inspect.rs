@@ -11,6 +11,7 @@ use runway_worker::times::heard_at;
 
 use crate::exit::{self, CliError};
 use crate::format::{self, time};
+use crate::group_wait;
 use crate::lookup;
 use crate::runners;
 use crate::stdout;
@@ -21,8 +22,13 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
     let record = lookup::resolve(conn, topology, id).await?;
     let now = now_ms();
     let state = record.state(now);
-    let waiting = match (&record.target, state) {
-        (Some(target), State::Queued) => topology.job_queue_info(conn, target).await?,
+    // A job of a concurrency group waits on the group: say who holds it.
+    let held = match (&record.group, state) {
+        (Some(group), State::Queued) => group_wait::waiting_notice(conn, topology, group, record.id).await,
+        _ => None,
+    };
+    let waiting = match (&record.target, state, &held) {
+        (Some(target), State::Queued, None) => topology.job_queue_info(conn, target).await?,
         _ => None,
     };
     // No consumer: every runner serving it is busy, or none is up.
@@ -33,7 +39,7 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         _ => None,
     };
     if json {
-        let mut view = JobView::new(&record, now);
+        let mut view = JobView::new(&record, now).held(held.as_deref());
         if let Some(info) = &waiting {
             view = view.waiting(info, why.as_deref());
         }
@@ -84,8 +90,17 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
     if !record.secrets.is_empty() {
         println!("secrets    {} (from the runner's store)", record.secrets.join(", "));
     }
+    if let Some(group) = &record.group {
+        say!("group      {group}");
+    }
     if let Some((at, by)) = &record.cancel_requested {
-        say!("cancel     requested by {by} at {}", time(Some(*at)));
+        match &record.cancel_reason {
+            Some(reason) => say!("cancel     requested by {by} at {}: {reason}", time(Some(*at))),
+            None => say!("cancel     requested by {by} at {}", time(Some(*at))),
+        }
+    }
+    if let Some(held) = held.as_deref().and_then(|notice| notice.strip_prefix("waiting: ")) {
+        say!("waiting    {held}");
     }
     if let Some(info) = &waiting {
         say!(

@@ -7,8 +7,10 @@
 use crate::attach::{self, Interrupts};
 use crate::cli::{Cli, JobArgs};
 use crate::exit::{self, CliError};
+use crate::group_wait;
 use crate::plan;
 use crate::printer::Style;
+use crate::project::Pending;
 use crate::session::Session;
 use crate::settings::{self, Settings};
 
@@ -45,6 +47,15 @@ pub async fn run(
             not_before_ms: due,
             ..plan::build_job(&project, operation, args, target)
         };
+        if let (Some(group), Pending::Cancel) = (&job.group, operation.concurrency_pending) {
+            for id in group_wait::cancel_pending(session.conn(), session.topology(), group, job.id).await? {
+                if !cli.quiet && !json {
+                    eprintln!(
+                        "runway: cancelled job {id}, waiting in group {group} (concurrency_pending = \"cancel\")"
+                    );
+                }
+            }
+        }
         if args.detach {
             session.submit(&job).await?;
             println!("{}", job.id);

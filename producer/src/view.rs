@@ -19,11 +19,19 @@ pub struct JobView<'a> {
     attempt: Option<u32>,
     attempts: Vec<AttemptView<'a>>,
     cancel_requested: bool,
+    /// Why it was cancelled, when not by its canceller's own request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_reason: Option<&'a str>,
     duration_ms: Option<u64>,
     env_keys: &'a [String],
     error: Option<&'a str>,
     exit_code: Option<i32>,
     finished_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    /// Who holds the concurrency group it waits on (`job inspect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<String>,
     id: Uuid,
     operation: Option<&'a str>,
     outputs: &'a BTreeMap<String, String>,
@@ -79,11 +87,14 @@ impl<'a> JobView<'a> {
             attempt: last.map(|attempt| attempt.number),
             attempts: record.attempts.values().map(AttemptView::new).collect(),
             cancel_requested: record.cancel_requested.is_some(),
+            cancel_reason: record.cancel_reason.as_deref(),
             duration_ms: completed.map(|c| c.duration_ms),
             env_keys: &record.env_keys,
             error: completed.and_then(|c| c.error.as_deref()),
             exit_code: completed.and_then(|c| c.exit_code),
             finished_at_ms: record.finished_at_ms(),
+            group: record.group.as_deref(),
+            held: None,
             id: record.id,
             operation: record.operation.as_deref(),
             outputs: &record.outputs,
@@ -98,6 +109,12 @@ impl<'a> JobView<'a> {
             target: record.target.as_ref(),
             waiting: None,
         }
+    }
+
+    /// Who holds the group the job waits on, as `job inspect` says it.
+    pub fn held(mut self, notice: Option<&str>) -> JobView<'a> {
+        self.held = notice.map(|notice| notice.strip_prefix("waiting: ").unwrap_or(notice).to_owned());
+        self
     }
 
     /// With the queue the job waits in, and why no runner consumes it (if none does).

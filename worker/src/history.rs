@@ -112,6 +112,10 @@ pub struct JobRecord {
     /// Its automatic retries.
     pub retry: Option<Retry>,
     pub cancel_requested: Option<(u64, String)>,
+    /// Why it was cancelled, when that was not its canceller's own request.
+    pub cancel_reason: Option<String>,
+    /// Its concurrency group.
+    pub group: Option<String>,
     pub attempts: BTreeMap<u32, Attempt>,
     pub outputs: BTreeMap<String, String>,
     /// Kinds of events this build does not know (a later version's) that the job had.
@@ -147,10 +151,14 @@ impl JobRecord {
                 self.queued_at_ms = Some(queued.created_at_ms);
                 self.not_before_ms = queued.not_before_ms;
                 self.retry = queued.retry.as_deref().cloned();
+                self.group = queued.group.clone();
                 return;
             }
-            EventBody::CancelRequested { by, .. } => {
-                self.cancel_requested.get_or_insert((event.ts, by.clone()));
+            EventBody::CancelRequested { by, reason, .. } => {
+                if self.cancel_requested.is_none() {
+                    self.cancel_requested = Some((event.ts, by.clone()));
+                    self.cancel_reason = reason.clone();
+                }
                 return;
             }
             // Not knowing what it means, it says nothing of the attempt: noted, nothing more.
@@ -343,7 +351,7 @@ mod tests {
         assert_eq!(record.attempt_count(), 1);
         record.apply(&Event {
             runner: String::new(),
-            ..event(id, 0, 6_500, 1, EventBody::CancelRequested { by: "me".into(), force: false })
+            ..event(id, 0, 6_500, 1, EventBody::CancelRequested { by: "me".into(), force: false, reason: None })
         });
         assert_eq!(record.state(6_600), State::Cancelled, "cancelled while it waited");
         assert_eq!(record.due_at_ms(6_600), None);
@@ -383,7 +391,7 @@ mod tests {
         record.apply(&queued(id));
         record.apply(&Event {
             runner: String::new(),
-            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: "x".into(), force: false })
+            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: "x".into(), force: false, reason: None })
         });
         assert_eq!(record.state(2_000), State::Cancelled);
     }

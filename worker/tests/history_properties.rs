@@ -85,7 +85,8 @@ fn status() -> impl Strategy<Value = Status> {
     ]
 }
 
-fn completed() -> impl Strategy<Value = Completed> {
+/// Boxed, as `queued` is: the strategy types nest deep enough to overflow a test thread's stack.
+fn completed() -> BoxedStrategy<Completed> {
     (
         status(),
         any::<Option<i32>>(),
@@ -104,9 +105,11 @@ fn completed() -> impl Strategy<Value = Completed> {
             error,
             retrying: retrying.map(|(attempt, at_ms, delay_ms)| Retrying { attempt, at_ms, delay_ms }),
         })
+        .boxed()
 }
 
-fn queued() -> impl Strategy<Value = Queued> {
+/// Boxed: see `completed`.
+fn queued() -> BoxedStrategy<Queued> {
     (
         (short_text(), short_text(), command(), vec(short_text(), 0..3), vec(short_text(), 0..3)),
         (target(), proptest::option::of(millis()), any::<bool>(), short_text(), timestamp()),
@@ -134,6 +137,7 @@ fn queued() -> impl Strategy<Value = Queued> {
                 retry: None,
             },
         )
+        .boxed()
 }
 
 fn log_line() -> impl Strategy<Value = LogLine> {
@@ -145,7 +149,8 @@ fn log_line() -> impl Strategy<Value = LogLine> {
 fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![
         queued().prop_map(EventBody::Queued),
-        (short_text(), any::<bool>()).prop_map(|(by, force)| EventBody::CancelRequested { by, force }),
+        (short_text(), any::<bool>(), proptest::option::of(short_text()))
+            .prop_map(|(by, force, reason)| EventBody::CancelRequested { by, force, reason }),
         (short_text(), millis()).prop_map(|(hostname, heartbeat_ms)| EventBody::Accepted { hostname, heartbeat_ms }),
         (any::<u32>(), vec(short_text(), 0..3)).prop_map(|(pid, argv)| EventBody::Started { pid, argv }),
         vec(log_line(), 0..8).prop_map(|lines| EventBody::Log { lines }),
@@ -173,7 +178,17 @@ fn look_at(record: &JobRecord, now: u64) -> Result<(), TestCaseError> {
     let _ = format!("{record:?} {state:?} {}", uuid_ms(record.id));
     let _ = (record.created_at_ms(), record.finished_at_ms());
     match (record.last_attempt(), record.completed()) {
-        (None, _) => prop_assert!(matches!(state, State::Queued | State::Cancelled), "no attempt yet: {:?}", state),
+        (None, _) => prop_assert!(
+            matches!(state, State::Queued | State::Scheduled | State::Cancelled),
+            "no attempt yet: {:?}",
+            state
+        ),
+        // Queued again as the next attempt: waiting for it, or cancelled while it waited.
+        (Some(_), Some(completed)) if completed.retrying.is_some() => prop_assert!(
+            matches!(state, State::Queued | State::Scheduled | State::Cancelled),
+            "retrying, yet {:?}",
+            state
+        ),
         (Some(_), Some(completed)) => {
             let _ = completed.status.to_string();
             prop_assert!(state.is_final(), "the latest attempt completed {}, yet {:?}", completed.status, state);
@@ -303,7 +318,10 @@ fn well_formed_history() -> impl Strategy<Value = (Uuid, Vec<Event>)> {
             };
             let mut events = vec![producer(start_ms, EventBody::Queued(queued))];
             if cancelled {
-                events.push(producer(start_ms, EventBody::CancelRequested { by: "me".to_owned(), force: false }));
+                events.push(producer(
+                    start_ms,
+                    EventBody::CancelRequested { by: "me".to_owned(), force: false, reason: None },
+                ));
             }
             events.extend(runs.into_iter().flatten());
             (job, events)

@@ -9,7 +9,7 @@ use runway_broker::protocol::{self, Retry, Status};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{DURATION_EXAMPLES, DurationText, ProjectError, SourceFile};
+use super::{DURATION_EXAMPLES, DurationText, Pending, ProjectError, SourceFile};
 
 /// Attempts in all when `retry` does not say (the first one included).
 pub(super) const DEFAULT_ATTEMPTS: u32 = 3;
@@ -87,6 +87,22 @@ impl SourceFile<'_> {
             exit_codes.push(valid);
         }
         Ok(Retry { attempts, on, delay_ms: protocol::to_ms(delay), exit_codes })
+    }
+
+    /// The `concurrency_pending` of operation `name`.
+    pub(super) fn pending(&self, text: &Spanned<String>, name: &str) -> Result<Pending, ProjectError> {
+        match text.get_ref().as_str() {
+            "queue" => Ok(Pending::Queue),
+            "cancel" => Ok(Pending::Cancel),
+            other => Err(self.invalid(
+                text.span(),
+                format!(
+                    "unknown `concurrency_pending` `{}` in operation `{name}`, expected \"queue\" (wait in turn) \
+                     or \"cancel\" (a new job cancels the waiting ones)",
+                    other.escape_debug()
+                ),
+            )),
+        }
     }
 
     /// The `delay` of operation `name`: its jobs wait this long after they are queued.
