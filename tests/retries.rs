@@ -50,6 +50,11 @@ async fn a_job_failing_twice_then_succeeding_on_attempt_3_ends_the_attached_cli_
         assert_eq!(ended["body"]["data"]["retrying"]["delay_ms"], 1000, "{ended}");
         assert!(taken["ts"].as_u64().expect("ts") >= due, "taken before its time: {taken} (due {due})");
     }
+    // `job logs --follow` follows every attempt too, says why, and exits with the last one's code.
+    let logs = project.runway(&args(&ns.flags(), &["job", "logs", "--follow", id])).await;
+    logs.assert_code(0);
+    assert_eq!(logs.stdout(), "run 1\nrun 2\nrun 3\n");
+    assert!(logs.stderr.contains("runway: attempt 1 failed (exit 1); retrying in 1s as attempt 2"), "{}", logs.stderr);
     let list = project.runway(&args(&ns.flags(), &["job", "list"])).await;
     list.assert_code(0);
     let line = list
@@ -139,4 +144,54 @@ async fn bad_retry_values_are_errors_naming_the_key() {
         assert!(run.stderr.contains(says), "{retry}: {}", run.stderr);
         assert!(run.stderr.contains("runway.toml:3:"), "{retry}: {}", run.stderr);
     }
+}
+
+#[tokio::test]
+async fn a_lost_attempt_is_queued_again_after_the_delay_and_the_attached_cli_follows_it() {
+    let ns = Namespace::new().await;
+    let gates = tempfile::tempdir().expect("temp dir");
+    let run = format!(
+        "echo attempt=$RUNWAY_ATTEMPT; while [ ! -e {}/gate-$RUNWAY_ATTEMPT ]; do sleep 0.02; done",
+        gates.path().display()
+    );
+    let project =
+        Project::new(&format!("[operations.deploy]\nrun = {run:?}\nretry = {{ on = [\"lost\"], delay = \"1s\" }}\n"));
+    let doomed = ns.worker("w-doomed-retry", &[]).await;
+    let mut attached = project.spawn_runway(&args(&ns.flags(), &["deploy", "--remote"]));
+    let queued = attached.stderr_line_containing("as job ").await;
+    let id = queued.rsplit(' ').next().expect("job id").to_owned();
+    let mut first_pid = 0;
+    ns.read_history(|event| {
+        if event["job"] == id.as_str() && event["body"]["kind"] == "started" {
+            first_pid = event["body"]["data"]["pid"].as_i64().expect("pid") as i32;
+            return true;
+        }
+        false
+    })
+    .await;
+    let _survivor = ns.worker("w-survivor-retry", &[]).await;
+    doomed.signal(nix::sys::signal::Signal::SIGKILL);
+    std::fs::write(gates.path().join("gate-2"), "").expect("open the second attempt's gate");
+    let line = attached.stderr_line_containing("retrying").await;
+    assert!(line.contains("attempt 1 was lost: runner w-doomed-retry went silent"), "{line}");
+    assert!(line.ends_with("; retrying in 1s as attempt 2"), "{line}");
+    let done = attached.finish().await;
+    done.assert_code(0);
+    assert!(done.stdout().contains("attempt=2"), "{}", done.stdout());
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(first_pid), nix::sys::signal::Signal::SIGKILL);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_is_retried() {
+    let ns = Namespace::new().await;
+    let _worker = ns.worker("w-retry-timeout", &[]).await;
+    let run = "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 2 ] || sleep 30";
+    let project = Project::new(&format!(
+        "[operations.slow]\nrun = {run:?}\ntimeout = \"500ms\"\nkill_grace = \"0s\"\nretry = {{ on = [\"timed_out\"] }}\n"
+    ));
+    let done = project.runway(&args(&ns.flags(), &["run", "slow", "--remote"])).await;
+    done.assert_code(0);
+    assert!(done.stderr.contains("attempt 1 timed out; retrying now as attempt 2"), "{}", done.stderr);
+    ns.cleanup().await;
 }

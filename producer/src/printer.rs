@@ -248,6 +248,9 @@ pub fn retry_line(attempt: u32, completed: &Completed) -> Option<String> {
     let how = match (completed.status, completed.exit_code) {
         (Status::Failed, Some(code)) => format!("failed (exit {code})"),
         (Status::TimedOut, _) => "timed out".to_owned(),
+        (Status::Lost, _) => {
+            format!("was lost: {}", completed.error.as_deref().unwrap_or("its runner went silent"))
+        }
         (status, _) => status.as_str().to_owned(),
     };
     let when = match next.delay_ms {

@@ -141,11 +141,11 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Option<u32> {
                 }),
                 None => None,
             };
-            let why = match completed.retrying {
-                Some(_) => "running it again".to_owned(),
-                None => "not retried: the operation sets neither retry_on_lost nor a retry on lost".to_owned(),
-            };
-            completed.error = completed.error.map(|error| format!("{error}; {why}"));
+            // A retry says so itself (`retrying`); only its absence needs words.
+            if completed.retrying.is_none() {
+                let why = "not retried: the operation sets neither retry_on_lost nor a retry on lost";
+                completed.error = completed.error.map(|error| format!("{error}; {why}"));
+            }
             let record = Event {
                 v: protocol::VERSION,
                 job: job.id,
