@@ -101,7 +101,7 @@ fn parse_role(text: &str) -> Result<runway_broker::roles::Role, String> {
 pub enum JobCommand {
     /// Jobs, newest first.
     List {
-        /// Only jobs in this state: queued, running, success, failed, cancelled, timed_out, lost, rejected.
+        /// Only jobs in this state: scheduled, queued, running, success, failed, cancelled, timed_out, lost, rejected.
         #[arg(long, value_parser = parse_state)]
         state: Option<runway_worker::history::State>,
         /// Only jobs queued within this long (e.g. 1h, 24h, 7d).
@@ -154,7 +154,7 @@ pub enum RunnerCommand {
 fn parse_state(text: &str) -> Result<runway_worker::history::State, String> {
     runway_worker::history::State::parse(text).ok_or_else(|| {
         format!(
-            "`{text}` is not a state; expected queued, running, success, failed, cancelled, timed_out, lost or rejected"
+            "`{text}` is not a state; expected scheduled, queued, running, success, failed, cancelled, timed_out, lost or rejected"
         )
     })
 }
@@ -222,7 +222,7 @@ fn parse_secret_name(text: &str) -> Result<String, String> {
 
 /// A human duration (`90s`, `30m`, `1h 30m`) of at least a millisecond (the wire's unit).
 /// A time of day in RFC 3339, UTC (`Z`).
-fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
     humantime::parse_rfc3339(text)
         .map_err(|err| format!("`{text}` is not a time ({err}); expected RFC 3339 in UTC, e.g. 2026-12-24T09:00:00Z"))
 }

@@ -54,6 +54,12 @@ pub struct JobSpec {
     /// A human duration (`90s`, `10m`).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Run no sooner than this long after it is queued (`10m`), as `--delay`.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// Run at this time (RFC 3339, UTC), as `--at`.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 /// Where a [`JobSpec`] runs: `"any"`, `{"runner": "ID"}` or `{"labels": {"K": "V"}}`.
@@ -86,7 +92,12 @@ pub fn plan_job(project: &Project, spec: &JobSpec, has_server: bool) -> Result<J
         env.push((key.clone(), value.clone()));
     }
     let timeout = spec.timeout.as_deref().map(cli::parse_duration).transpose().map_err(CliError::Usage)?;
-    let mut args = JobArgs { env, timeout, detach: true, args: spec.args.clone(), ..JobArgs::default() };
+    if spec.delay.is_some() && spec.at.is_some() {
+        return Err(CliError::Usage("both `delay` and `at`: give one".to_owned()));
+    }
+    let delay = spec.delay.as_deref().map(cli::parse_duration).transpose().map_err(CliError::Usage)?;
+    let at = spec.at.as_deref().map(cli::parse_time).transpose().map_err(CliError::Usage)?;
+    let mut args = JobArgs { env, timeout, delay, at, detach: true, args: spec.args.clone(), ..JobArgs::default() };
     match &spec.target {
         None => {}
         Some(TargetSpec::Any) => args.remote = true,
