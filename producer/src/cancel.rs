@@ -22,6 +22,10 @@ pub async fn cancel(conn: &Connection, topology: &Topology, id: &str, force: boo
     }
     request_cancel(conn, topology, record.id, force, record.last_attempt().map_or(1, |a| a.number)).await?;
     match record.last_attempt() {
+        // Its next attempt waits for its time: it never comes.
+        Some(attempt) if attempt.completed.is_some() => {
+            eprintln!("runway: job {} cancelled: attempt {} will not run", record.id, attempt.number.saturating_add(1))
+        }
         Some(attempt) => {
             eprintln!("runway: cancel requested for job {} running on runner {}", record.id, attempt.runner)
         }

@@ -41,6 +41,9 @@ pub struct JobView<'a> {
     /// The attempts a job that retries may make in all.
     #[serde(skip_serializing_if = "Option::is_none")]
     max_attempts: Option<u32>,
+    /// When a delayed job was queued to run (its `--delay` or `--at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before_ms: Option<u64>,
     runner: Option<&'a str>,
     /// When a scheduled job (or its next attempt) is due.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +105,7 @@ impl<'a> JobView<'a> {
             queued_at_ms: record.created_at_ms(),
             queued_by: record.queued_by.as_deref(),
             max_attempts: record.retry.as_ref().map(|retry| retry.attempts),
+            not_before_ms: record.not_before_ms,
             runner: last.map(|attempt| attempt.runner.as_str()),
             scheduled_for_ms: record.due_at_ms(now_ms),
             signal: completed.and_then(|c| c.signal),
