@@ -42,6 +42,9 @@ const REJOIN_PAUSES: ExponentialBuilder = ExponentialBuilder::new()
 /// How long a job may wait for a runner before the CLI says where it waits.
 const WAITING_NOTICE: Duration = Duration::from_secs(3);
 
+/// How long a job of a concurrency group may wait before the CLI says who holds the group.
+const GROUP_NOTICE: Duration = Duration::from_secs(1);
+
 /// A source of Ctrl-C presses.
 pub trait Interrupts: Send {
     fn next(&mut self) -> impl Future<Output = ()> + Send;
@@ -80,7 +83,9 @@ pub async fn submit_and_follow(
         None => Duration::ZERO,
     };
     // Until a runner accepts the job, say after a while where it waits and who could take it.
-    let mut waiting_check = Some(Box::pin(tokio::time::sleep(until_due + WAITING_NOTICE)));
+    // A job of a concurrency group says sooner who holds its group: a held group is no fault.
+    let notice_after = if job.group.is_some() { GROUP_NOTICE } else { WAITING_NOTICE };
+    let mut waiting_check = Some(Box::pin(tokio::time::sleep(until_due + notice_after)));
     // Once it runs, its runner must be heard from: three heartbeat intervals of silence is `lost`.
     let mut record = JobRecord::new(job.id);
     let mut last_heard = tokio::time::Instant::now();

@@ -63,8 +63,8 @@ pub fn held_by(group: &str, holder: &JobRecord, now: u64) -> String {
     )
 }
 
-/// What a job waiting on `group` says: who holds it, or how many wait ahead; `None` when the
-/// index shows neither (the group is free: the job waits for a runner, not for the group).
+/// What a job waiting on `group` says: who holds it, how many wait ahead, or else where it waits
+/// for a runner; `None` when even its queue cannot be read.
 pub async fn waiting_notice(conn: &Connection, topology: &Topology, group: &str, job: Uuid) -> Option<String> {
     let jobs = match group_jobs(conn, topology, group, job).await {
         Ok(jobs) => jobs,
@@ -74,9 +74,24 @@ pub async fn waiting_notice(conn: &Connection, topology: &Topology, group: &str,
     match (&jobs.holder, ahead) {
         (Some(holder), 0) => Some(format!("waiting: {}", held_by(group, holder, now_ms()))),
         (Some(holder), n) => Some(format!("waiting: {} ({n} more ahead)", held_by(group, holder, now_ms()))),
-        (None, 0) => None,
+        (None, 0) => queue_notice(conn, topology, group).await,
         (None, n) => Some(format!("waiting: {n} job(s) of {group} ahead")),
     }
+}
+
+/// The group is free but the job is not taken: where it waits, and how many runners consume it.
+async fn queue_notice(conn: &Connection, topology: &Topology, group: &str) -> Option<String> {
+    let queue = topology.group_queue(group);
+    let info = conn.queue_info(&queue).await.ok()??;
+    Some(format!(
+        "still waiting for a runner: the job is in queue `{queue}` of group {group} ({} waiting there), which {} \
+         consume (one job of the group at a time)",
+        info.messages,
+        match info.consumers {
+            1 => "1 runner".to_owned(),
+            n => format!("{n} runners"),
+        }
+    ))
 }
 
 /// `concurrency_pending = "cancel"`: cancel every job waiting in `group` (not the one running),
