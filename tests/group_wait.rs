@@ -3,8 +3,8 @@
 
 use crate::support::{Namespace, Project, args};
 
-/// Runs until the file `release` exists.
-const HOLD: &str = "echo started; while [ ! -e release ]; do sleep 0.05; done";
+/// Runs until the file `release` (or `release-<its job id>`) exists.
+const HOLD: &str = "echo started; while [ ! -e release ] && [ ! -e release-$RUNWAY_JOB_ID ]; do sleep 0.05; done";
 
 fn shop(extra: &str) -> Project {
     Project::new(&format!("[project]\nname = \"shop\"\n\n[operations.deploy]\nrun = {HOLD:?}\n{extra}"))
@@ -31,18 +31,23 @@ async fn a_job_waiting_on_its_group_says_who_holds_it_attached_and_in_job_inspec
     let project = shop("");
     let holder = detached_deploy(&ns, &project).await;
     wait_started(&ns, &holder).await;
+    let next = detached_deploy(&ns, &project).await;
     let mut attached = project.spawn_runway(&args(&ns.flags(), &["deploy", "--remote"]));
     let queued = attached.stderr_line_containing("as job ").await;
     let waiting_id = queued.rsplit(' ').next().expect("job id").to_owned();
     let line = attached.stderr_line_containing("waiting: ").await;
     let expected = format!("runway: waiting: shop.deploy is held by job {} (", short(&holder));
     assert!(line.starts_with(&expected), "{line}");
-    assert!(line.contains(", running ") && line.ends_with(')'), "{line}");
+    assert!(line.contains(", running ") && line.ends_with("(1 more ahead)"), "{line}");
     let inspect = project.runway(&args(&ns.flags(), &["job", "inspect", &waiting_id])).await;
     inspect.assert_code(0);
     assert!(inspect.stdout().contains("state      queued"), "{}", inspect.stdout());
     let says = format!("waiting    shop.deploy is held by job {} (", short(&holder));
     assert!(inspect.stdout().contains(&says), "{}", inspect.stdout());
+    // The first one ends, the next takes the group over: the waiting job says so.
+    std::fs::write(project.path().join(format!("release-{holder}")), "").expect("release the first");
+    let line = attached.stderr_line_containing(&format!("held by job {}", short(&next))).await;
+    assert!(line.starts_with("runway: waiting: shop.deploy is held by job "), "{line}");
     std::fs::write(project.path().join("release"), "").expect("release");
     let run = attached.finish().await;
     run.assert_code(0);

@@ -45,6 +45,9 @@ const WAITING_NOTICE: Duration = Duration::from_secs(3);
 /// How long a job of a concurrency group may wait before the CLI says who holds the group.
 const GROUP_NOTICE: Duration = Duration::from_secs(1);
 
+/// How often a job waiting on its group looks again at who holds it.
+const GROUP_RECHECK: Duration = Duration::from_secs(3);
+
 /// A source of Ctrl-C presses.
 pub trait Interrupts: Send {
     fn next(&mut self) -> impl Future<Output = ()> + Send;
@@ -86,6 +89,7 @@ pub async fn submit_and_follow(
     // A job of a concurrency group says sooner who holds its group: a held group is no fault.
     let notice_after = if job.group.is_some() { GROUP_NOTICE } else { WAITING_NOTICE };
     let mut waiting_check = Some(Box::pin(tokio::time::sleep(until_due + notice_after)));
+    let mut said_waiting: Option<String> = None;
     // Once it runs, its runner must be heard from: three heartbeat intervals of silence is `lost`.
     let mut record = JobRecord::new(job.id);
     let mut last_heard = tokio::time::Instant::now();
@@ -97,16 +101,25 @@ pub async fn submit_and_follow(
             () = interrupts.next() => None,
             () = async { if let Some(timer) = waiting_check.as_mut() { timer.await } }, if waiting_check.is_some() => {
                 waiting_check = None;
-                // A job of a concurrency group may wait on the group, not on a runner.
+                // A job of a concurrency group may wait on the group, not on a runner: say who
+                // holds it, and again whenever another job takes it over.
                 let held = match &job.group {
                     Some(group) => group_wait::waiting_notice(session.conn(), session.topology(), group, job.id).await,
                     None => None,
                 };
                 let notice = match held {
-                    Some(notice) => notice,
+                    Some(notice) => {
+                        waiting_check = Some(Box::pin(tokio::time::sleep(GROUP_RECHECK)));
+                        notice
+                    }
                     None => runners::waiting_notice(session.conn(), session.topology(), &job.target).await,
                 };
-                printer.status(&notice);
+                // The same holder again (only its running time grew) is not news.
+                let gist = notice.split(" (").next().unwrap_or_default().to_owned();
+                if said_waiting.as_deref() != Some(gist.as_str()) {
+                    printer.status(&notice);
+                    said_waiting = Some(gist);
+                }
                 continue;
             }
             _ = silence_check.tick(), if !record.attempts.is_empty() => {
