@@ -53,6 +53,7 @@ async fn forged_runner_events_are_ignored_counted_and_said_by_every_reader() {
         duration_ms: 1,
         outputs: BTreeMap::from([("forged".to_owned(), "yes".to_owned())]),
         error: None,
+        retrying: None,
     });
     let refused = match ns.topology.publish_event(&eve_conn, &forged(job, "w-forge", 99, 1, success.clone())).await {
         Ok(confirm) => confirm.wait().await,

@@ -24,6 +24,8 @@ fn queued(id: Uuid, command: Command, created_at_ms: u64) -> Event {
         queued_by: "someone@elsewhere".to_owned(),
         created_at_ms,
         group: None,
+        not_before_ms: None,
+        retry: None,
         secrets: Vec::new(),
     });
     Event { v: protocol::VERSION, job: id, seq: 0, ts: protocol::now_ms(), runner: String::new(), attempt: 1, body }

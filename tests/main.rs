@@ -4,9 +4,11 @@
 #![allow(unreachable_pub)]
 
 mod consumer_cancel;
+mod delays;
 mod deploy;
 mod faults;
 mod forgery;
+mod group_wait;
 mod groups;
 mod hostile;
 mod jobs;
@@ -17,6 +19,7 @@ mod policy;
 mod python_client;
 mod rejections;
 mod remote;
+mod retries;
 mod roles;
 mod secret_logs;
 mod secrets;

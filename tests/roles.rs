@@ -23,6 +23,23 @@ async fn a_submitter_runs_a_job_on_a_worker_that_logs_in_as_a_runner() {
 }
 
 #[tokio::test]
+async fn a_submitter_queues_a_delayed_job_that_a_runner_retries() {
+    let ns = Namespace::new().await;
+    let submitter = User::with_role(&ns.name, "submitter");
+    let runner = User::with_role(&ns.name, "runner");
+    let _worker = ns.worker_as(&runner.url(), "w-runner-retry", &[]).await;
+    let flaky = "n=$(cat count 2>/dev/null || echo 0); n=$((n+1)); echo $n > count; [ $n -ge 2 ]";
+    let project =
+        Project::new(&format!("[operations.flaky]\nrun = {flaky:?}\nretry = {{ attempts = 2, delay = \"1s\" }}\n"));
+    let flags = submitter.flags(&ns.name);
+    // The submitter declares the holding queue; the runner queues the next attempt through one.
+    let run = project.runway(&args(&flags, &["run", "flaky", "--remote", "--delay", "1s"])).await;
+    run.assert_code(0);
+    assert!(run.stderr.contains("retrying in 1s as attempt 2"), "{}", run.stderr);
+    ns.cleanup().await;
+}
+
+#[tokio::test]
 async fn an_observer_reads_the_history_and_lists_runners_but_cannot_queue_or_cancel() {
     let ns = Namespace::new().await;
     let observer = User::with_role(&ns.name, "observer");

@@ -108,3 +108,20 @@ async fn submit_reports_a_job_no_runner_serves_by_its_line_and_queues_the_rest()
     assert_eq!(any.messages, 2);
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn submit_lines_with_a_delay_are_scheduled_and_one_in_the_past_is_refused() {
+    let ns = Namespace::new().await;
+    let project = Project::new(PROJECT);
+    let (code, _, stderr) =
+        submit(&project, &ns.flags(), "{\"operation\": \"greet\", \"at\": \"2020-01-01T00:00:00Z\"}\n").await;
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("line 1: --at 2020-01-01T00:00:00Z is in the past"), "{stderr}");
+    let (code, stdout, stderr) = submit(&project, &ns.flags(), "{\"operation\": \"greet\", \"delay\": \"1h\"}\n").await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let id = stdout.trim().to_owned();
+    let inspect = project.runway(&args(&ns.flags(), &["job", "inspect", &id])).await;
+    assert!(inspect.stdout().contains("state      scheduled"), "{}", inspect.stdout());
+    ns.conn().delete_queue(&ns.topology.delay_queue(std::time::Duration::from_secs(3600))).await.expect("clean up");
+    ns.cleanup().await;
+}

@@ -65,6 +65,8 @@ async fn write_job(writer: &mut Writer, lines: usize) -> Result<Uuid> {
         retry_on_lost: false,
         queued_by: "bench".into(),
         group: None,
+        not_before_ms: None,
+        retry: None,
         created_at_ms: protocol::now_ms(),
     };
     writer.emit(id, 0, EventBody::Queued(queued)).await?;
@@ -89,6 +91,7 @@ async fn write_job(writer: &mut Writer, lines: usize) -> Result<Uuid> {
         duration_ms: 1,
         outputs: Default::default(),
         error: None,
+        retrying: None,
     };
     writer.emit(id, seq, EventBody::Completed(completed)).await?;
     Ok(id)

@@ -93,6 +93,8 @@ mod tests {
                 queued_by: by.into(),
                 created_at_ms: 0,
                 group: None,
+                not_before_ms: None,
+                retry: None,
                 secrets: Vec::new(),
             }),
         }

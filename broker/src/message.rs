@@ -41,8 +41,12 @@ pub struct QueueOptions {
     pub expires: Option<Duration>,
     /// Messages are dead-lettered after this many returns (`x-delivery-limit`, quorum only).
     pub delivery_limit: Option<u32>,
-    /// Where rejected and over-limit messages go (`x-dead-letter-exchange`).
+    /// Where rejected, over-limit and expired messages go (`x-dead-letter-exchange`), with
+    /// their own routing keys (the one they were published with and their `CC` header's).
     pub dead_letter_exchange: Option<String>,
+    /// How long a message may wait in the queue before it expires (`x-message-ttl`): expired
+    /// messages leave from the head, dead-lettered if the queue has a dead-letter exchange.
+    pub message_ttl: Option<Duration>,
     /// Stream retention by age (`x-max-age`).
     pub max_age: Option<Duration>,
     /// Retention by size (`x-max-length-bytes`).
@@ -99,12 +103,18 @@ impl ConsumeOptions {
     }
 }
 
-/// A header value; runway only ever needs these two.
+/// A header value; runway only ever needs these three.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeaderValue {
     Str(String),
     Int(i64),
+    /// An array of strings, as the `CC` header (more routing keys for the same message).
+    List(Vec<String>),
 }
+
+/// The header whose strings are routing keys too, when a message is published and when it is
+/// dead-lettered (AMQP's sender-selected distribution).
+pub(crate) const CC_HEADER: &str = "CC";
 
 /// AMQP basic properties that runway sets or reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -131,6 +141,14 @@ impl Properties {
         match self.headers.get(key) {
             Some(HeaderValue::Str(value)) => Some(value),
             _ => None,
+        }
+    }
+
+    /// The routing keys a message carries besides its own (the `CC` header).
+    pub fn cc(&self) -> &[String] {
+        match self.headers.get(CC_HEADER) {
+            Some(HeaderValue::List(keys)) => keys,
+            _ => &[],
         }
     }
 }

@@ -195,6 +195,55 @@ pub struct Job {
     /// The concurrency group: at most one job of a group runs at a time, in queue order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// A delayed job (or a retry that waits): no runner takes it before this time (ms since the
+    /// epoch); it waits in a holding queue of the broker's until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
+    /// When an attempt that ended badly is queued again as the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// A job's automatic retries: an attempt that ended in one of `on` (and, for `failed`, with one
+/// of `exit_codes` if any are named) is queued again as the next attempt after `delay_ms`,
+/// until `attempts` attempts were made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    pub on: Vec<Status>,
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// Only these exit codes of a `failed` attempt are retried; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_codes: Vec<i32>,
+}
+
+impl Retry {
+    /// The attempt to queue after attempt `attempt` ended as `completed`, if any.
+    pub fn next_attempt(&self, attempt: u32, completed: &Completed) -> Option<u32> {
+        if !self.on.contains(&completed.status) || attempt >= self.attempts {
+            return None;
+        }
+        let code_matches = completed.status != Status::Failed
+            || self.exit_codes.is_empty()
+            || completed.exit_code.is_some_and(|code| self.exit_codes.contains(&code));
+        if !code_matches {
+            return None;
+        }
+        attempt.checked_add(1)
+    }
+}
+
+/// Set on the completion of an attempt that is queued again: which attempt comes next, and
+/// when it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retrying {
+    pub attempt: u32,
+    pub at_ms: u64,
+    /// How long it waits before it is due (the operation's retry delay).
+    #[serde(default)]
+    pub delay_ms: u64,
 }
 
 impl Job {
@@ -218,6 +267,8 @@ impl Job {
             created_at_ms: now_ms(),
             queued_by: queued_by.to_owned(),
             group: None,
+            not_before_ms: None,
+            retry: None,
             secrets: Vec::new(),
         }
     }
@@ -245,6 +296,8 @@ impl fmt::Debug for Job {
             queued_by,
             group,
             secrets,
+            not_before_ms,
+            retry,
         } = self;
         f.debug_struct("Job")
             .field("v", v)
@@ -264,6 +317,8 @@ impl fmt::Debug for Job {
             .field("queued_by", queued_by)
             .field("group", group)
             .field("secrets", secrets)
+            .field("not_before_ms", not_before_ms)
+            .field("retry", retry)
             .finish()
     }
 }
@@ -372,6 +427,9 @@ pub struct Completed {
     pub outputs: BTreeMap<String, String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// The job is queued again: this attempt is not its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrying: Option<Retrying>,
 }
 
 /// What the producer records when a job is queued: the job without its environment values.
@@ -397,6 +455,11 @@ pub struct Queued {
     pub created_at_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before_ms: Option<u64>,
+    /// Boxed: most jobs have none, and every event body is as large as its largest kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Box<Retry>>,
 }
 
 impl Queued {
@@ -414,6 +477,8 @@ impl Queued {
             queued_by: job.queued_by.clone(),
             created_at_ms: job.created_at_ms,
             group: job.group.clone(),
+            not_before_ms: job.not_before_ms,
+            retry: job.retry.clone().map(Box::new),
         }
     }
 }
@@ -429,6 +494,7 @@ impl Completed {
             duration_ms: 0,
             outputs: BTreeMap::new(),
             error: Some(error),
+            retrying: None,
         }
     }
 }
@@ -439,8 +505,14 @@ impl Completed {
 pub enum EventBody {
     /// The producer queued the job (published by the producer, `seq` 0, `runner` empty).
     Queued(Queued),
-    /// Someone asked to cancel the job (published by the canceller, `seq` 0).
-    CancelRequested { by: String, force: bool },
+    /// Someone asked to cancel the job (published by the canceller, `seq` 0), and why when it
+    /// was not a person's own request (`concurrency_pending = "cancel"`).
+    CancelRequested {
+        by: String,
+        force: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
     /// A runner took the job off its queue; it sends a heartbeat every `heartbeat_ms` while the
     /// job runs.
     Accepted { hostname: String, heartbeat_ms: u64 },
@@ -709,7 +781,28 @@ mod tests {
             created_at_ms: 5,
             queued_by: "me@host".into(),
             group: None,
+            not_before_ms: Some(99),
+            retry: Some(Retry {
+                attempts: 3,
+                on: vec![Status::Failed, Status::Lost],
+                delay_ms: 30_000,
+                exit_codes: vec![1, 75],
+            }),
         }
+    }
+
+    #[test]
+    fn a_retry_names_the_next_attempt_only_for_what_it_covers() {
+        let retry = Retry { attempts: 3, on: vec![Status::Failed, Status::Lost], delay_ms: 0, exit_codes: vec![75] };
+        let failed =
+            |code| Completed { exit_code: Some(code), ..Completed::without_exit(Status::Failed, String::new()) };
+        assert_eq!(retry.next_attempt(1, &failed(75)), Some(2));
+        assert_eq!(retry.next_attempt(1, &failed(1)), None, "exit 1 is not in exit_codes");
+        assert_eq!(retry.next_attempt(3, &failed(75)), None, "three attempts in all");
+        assert_eq!(retry.next_attempt(2, &Completed::without_exit(Status::Lost, String::new())), Some(3));
+        assert_eq!(retry.next_attempt(1, &Completed::without_exit(Status::TimedOut, String::new())), None);
+        assert_eq!(retry.next_attempt(1, &Completed::without_exit(Status::Cancelled, String::new())), None);
+        assert_eq!(retry.next_attempt(u32::MAX, &failed(75)), None);
     }
 
     #[test]
@@ -723,7 +816,7 @@ mod tests {
     fn every_event_kind_round_trips() {
         let bodies = vec![
             EventBody::Queued(Queued::of(&job())),
-            EventBody::CancelRequested { by: "me".into(), force: true },
+            EventBody::CancelRequested { by: "me".into(), force: true, reason: Some("superseded".into()) },
             EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 5000 },
             EventBody::Started { pid: 7, argv: vec!["true".into()] },
             EventBody::Log {
@@ -741,6 +834,7 @@ mod tests {
                 duration_ms: 9,
                 outputs: BTreeMap::new(),
                 error: Some("timed out".into()),
+                retrying: Some(Retrying { attempt: 2, at_ms: 40, delay_ms: 30 }),
             }),
         ];
         for body in bodies {

@@ -113,11 +113,14 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
         Role::Submitter => (
             // A concurrency group's queue is declared and bound by the CLI that queues its first
             // job (the job must route at once), and announced on the control exchange.
+            // A delayed job's holding queue is declared and bound by whoever queues it.
             Permissions {
-                configure: any_of(&[server_named.clone(), name(r"group\..+")]),
+                configure: any_of(&[server_named.clone(), name(r"group\..+"), name("delays"), name(r"delay\..+")]),
                 write: any_of(&[
                     server_named.clone(),
                     name("jobs"),
+                    name("delays"),
+                    name(r"delay\..+"),
                     name("events"),
                     name("control"),
                     name("dead"),
@@ -131,6 +134,8 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
                     name("index"),
                     name("jobs"),
                     name(r"group\..+"),
+                    name("delays"),
+                    name(r"delay\..+"),
                 ]),
             },
             vec![
@@ -139,11 +144,20 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
             ],
         ),
         Role::Runner => {
-            // A runner's claims on the attempts it runs are exclusive queues `NS.claim.<job>.<n>`.
-            let own =
-                [name(r"runner\..+"), name(r"jobs\.labels\..+"), name(r"group\..+"), name(r"claim\..+"), server_named];
+            // A runner's claims on the attempts it runs are exclusive queues `NS.claim.<job>.<n>`;
+            // it queues the next attempt of a job that retries, through the holding queues when
+            // it waits first, so it writes to the jobs exchange too.
+            let own = [
+                name(r"runner\..+"),
+                name(r"jobs\.labels\..+"),
+                name(r"group\..+"),
+                name(r"claim\..+"),
+                name("delays"),
+                name(r"delay\..+"),
+                server_named,
+            ];
             let mut write = own.to_vec();
-            write.extend([name("events"), name("dead"), default]);
+            write.extend([name("events"), name("dead"), name("jobs"), default]);
             let mut read = own.to_vec();
             read.extend([
                 name(r"jobs\.any"),
@@ -277,12 +291,16 @@ mod tests {
     }
 
     #[test]
-    fn a_runner_may_take_jobs_and_report_them_but_not_queue_them() {
+    fn a_runner_may_take_jobs_report_them_and_queue_their_retries_but_not_control_runners() {
         let grant = grant(&Topology::new("ns").expect("valid"), Role::Runner);
         let p = &grant.permissions;
         assert!(matches(&p.read, "ns.jobs.any") && matches(&p.read, "ns.runner.r1"));
         assert!(matches(&p.configure, "ns.runner.r1") && matches(&p.configure, "ns.jobs.labels.a=b"));
-        assert!(!matches(&p.write, "ns.jobs") && !matches(&p.write, "ns.control"));
+        // The next attempt of a job that retries is queued by the runner of the last one.
+        assert!(
+            matches(&p.write, "ns.jobs") && matches(&p.write, "ns.delays") && matches(&p.configure, "ns.delay.30000")
+        );
+        assert!(!matches(&p.write, "ns.control"));
         assert!(!matches(&p.configure, "ns.jobs.any") && !matches(&p.configure, "ns.events"));
         assert!(matches(&grant.topics[0].write, "job.0198.completed"));
         assert!(!matches(&grant.topics[0].write, "job.0198.queued"));

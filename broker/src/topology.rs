@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+mod delay;
+
+pub use delay::{DELAY_STEP_MS, holding_delay};
+
 use crate::message::{ExchangeKind, Message, Properties, QueueInfo, QueueKind, QueueOptions};
 use crate::protocol::{self, Control, Event, Job, RunnerInfo, Target};
 use crate::{Confirm, Connection, Error, HeaderValue, Result};
@@ -372,6 +376,10 @@ impl Topology {
             Some(group) => Self::group_routing_key(group),
             None => Self::job_routing_key(&job.target),
         };
+        // A job due later waits in a holding queue of the broker's (see `delay`).
+        if let Some(delay) = job.not_before_ms.and_then(|due| holding_delay(due, protocol::now_ms())) {
+            return self.send_delayed(conn, message, &routing_key, delay).await;
+        }
         conn.publish(&self.jobs_exchange(), &routing_key, &message, true).await
     }
 
@@ -464,6 +472,7 @@ impl Topology {
         }
         for exchange in [
             self.complete_marker(),
+            self.delays_exchange(),
             self.jobs_exchange(),
             self.events_exchange(),
             self.control_exchange(),

@@ -993,6 +993,8 @@ async fn a_dead_lettered_job_names_the_queue_it_was_consumed_from(broker: Broker
         created_at_ms: now_ms(),
         queued_by: "contract".to_owned(),
         group: None,
+        not_before_ms: None,
+        retry: None,
     };
     topology.publish_job(&conn, &job).await.expect("publish job");
     let queue = topology.job_queue(&target);
@@ -1026,3 +1028,6 @@ async fn cleanup(conn: &runway_broker::Connection, queues: &[&String], exchanges
         conn.delete_exchange(exchange).await.expect("delete exchange");
     }
 }
+
+#[path = "contract/delays.rs"]
+mod delays;

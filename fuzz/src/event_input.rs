@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::{Result, Unstructured};
 use runway_broker::protocol::{
-    Builtin, Command, Completed, Event, EventBody, LogLine, Queued, Status, Stream, Target, VERSION,
+    Builtin, Command, Completed, Event, EventBody, LogLine, Queued, Retrying, Status, Stream, Target, VERSION,
 };
 use uuid::Uuid;
 
@@ -94,6 +94,11 @@ fn completed(u: &mut Unstructured<'_>) -> Result<Completed> {
         duration_ms: millis(u)?,
         outputs: map(u, 3)?,
         error: if u.arbitrary()? { Some(text(u)?) } else { None },
+        retrying: if u.arbitrary()? {
+            Some(Retrying { attempt: u.arbitrary()?, at_ms: timestamp(u)?, delay_ms: millis(u)? })
+        } else {
+            None
+        },
     })
 }
 
@@ -111,6 +116,8 @@ fn queued(u: &mut Unstructured<'_>) -> Result<Queued> {
         created_at_ms: timestamp(u)?,
         group: if u.arbitrary()? { Some(text(u)?) } else { None },
         secrets: list(u, 3, text)?,
+        not_before_ms: if u.arbitrary()? { Some(timestamp(u)?) } else { None },
+        retry: None,
     })
 }
 
@@ -128,7 +135,7 @@ fn log_line(u: &mut Unstructured<'_>) -> Result<LogLine> {
 pub fn body(u: &mut Unstructured<'_>) -> Result<EventBody> {
     Ok(match u.int_in_range(0..=7u8)? {
         0 => EventBody::Queued(queued(u)?),
-        1 => EventBody::CancelRequested { by: text(u)?, force: u.arbitrary()? },
+        1 => EventBody::CancelRequested { by: text(u)?, force: u.arbitrary()?, reason: None },
         2 => EventBody::Accepted { hostname: text(u)?, heartbeat_ms: millis(u)? },
         3 => EventBody::Started { pid: u.arbitrary()?, argv: list(u, 3, text)? },
         4 => EventBody::Log { lines: list(u, 8, log_line)? },

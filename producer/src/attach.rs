@@ -16,6 +16,7 @@ use runway_worker::history::JobRecord;
 use crate::cancel;
 use crate::exit::CliError;
 use crate::format;
+use crate::group_wait;
 use crate::lookup::{JobEvents, JobRead};
 use crate::printer::{Printer, Style};
 use crate::runners;
@@ -63,9 +64,24 @@ pub async fn submit_and_follow(
     session.submit(job).await?;
     printer.status(&format!("queued {} as job {}", job.operation, job.id));
     let mut interrupted = 0;
+    // A delayed job waits for its time first.
+    let until_due = match job.not_before_ms {
+        Some(due) => {
+            let now = protocol::now_ms();
+            printer.status(&format!(
+                "scheduled for {} (in {})",
+                format::time(Some(due)),
+                format::wait(due.saturating_sub(now))
+            ));
+            Duration::from_millis(due.saturating_sub(now))
+        }
+        None => Duration::ZERO,
+    };
     // Until a runner accepts the job, say after a while where it waits and who could take it
-    // (and on a terminal, show a spinner meanwhile).
-    let mut waiting = Waiting::queued(style);
+    // (and on a terminal, show a spinner meanwhile). A job of a concurrency group says sooner
+    // who holds its group, and again whenever another job takes it over.
+    let mut waiting = Waiting::queued(style, until_due, job.group.is_some());
+    let mut said_waiting: Option<String> = None;
     // Once it runs, its runner must be heard from: three heartbeat intervals of silence is `lost`.
     let mut record = JobRecord::new(job.id);
     let mut last_heard = tokio::time::Instant::now();
@@ -79,20 +95,24 @@ pub async fn submit_and_follow(
                 match due {
                     Due::Spinner => waiting.show_spinner(),
                     Due::Notice => {
-                        let notice = runners::waiting_notice(session.conn(), session.topology(), &job.target).await;
-                        waiting.notice(&notice, &mut printer);
+                        let notice = why_waiting(session, job).await;
+                        // The same holder again (only its running time grew) is not news.
+                        let gist = notice.split(" (").next().unwrap_or_default().to_owned();
+                        if said_waiting.as_deref() == Some(gist.as_str()) {
+                            waiting.reason(&notice);
+                        } else {
+                            waiting.notice(&notice, &mut printer);
+                            said_waiting = Some(gist);
+                        }
                     }
-                    Due::Reason => {
-                        let notice = runners::waiting_notice(session.conn(), session.topology(), &job.target).await;
-                        waiting.reason(&notice);
-                    }
+                    Due::Reason => waiting.reason(&why_waiting(session, job).await),
                 }
                 continue;
             }
             _ = silence_check.tick(), if !record.attempts.is_empty() => {
                 if let Some(lost) = lost(&record, last_heard) {
                     let attempt = record.last_attempt().map_or(0, |attempt| attempt.number);
-                    if !job.retry_on_lost {
+                    if !retries_lost(job, attempt) {
                         printer.status(&lost.error.clone().unwrap_or_default());
                         return Ok(lost);
                     }
@@ -158,6 +178,22 @@ pub async fn submit_and_follow(
             }
         }
     }
+}
+
+/// Whether another attempt follows attempt `attempt` of `job` when it is lost.
+fn retries_lost(job: &Job, attempt: u32) -> bool {
+    let lost = Completed::without_exit(Status::Lost, String::new());
+    job.retry_on_lost || job.retry.as_ref().is_some_and(|retry| retry.next_attempt(attempt, &lost).is_some())
+}
+
+/// Why `job` still waits: who holds its concurrency group, or else where it waits for a runner.
+async fn why_waiting(session: &Session, job: &Job) -> String {
+    if let Some(group) = &job.group
+        && let Some(held) = group_wait::waiting_notice(session.conn(), session.topology(), group, job.id).await
+    {
+        return held;
+    }
+    runners::waiting_notice(session.conn(), session.topology(), &job.target).await
 }
 
 /// A queue bound to the events of `job`, consumed.

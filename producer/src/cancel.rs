@@ -23,6 +23,10 @@ pub async fn cancel(conn: &Connection, topology: &Topology, id: &str, force: boo
     }
     request_cancel(conn, topology, record.id, force, record.last_attempt().map_or(1, |a| a.number)).await?;
     match record.last_attempt() {
+        // Its next attempt waits for its time: it never comes.
+        Some(attempt) if attempt.completed.is_some() => {
+            eprintln!("runway: job {} cancelled: attempt {} will not run", record.id, attempt.number.saturating_add(1))
+        }
         Some(attempt) => {
             eprintln!(
                 "runway: cancel requested for job {} running on runner {}",
@@ -43,6 +47,18 @@ pub async fn request_cancel(
     force: bool,
     attempt: u32,
 ) -> Result<(), CliError> {
+    request_cancel_for(conn, topology, job, force, attempt, None).await
+}
+
+/// [`request_cancel`], saying why when it is not the canceller's own request.
+pub async fn request_cancel_for(
+    conn: &Connection,
+    topology: &Topology,
+    job: Uuid,
+    force: bool,
+    attempt: u32,
+    reason: Option<String>,
+) -> Result<(), CliError> {
     let event = Event {
         v: VERSION,
         job,
@@ -50,7 +66,7 @@ pub async fn request_cancel(
         ts: now_ms(),
         runner: String::new(),
         attempt,
-        body: EventBody::CancelRequested { by: identity::user_at_host(), force },
+        body: EventBody::CancelRequested { by: identity::user_at_host(), force, reason },
     };
     topology.publish_event(conn, &event).await?.wait().await?;
     let control = Control { v: VERSION, body: ControlBody::Cancel { job, force } };

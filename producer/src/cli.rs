@@ -127,7 +127,7 @@ fn parse_role(text: &str) -> Result<runway_broker::roles::Role, String> {
 pub enum JobCommand {
     /// Jobs, newest first.
     List {
-        /// Only jobs in this state: queued, running, success, failed, cancelled, timed_out, lost, rejected.
+        /// Only jobs in this state: scheduled, queued, running, success, failed, cancelled, timed_out, lost, rejected.
         #[arg(long, value_parser = parse_state)]
         state: Option<runway_worker::history::State>,
         /// Only jobs queued within this long (e.g. 1h, 24h, 7d).
@@ -180,7 +180,7 @@ pub enum RunnerCommand {
 fn parse_state(text: &str) -> Result<runway_worker::history::State, String> {
     runway_worker::history::State::parse(text).ok_or_else(|| {
         format!(
-            "`{text}` is not a state; expected queued, running, success, failed, cancelled, timed_out, lost or rejected"
+            "`{text}` is not a state; expected scheduled, queued, running, success, failed, cancelled, timed_out, lost or rejected"
         )
     })
 }
@@ -216,6 +216,14 @@ pub struct JobArgs {
     /// Run in this concurrency group: one job of the group at a time; beats the project file.
     #[arg(long, value_name = "NAME")]
     pub concurrency_group: Option<String>,
+    /// Queue the job now, for a runner to take once this long has passed (e.g. 90s, 10m);
+    /// beats the project file's `delay`.
+    #[arg(long, value_name = "D", value_parser = parse_duration, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+    /// Queue the job now, for a runner to take at this time (RFC 3339 in UTC, e.g.
+    /// 2026-12-24T09:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<std::time::SystemTime>,
     /// Arguments appended to the operation's command.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<String>,
@@ -239,6 +247,12 @@ fn parse_secret_name(text: &str) -> Result<String, String> {
 }
 
 /// A human duration (`90s`, `30m`, `1h 30m`) of at least a millisecond (the wire's unit).
+/// A time of day in RFC 3339, UTC (`Z`).
+pub fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339(text)
+        .map_err(|err| format!("`{text}` is not a time ({err}); expected RFC 3339 in UTC, e.g. 2026-12-24T09:00:00Z"))
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err(format!("`{text}` is zero; expected a positive duration")),

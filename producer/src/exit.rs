@@ -111,7 +111,15 @@ mod tests {
     use super::*;
 
     fn completed(status: Status, exit_code: Option<i32>) -> Completed {
-        Completed { status, exit_code, signal: None, duration_ms: 0, outputs: BTreeMap::new(), error: None }
+        Completed {
+            status,
+            exit_code,
+            signal: None,
+            duration_ms: 0,
+            outputs: BTreeMap::new(),
+            error: None,
+            retrying: None,
+        }
     }
 
     #[test]

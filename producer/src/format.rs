@@ -19,6 +19,27 @@ pub fn time(ms: Option<u64>) -> String {
     ms.map_or_else(|| "-".to_owned(), runway_worker::times::rfc3339_seconds)
 }
 
+/// How long something has been going, coarsely: "45s", "2m", "1h 5m".
+pub fn age(ms: u64) -> String {
+    let secs = ms / 1000;
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// How long until something due: "30s", "10m", "1h 30m", "500ms" (whole seconds from a second
+/// on).
+pub fn wait(ms: u64) -> String {
+    let duration = if ms >= 1000 {
+        std::time::Duration::from_secs(ms.div_ceil(1000))
+    } else {
+        std::time::Duration::from_millis(ms)
+    };
+    humantime::format_duration(duration).to_string()
+}
+
 /// A job's short id: the last 12 hex digits of its UUID v7, which are random (the first ones
 /// are the time, shared by every job of the same minute). `job inspect|logs|cancel` take it.
 pub fn short_id(id: uuid::Uuid) -> String {

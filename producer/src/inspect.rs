@@ -11,6 +11,7 @@ use runway_worker::times::heard_at;
 
 use crate::exit::{self, CliError};
 use crate::format::{self, time};
+use crate::group_wait;
 use crate::lookup;
 use crate::runners;
 use crate::stdout;
@@ -21,8 +22,13 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
     let record = lookup::resolve(conn, topology, id).await?;
     let now = now_ms();
     let state = record.state(now);
-    let waiting = match (&record.target, state) {
-        (Some(target), State::Queued) => topology.job_queue_info(conn, target).await?,
+    // A job of a concurrency group waits on the group: say who holds it.
+    let held = match (&record.group, state) {
+        (Some(group), State::Queued) => group_wait::waiting_notice(conn, topology, group, record.id).await,
+        _ => None,
+    };
+    let waiting = match (&record.target, state, &held) {
+        (Some(target), State::Queued, None) => topology.job_queue_info(conn, target).await?,
         _ => None,
     };
     // No consumer: every runner serving it is busy, or none is up.
@@ -33,7 +39,7 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         _ => None,
     };
     if json {
-        let mut view = JobView::new(&record, now);
+        let mut view = JobView::new(&record, now).held(held.as_deref());
         if let Some(info) = &waiting {
             view = view.waiting(info, why.as_deref());
         }
@@ -66,17 +72,38 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
         say!("queued by  {by}");
     }
     say!("queued at  {}", time(Some(record.created_at_ms())));
+    if let Some(due) = record.due_at_ms(now) {
+        say!("scheduled  for {} (in {})", time(Some(due)), format::wait(due.saturating_sub(now)));
+    }
+    if let Some(retry) = &record.retry {
+        let on: Vec<&str> = retry.on.iter().map(|status| status.as_str()).collect();
+        say!(
+            "retry      {} attempts in all, on {}, {} apart",
+            retry.attempts,
+            on.join(", "),
+            format::wait(retry.delay_ms)
+        );
+    }
     if !record.env_keys.is_empty() {
         say!("env        {} (values are never recorded)", record.env_keys.join(", "));
     }
     if !record.secrets.is_empty() {
         say!("secrets    {} (from the runner's store)", record.secrets.join(", "));
     }
+    if let Some(group) = &record.group {
+        say!("group      {group}");
+    }
     if let Some((at, by)) = &record.cancel_requested {
-        say!("cancel     requested by {by} at {}", time(Some(*at)));
+        match &record.cancel_reason {
+            Some(reason) => say!("cancel     requested by {by} at {}: {reason}", time(Some(*at))),
+            None => say!("cancel     requested by {by} at {}", time(Some(*at))),
+        }
         if !record.is_submitter(by) && record.completed().is_none() {
             say!("           not its submitter: a runner ends it only if its policy lets {by} cancel it");
         }
+    }
+    if let Some(held) = held.as_deref().and_then(|notice| notice.strip_prefix("waiting: ")) {
+        say!("waiting    {held}");
     }
     if let Some(info) = &waiting {
         say!(
@@ -110,6 +137,9 @@ pub async fn inspect(conn: &Connection, topology: &Topology, id: &str, json: boo
                 say!("  duration {}", format::duration(completed.duration_ms));
                 if let Some(error) = &completed.error {
                     say!("  error    {error}");
+                }
+                if let Some(next) = completed.retrying {
+                    say!("  retried  as attempt {}, due {}", next.attempt, time(Some(next.at_ms)));
                 }
             }
             None => say!("  running  last seen {}", time(Some(attempt.last_seen_ms))),

@@ -13,6 +13,7 @@ pub mod commands;
 pub mod connect;
 pub mod exit;
 pub mod format;
+pub mod group_wait;
 pub mod identity;
 pub mod init;
 pub mod inspect;

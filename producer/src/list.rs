@@ -89,11 +89,23 @@ fn row(record: &JobRecord, now_ms: u64) -> Vec<String> {
         record.project.as_deref().unwrap_or("?").to_owned(),
         record.state(now_ms).as_str().to_owned(),
         attempt.map_or("-", |attempt| attempt.runner.as_str()).to_owned(),
-        attempt.map_or(0, |attempt| attempt.number).to_string(),
+        attempts(record),
         format::time(Some(record.created_at_ms())),
-        format::time(record.finished_at_ms()),
+        match record.due_at_ms(now_ms) {
+            Some(due) => format!("due {}", format::time(Some(due))),
+            None => format::time(record.finished_at_ms()),
+        },
         record.completed().map_or_else(|| "-".to_owned(), |completed| format::duration(completed.duration_ms)),
     ]
+}
+
+/// The TRY column: the latest attempt, out of how many a job that retries may make ("2/3").
+fn attempts(record: &JobRecord) -> String {
+    let latest = record.last_attempt().map_or(0, |attempt| attempt.number);
+    match &record.retry {
+        Some(retry) => format!("{latest}/{}", retry.attempts),
+        None => latest.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -122,6 +134,8 @@ mod tests {
             retry_on_lost: false,
             queued_by: "me@here".to_owned(),
             group: None,
+            not_before_ms: None,
+            retry: None,
             created_at_ms,
         };
         let event = |seq, body| Event {

@@ -55,7 +55,7 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
                         silence.runner,
                         heard_at(silence.last_seen_ms, now_ms())
                     );
-                    if !record.retry_on_lost {
+                    if !retries_lost(&record, &live) {
                         eprintln!("{lost}");
                         return Ok(exit::LOST);
                     }
@@ -96,17 +96,30 @@ pub async fn logs(conn: &Connection, topology: &Topology, id: &str, options: Log
 /// For `--follow` (status lines are otherwise off in `job logs`): an attempt lost and run again,
 /// and where the next attempt runs.
 fn say_retried(event: &Event, live: &JobRecord, quiet: bool) {
-    if quiet || !live.retry_on_lost {
+    if quiet {
         return;
     }
     match &event.body {
-        EventBody::Completed(completed) if completed.status == Status::Lost => {
+        EventBody::Completed(completed) if completed.retrying.is_some() => {
+            if let Some(line) = crate::printer::retry_line(event.attempt, completed) {
+                eprintln!("runway: {line}");
+            }
+        }
+        EventBody::Completed(completed) if completed.status == Status::Lost && live.retry_on_lost => {
             let error = completed.error.as_deref().unwrap_or("its runner went silent");
             eprintln!("runway: attempt {} was lost: {error}; following the next attempt", event.attempt);
         }
-        EventBody::Accepted { hostname, .. } if event.attempt > 1 => {
+        EventBody::Accepted { hostname, .. } if event.attempt > 1 && (live.retry_on_lost || live.retry.is_some()) => {
             eprintln!("runway: attempt {} accepted by runner {} on {hostname}", event.attempt, event.runner);
         }
         _ => {}
     }
+}
+
+/// Whether the latest attempt, lost, is followed by another (`retry_on_lost`, or a `retry` on
+/// lost with attempts left).
+fn retries_lost(record: &JobRecord, live: &JobRecord) -> bool {
+    let lost = runway_broker::protocol::Completed::without_exit(Status::Lost, String::new());
+    let attempt = live.attempt_count();
+    record.retry_on_lost || record.retry.as_ref().is_some_and(|retry| retry.next_attempt(attempt, &lost).is_some())
 }

@@ -7,8 +7,10 @@
 use crate::attach::{self, Interrupts};
 use crate::cli::{Cli, JobArgs};
 use crate::exit::{self, CliError};
+use crate::group_wait;
 use crate::plan;
 use crate::printer::Style;
+use crate::project::Pending;
 use crate::session::Session;
 use crate::settings::{self, Settings};
 
@@ -31,15 +33,29 @@ pub async fn run(
         let operation = plan::find_operation(&project, name)?;
         let target = plan::remote_target(args, operation, settings.server.is_some())?;
         let group = plan::concurrency_group(&project, operation, args, target.as_ref())?;
-        planned.push((operation, args, target, group));
+        let due = plan::due_at_ms(operation, args, runway_broker::protocol::now_ms())?;
+        planned.push((operation, args, target, group, due));
     }
-    let needs_runner = planned.iter().any(|(_, _, target, _)| target.is_none());
+    let needs_runner = planned.iter().any(|(_, _, target, _, _)| target.is_none());
     let mut session = Session::open(&settings, needs_runner).await?;
     let style = if json { Style::Json } else { Style::Human { quiet: cli.quiet } };
     let mut code = exit::SUCCESS;
-    for (operation, args, target, group) in planned {
+    for (operation, args, target, group, due) in planned {
         let target = target.unwrap_or_else(|| session.own_target());
-        let job = runway_broker::protocol::Job { group, ..plan::build_job(&project, operation, args, target) };
+        let job = runway_broker::protocol::Job {
+            group,
+            not_before_ms: due,
+            ..plan::build_job(&project, operation, args, target)
+        };
+        if let (Some(group), Pending::Cancel) = (&job.group, operation.concurrency_pending) {
+            for id in group_wait::cancel_pending(session.conn(), session.topology(), group, job.id).await? {
+                if !cli.quiet && !json {
+                    eprintln!(
+                        "runway: cancelled job {id}, waiting in group {group} (concurrency_pending = \"cancel\")"
+                    );
+                }
+            }
+        }
         if args.detach {
             session.submit(&job).await?;
             println!("{}", job.id);

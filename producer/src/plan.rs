@@ -71,6 +71,23 @@ pub fn remote_target(args: &JobArgs, operation: &Operation, has_server: bool) ->
     Ok(target)
 }
 
+/// When a job of `operation` is due, if later than now: `--at`, `--delay`, else the file's
+/// `delay`. A time that has passed is an error (exit 64), not a job run at once.
+pub fn due_at_ms(operation: &Operation, args: &JobArgs, now: u64) -> Result<Option<u64>, CliError> {
+    if let Some(at) = args.at {
+        let at_ms = at.duration_since(std::time::UNIX_EPOCH).map(protocol::to_ms).unwrap_or(0);
+        if at_ms <= now {
+            return Err(CliError::Usage(format!(
+                "--at {} is in the past (it is {} now); expected a time to come, or no --at to run it now",
+                humantime::format_rfc3339_seconds(at),
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+            )));
+        }
+        return Ok(Some(at_ms));
+    }
+    Ok(args.delay.or(operation.delay).map(|delay| now.saturating_add(protocol::to_ms(delay))))
+}
+
 /// The job for `operation`: flags beat the project file for env and timeout; its secrets are
 /// the file's and the flags', by name only.
 pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, target: Target) -> Job {
@@ -100,6 +117,8 @@ pub fn build_job(project: &Project, operation: &Operation, args: &JobArgs, targe
         created_at_ms: now_ms(),
         queued_by: identity::user_at_host(),
         group: None,
+        not_before_ms: None,
+        retry: operation.retry.clone(),
     }
 }
 

@@ -157,6 +157,10 @@ impl Printer {
             }
             EventBody::Completed(completed) => {
                 let completed = folded.unwrap_or_else(|| completed.clone());
+                if let Some(line) = retry_line(event.attempt, &completed) {
+                    self.status(&line);
+                    return None;
+                }
                 if completed.status == Status::Lost && self.retry_on_lost {
                     let error = completed.error.as_deref().unwrap_or("its runner went silent");
                     let took = format::duration(completed.duration_ms);
@@ -267,4 +271,24 @@ impl Printer {
             self.status(&line);
         }
     }
+}
+
+/// What a follower says when an attempt ended and the job was queued again: "attempt 1 failed
+/// (exit 1); retrying in 30s as attempt 2"; `None` for an attempt that was the job's last.
+/// The wait is the retry's delay, as the runner that queued it said.
+pub fn retry_line(attempt: u32, completed: &Completed) -> Option<String> {
+    let next = completed.retrying?;
+    let how = match (completed.status, completed.exit_code) {
+        (Status::Failed, Some(code)) => format!("failed (exit {code})"),
+        (Status::TimedOut, _) => "timed out".to_owned(),
+        (Status::Lost, _) => {
+            format!("was lost: {}", completed.error.as_deref().unwrap_or("its runner went silent"))
+        }
+        (status, _) => status.as_str().to_owned(),
+    };
+    let when = match next.delay_ms {
+        0 => "now".to_owned(),
+        wait => format!("in {}", format::wait(wait)),
+    };
+    Some(format!("attempt {attempt} {how}; retrying {when} as attempt {}", next.attempt))
 }

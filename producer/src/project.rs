@@ -77,6 +77,23 @@ pub struct Operation {
     pub description: Option<String>,
     /// `concurrency`: the operation's concurrency group.
     pub concurrency: Concurrency,
+    /// `retry`: its jobs' automatic retries.
+    pub retry: Option<runway_broker::protocol::Retry>,
+    /// `delay`: its jobs wait this long after they are queued.
+    pub delay: Option<Duration>,
+    /// `concurrency_pending`: what a new job does to the jobs waiting in its group.
+    pub concurrency_pending: Pending,
+}
+
+/// `concurrency_pending`: what a new job of a group does to the jobs of the group that wait
+/// (not the one running).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pending {
+    /// `"queue"`: they keep waiting, and the new job waits after them.
+    #[default]
+    Queue,
+    /// `"cancel"`: they are cancelled; the new job waits only for the running one.
+    Cancel,
 }
 
 /// An operation's concurrency group, as the file says.
@@ -211,6 +228,9 @@ struct OperationSection {
     retry_on_lost: bool,
     description: Option<String>,
     concurrency: Option<Spanned<ConcurrencySection>>,
+    retry: Option<schedule::RetrySection>,
+    delay: Option<Spanned<DurationText>>,
+    concurrency_pending: Option<Spanned<String>>,
 }
 
 /// `concurrency` as written: a group name, or `false`.
@@ -433,6 +453,10 @@ impl SourceFile<'_> {
                 }
             }
         };
+        let retry = section.retry.map(|retry| self.retry(retry, name)).transpose()?;
+        let delay = section.delay.map(|text| self.delay(&text, name)).transpose()?;
+        let concurrency_pending =
+            section.concurrency_pending.map(|text| self.pending(&text, name)).transpose()?.unwrap_or_default();
         Ok(Operation {
             name: name.to_owned(),
             command: run.into_inner().0,
@@ -444,6 +468,9 @@ impl SourceFile<'_> {
             retry_on_lost: section.retry_on_lost,
             description: section.description,
             concurrency,
+            retry,
+            delay,
+            concurrency_pending,
         })
     }
 
@@ -749,6 +776,8 @@ impl<'de> Deserialize<'de> for TargetKey {
         }
     }
 }
+
+mod schedule;
 
 #[cfg(test)]
 mod tests;

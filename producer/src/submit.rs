@@ -54,6 +54,12 @@ pub struct JobSpec {
     /// A human duration (`90s`, `10m`).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// Run no sooner than this long after it is queued (`10m`), as `--delay`.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// Run at this time (RFC 3339, UTC), as `--at`.
+    #[serde(default)]
+    pub at: Option<String>,
 }
 
 /// Where a [`JobSpec`] runs: `"any"`, `{"runner": "ID"}` or `{"labels": {"K": "V"}}`.
@@ -86,7 +92,12 @@ pub fn plan_job(project: &Project, spec: &JobSpec, has_server: bool) -> Result<J
         env.push((key.clone(), value.clone()));
     }
     let timeout = spec.timeout.as_deref().map(cli::parse_duration).transpose().map_err(CliError::Usage)?;
-    let mut args = JobArgs { env, timeout, detach: true, args: spec.args.clone(), ..JobArgs::default() };
+    if spec.delay.is_some() && spec.at.is_some() {
+        return Err(CliError::Usage("both `delay` and `at`: give one".to_owned()));
+    }
+    let delay = spec.delay.as_deref().map(cli::parse_duration).transpose().map_err(CliError::Usage)?;
+    let at = spec.at.as_deref().map(cli::parse_time).transpose().map_err(CliError::Usage)?;
+    let mut args = JobArgs { env, timeout, delay, at, detach: true, args: spec.args.clone(), ..JobArgs::default() };
     match &spec.target {
         None => {}
         Some(TargetSpec::Any) => args.remote = true,
@@ -95,7 +106,8 @@ pub fn plan_job(project: &Project, spec: &JobSpec, has_server: bool) -> Result<J
         Some(TargetSpec::Labels(labels)) => args.labels = labels.clone().into_iter().collect(),
     }
     let target = plan::remote_target(&args, operation, has_server)?.unwrap_or(Target::Any);
-    Ok(plan::build_job(project, operation, &args, target))
+    let due = plan::due_at_ms(operation, &args, runway_broker::protocol::now_ms())?;
+    Ok(Job { not_before_ms: due, ..plan::build_job(project, operation, &args, target) })
 }
 
 /// Every line of `input` as a job, each line a JSON [`JobSpec`]; blank lines are skipped. All

@@ -19,11 +19,19 @@ pub struct JobView<'a> {
     attempt: Option<u32>,
     attempts: Vec<AttemptView<'a>>,
     cancel_requested: bool,
+    /// Why it was cancelled, when not by its canceller's own request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_reason: Option<&'a str>,
     duration_ms: Option<u64>,
     env_keys: &'a [String],
     error: Option<&'a str>,
     exit_code: Option<i32>,
     finished_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<&'a str>,
+    /// Who holds the concurrency group it waits on (`job inspect`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held: Option<String>,
     id: Uuid,
     /// Events not believed (not sent by the attempt's runner).
     ignored_events: u64,
@@ -32,7 +40,16 @@ pub struct JobView<'a> {
     project: Option<&'a str>,
     queued_at_ms: u64,
     queued_by: Option<&'a str>,
+    /// The attempts a job that retries may make in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    /// When a delayed job was queued to run (its `--delay` or `--at`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_before_ms: Option<u64>,
     runner: Option<&'a str>,
+    /// When a scheduled job (or its next attempt) is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scheduled_for_ms: Option<u64>,
     signal: Option<i32>,
     state: &'static str,
     target: Option<&'a Target>,
@@ -77,11 +94,14 @@ impl<'a> JobView<'a> {
             attempt: last.map(|attempt| attempt.number),
             attempts: record.attempts.values().map(AttemptView::new).collect(),
             cancel_requested: record.cancel_requested.is_some(),
+            cancel_reason: record.cancel_reason.as_deref(),
             duration_ms: completed.map(|c| c.duration_ms),
             env_keys: &record.env_keys,
             error: completed.and_then(|c| c.error.as_deref()),
             exit_code: completed.and_then(|c| c.exit_code),
             finished_at_ms: record.finished_at_ms(),
+            group: record.group.as_deref(),
+            held: None,
             id: record.id,
             ignored_events: record.ignored,
             operation: record.operation.as_deref(),
@@ -89,12 +109,21 @@ impl<'a> JobView<'a> {
             project: record.project.as_deref(),
             queued_at_ms: record.created_at_ms(),
             queued_by: record.queued_by.as_deref(),
+            max_attempts: record.retry.as_ref().map(|retry| retry.attempts),
+            not_before_ms: record.not_before_ms,
             runner: last.map(|attempt| attempt.runner.as_str()),
+            scheduled_for_ms: record.due_at_ms(now_ms),
             signal: completed.and_then(|c| c.signal),
             state: record.state(now_ms).as_str(),
             target: record.target.as_ref(),
             waiting: None,
         }
+    }
+
+    /// Who holds the group the job waits on, as `job inspect` says it.
+    pub fn held(mut self, notice: Option<&str>) -> JobView<'a> {
+        self.held = notice.map(|notice| notice.strip_prefix("waiting: ").unwrap_or(notice).to_owned());
+        self
     }
 
     /// With the queue the job waits in, and why no runner consumes it (if none does).
@@ -193,6 +222,8 @@ mod tests {
             retry_on_lost: false,
             queued_by: "me@here".to_owned(),
             group: None,
+            not_before_ms: None,
+            retry: None,
             created_at_ms: 1_700_000_000_000,
         };
         record.apply(&event(id, 0, EventBody::Queued(queued)), None);

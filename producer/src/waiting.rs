@@ -23,6 +23,13 @@ const NOTICE_AFTER: Duration = Duration::from_secs(3);
 /// How often the spinner's reason is asked again while the job still waits.
 const REASON_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a job of a concurrency group waits before the CLI says who holds the group (a held
+/// group is no fault, so it is said sooner)...
+const GROUP_NOTICE_AFTER: Duration = Duration::from_secs(1);
+
+/// ...and how often it looks again, to say so when another job took the group over.
+const GROUP_RECHECK: Duration = Duration::from_secs(3);
+
 /// What is due next while the job waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -40,19 +47,27 @@ pub struct Waiting {
     spinner: Option<ProgressBar>,
     next: Option<(Instant, Due)>,
     queued_at: Instant,
+    /// When the notice comes after the job is due.
+    notice_after: Duration,
+    /// A group's job asks again who holds the group, with or without a spinner.
+    recheck: Option<Duration>,
 }
 
 impl Waiting {
-    /// The job was just queued; `style` says whether a spinner may show.
-    pub fn queued(style: Style) -> Waiting {
+    /// The job was just queued, due in `delay` (a delayed job waits for its time first, and
+    /// nothing is said meanwhile); `style` says whether a spinner may show; a job of a
+    /// concurrency group (`in_group`) says sooner, and again, who holds its group.
+    pub fn queued(style: Style, delay: Duration, in_group: bool) -> Waiting {
         let spinner_allowed = style == (Style::Human { quiet: false }) && std::io::stderr().is_terminal();
-        let queued_at = Instant::now();
-        let next = if spinner_allowed {
+        let queued_at = Instant::now() + delay;
+        let (notice_after, recheck) =
+            if in_group { (GROUP_NOTICE_AFTER, Some(GROUP_RECHECK)) } else { (NOTICE_AFTER, None) };
+        let next = if spinner_allowed && SPINNER_AFTER < notice_after {
             (queued_at + SPINNER_AFTER, Due::Spinner)
         } else {
-            (queued_at + NOTICE_AFTER, Due::Notice)
+            (queued_at + notice_after, Due::Notice)
         };
-        Waiting { spinner: None, next: Some(next), queued_at }
+        Waiting { spinner: None, next: Some(next), queued_at, notice_after, recheck }
     }
 
     /// Whether anything is still due (the job still waits).
@@ -82,7 +97,7 @@ impl Waiting {
         spinner.set_elapsed(self.queued_at.elapsed());
         spinner.enable_steady_tick(Duration::from_millis(120));
         self.spinner = Some(spinner);
-        self.next = Some((self.queued_at + NOTICE_AFTER, Due::Notice));
+        self.next = Some((self.queued_at + self.notice_after, Due::Notice));
     }
 
     /// Print `notice` (the "still waiting" status line) and give the spinner its reason.
@@ -91,13 +106,17 @@ impl Waiting {
         self.reason(notice);
     }
 
-    /// Give the spinner the reason the job still waits.
+    /// Give the spinner the reason the job still waits; a group's job asks again who holds it.
     pub fn reason(&mut self, notice: &str) {
         if let Some(spinner) = &self.spinner {
             let reason = notice.strip_prefix("still waiting for a runner: ").unwrap_or(notice);
             spinner.set_message(reason.to_owned());
         }
-        self.next = self.spinner.is_some().then(|| (Instant::now() + REASON_EVERY, Due::Reason));
+        self.next = match (self.recheck, &self.spinner) {
+            (Some(every), _) => Some((Instant::now() + every, Due::Notice)),
+            (None, Some(_)) => Some((Instant::now() + REASON_EVERY, Due::Reason)),
+            (None, None) => None,
+        };
     }
 
     /// Print something while the spinner is hidden, so the two never share a line.

@@ -239,7 +239,7 @@ pub(crate) async fn execute(
         (None, Ok(_)) if exit_code == Some(0) => (Status::Success, None),
         (None, Ok(_)) => (Status::Failed, signal.map(|signal| format!("killed by signal {}", signal_name(signal)))),
     };
-    Completed { status, exit_code, signal, duration_ms: to_ms(duration), outputs, error }
+    Completed { status, exit_code, signal, duration_ms: to_ms(duration), outputs, error, retrying: None }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,6 +295,7 @@ fn builtin_job(builtin: Builtin, started: Instant) -> Completed {
             duration_ms: to_ms(started.elapsed()),
             outputs: BTreeMap::new(),
             error: None,
+            retrying: None,
         },
     }
 }
@@ -307,6 +308,7 @@ fn failed_to_start(started: Instant, error: String, exit_code: i32) -> Completed
         duration_ms: to_ms(started.elapsed()),
         outputs: BTreeMap::new(),
         error: Some(error),
+        retrying: None,
     }
 }
 

@@ -6,12 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use runway_broker::protocol::{Command, Completed, Event, EventBody, Status, Target};
+use runway_broker::protocol::{Command, Completed, Event, EventBody, Retry, Status, Target};
 use uuid::Uuid;
 
 /// A job's state as an observer sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
+    /// Queued for later: a delayed job, or a retry waiting out its delay.
+    Scheduled,
     Queued,
     Running,
     Success,
@@ -25,6 +27,7 @@ pub enum State {
 impl State {
     pub fn as_str(self) -> &'static str {
         match self {
+            State::Scheduled => "scheduled",
             State::Queued => "queued",
             State::Running => "running",
             State::Success => "success",
@@ -38,6 +41,7 @@ impl State {
 
     pub fn parse(text: &str) -> Option<State> {
         [
+            State::Scheduled,
             State::Queued,
             State::Running,
             State::Success,
@@ -53,7 +57,7 @@ impl State {
 
     pub fn is_final(self) -> bool {
         match self {
-            State::Queued | State::Running => false,
+            State::Scheduled | State::Queued | State::Running => false,
             State::Success | State::Failed | State::Cancelled | State::TimedOut | State::Lost | State::Rejected => true,
         }
     }
@@ -106,7 +110,15 @@ pub struct JobRecord {
     /// A lost attempt is run again (the operation sets `retry_on_lost`).
     pub retry_on_lost: bool,
     pub queued_at_ms: Option<u64>,
+    /// A delayed job: no runner takes it before this time.
+    pub not_before_ms: Option<u64>,
+    /// Its automatic retries.
+    pub retry: Option<Retry>,
     pub cancel_requested: Option<(u64, String)>,
+    /// Why it was cancelled, when that was not its canceller's own request.
+    pub cancel_reason: Option<String>,
+    /// Its concurrency group.
+    pub group: Option<String>,
     pub attempts: BTreeMap<u32, Attempt>,
     pub outputs: BTreeMap<String, String>,
     /// Kinds of events this build does not know (a later version's) that the job had.
@@ -166,14 +178,18 @@ impl JobRecord {
                 self.timeout_ms = queued.timeout_ms;
                 self.retry_on_lost = queued.retry_on_lost;
                 self.queued_at_ms = Some(queued.created_at_ms);
+                self.not_before_ms = queued.not_before_ms;
+                self.retry = queued.retry.as_deref().cloned();
+                self.group = queued.group.clone();
                 return true;
             }
-            EventBody::CancelRequested { by, .. } => {
+            EventBody::CancelRequested { by, reason, .. } => {
                 // The first request counts, but one by the submitter over one by someone else.
                 let kept_is_submitters =
                     self.cancel_requested.as_ref().is_some_and(|(_, kept)| self.is_submitter(kept));
                 if self.cancel_requested.is_none() || (!kept_is_submitters && self.is_submitter(by)) {
                     self.cancel_requested = Some((event.ts, by.clone()));
+                    self.cancel_reason = reason.clone();
                 }
                 return true;
             }
@@ -308,15 +324,41 @@ impl JobRecord {
 
     pub fn state(&self, now_ms: u64) -> State {
         match self.last_attempt() {
+            // Queued again as the next attempt, which no runner took yet.
+            Some(Attempt { completed: Some(Completed { retrying: Some(next), .. }), .. }) => {
+                self.waiting_state(Some(next.at_ms), now_ms)
+            }
             Some(Attempt { completed: Some(completed), .. }) => State::of(completed.status),
             Some(_) if self.silence(now_ms).is_some() => State::Lost,
             Some(_) => State::Running,
-            // Cancelled while queued: no runner will ever run it.
-            // Runners honour a cancel from someone else only if their policy allows that user
-            // (`--allow-cancel`), which readers cannot know: they wait for the runner's word.
-            None if self.cancel_requested.as_ref().is_some_and(|(_, by)| self.is_submitter(by)) => State::Cancelled,
-            None => State::Queued,
+            None => self.waiting_state(self.not_before_ms, now_ms),
         }
+    }
+
+    /// The state of a job no runner has taken (yet, or again), due at `due_ms`.
+    fn waiting_state(&self, due_ms: Option<u64>, now_ms: u64) -> State {
+        match due_ms {
+            // Cancelled by its submitter while it waited: no runner will ever run it. Runners
+            // honour a cancel from someone else only if their policy allows that user
+            // (`--allow-cancel`), which readers cannot know: they wait for the runner's word.
+            _ if self.cancel_requested.as_ref().is_some_and(|(_, by)| self.is_submitter(by)) => State::Cancelled,
+            Some(due) if due > now_ms => State::Scheduled,
+            _ => State::Queued,
+        }
+    }
+
+    /// When the job (or its next attempt) is due, while it waits for its time.
+    pub fn due_at_ms(&self, now_ms: u64) -> Option<u64> {
+        let due = match self.last_attempt() {
+            Some(attempt) => attempt.completed.as_ref()?.retrying?.at_ms,
+            None => self.not_before_ms?,
+        };
+        (self.state(now_ms) == State::Scheduled).then_some(due)
+    }
+
+    /// Attempts made or under way: the latest attempt's number (1 before any ran).
+    pub fn attempt_count(&self) -> u32 {
+        self.last_attempt().map_or(1, |attempt| attempt.number)
     }
 
     /// The completion of the latest attempt, if it ended.
@@ -344,7 +386,7 @@ pub fn uuid_ms(id: Uuid) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use runway_broker::protocol::{Queued, VERSION};
+    use runway_broker::protocol::{Queued, Retrying, VERSION};
 
     use super::*;
 
@@ -365,6 +407,8 @@ mod tests {
             retry_on_lost: false,
             queued_by: "me@host".into(),
             group: None,
+            not_before_ms: None,
+            retry: None,
             created_at_ms: 1_000,
         });
         Event { runner: String::new(), ..event(job, 0, 1_000, 1, body) }
@@ -378,7 +422,44 @@ mod tests {
             duration_ms: 10,
             outputs: BTreeMap::from([("k".into(), "v".into())]),
             error: None,
+            retrying: None,
         })
+    }
+
+    #[test]
+    fn a_delayed_job_is_scheduled_until_its_time_and_a_retried_one_until_its_next_attempt_is_due() {
+        let id = Uuid::now_v7();
+        let mut record = JobRecord::new(id);
+        let mut queued = queued(id);
+        if let EventBody::Queued(body) = &mut queued.body {
+            body.not_before_ms = Some(5_000);
+        }
+        record.apply(&queued, None);
+        assert_eq!(record.state(4_999), State::Scheduled);
+        assert_eq!(record.due_at_ms(4_999), Some(5_000));
+        assert_eq!(record.state(5_000), State::Queued, "due: waiting for a runner");
+        record.apply(&event(id, 1, 5_100, 1, EventBody::Accepted { hostname: "h".into(), heartbeat_ms: 1_000 }), None);
+        let EventBody::Completed(mut failed) = completed(Status::Failed, 1) else { unreachable!() };
+        failed.retrying = Some(Retrying { attempt: 2, at_ms: 8_000, delay_ms: 2_800 });
+        record.apply(&event(id, 2, 5_200, 1, EventBody::Completed(failed)), None);
+        assert_eq!(record.state(6_000), State::Scheduled, "its next attempt waits");
+        assert_eq!(record.due_at_ms(6_000), Some(8_000));
+        assert_eq!(record.attempt_count(), 1);
+        record.apply(
+            &Event {
+                runner: String::new(),
+                ..event(
+                    id,
+                    0,
+                    6_500,
+                    1,
+                    EventBody::CancelRequested { by: "me@host".into(), force: false, reason: None },
+                )
+            },
+            None,
+        );
+        assert_eq!(record.state(6_600), State::Cancelled, "cancelled while it waited");
+        assert_eq!(record.due_at_ms(6_600), None);
     }
 
     #[test]
@@ -413,7 +494,7 @@ mod tests {
         let id = Uuid::now_v7();
         let cancel = |by: &str| Event {
             runner: String::new(),
-            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: by.into(), force: false })
+            ..event(id, 0, 1_500, 1, EventBody::CancelRequested { by: by.into(), force: false, reason: None })
         };
         let mut record = JobRecord::new(id);
         record.apply(&queued(id), None);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use runway_broker::claims::{self, Claim};
-use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
+use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Retrying, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery};
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -18,6 +18,7 @@ use crate::events::EventSink;
 use crate::execute::{Context, Stop, execute};
 use crate::link::Link;
 use crate::redelivery::{self, Decision};
+use crate::retry;
 use crate::runner::{RunnerConfig, Shutdown};
 
 /// What one job's task needs.
@@ -111,7 +112,7 @@ async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "the broker did not confirm that the job was accepted");
     }
-    let completed = match permit {
+    let mut completed = match permit {
         Some(_permit) => {
             let _running = metrics.job_running();
             let context = Context {
@@ -127,13 +128,38 @@ async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc
     };
     tracing::info!(job = %job.id, operation = %job.operation, status = %completed.status, "job ended");
     metrics.job_completed(&job.operation, completed.status, Some(accepted.elapsed()));
+    let next = retry::next_attempt(&job, &completed).map(|attempt| retry::plan(&job, attempt));
+    completed.retrying = next.as_ref().map(|(_, retrying)| *retrying);
     sink.emit(EventBody::Completed(completed)).await;
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "some events of the job were not confirmed");
     }
+    if let Some((next, _)) = next
+        && !queue_again(run, &next).await
+    {
+        // Handed back: its redelivery finds this attempt's end saying `retrying` and no next
+        // attempt, and runs the next attempt then (see `redelivery::decide`).
+        settle(delivery.acker.nack(true).await);
+        return true;
+    }
     // Acknowledge even if events were lost: the job ran, and it must not run again.
     settle(delivery.acker.ack().await);
     true
+}
+
+/// Queue the next attempt `next` (see `retry`); false when the broker did not take it.
+async fn queue_again(run: &JobRun, next: &Job) -> bool {
+    let conn = run.link.current().map_or_else(|| run.conn.clone(), |(conn, _)| conn);
+    match retry::queue_again(&conn, &run.topology, next).await {
+        Ok(()) => {
+            tracing::info!(job = %next.id, attempt = next.attempt, "queued the job again");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(job = %next.id, attempt = next.attempt, error = %err, "queuing the next attempt failed");
+            false
+        }
+    }
 }
 
 /// End `job` `rejected` without running it: record `completed` with the reason (names only,
@@ -170,14 +196,30 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Redelivered {
         }
         Ok(Decision::Lost { attempt, runner, last_seen_ms, retry }) => {
             tracing::warn!(job = %job.id, attempt, %runner, retry, "a redelivered job's runner went silent: lost");
-            let completed = Completed::without_exit(
-                Status::Lost,
-                format!(
-                    "runner {runner} went silent (last heard from {}); {}",
-                    crate::times::heard_at(last_seen_ms, protocol::now_ms()),
-                    if retry { "running it again" } else { "not retried: the operation does not set retry_on_lost" }
-                ),
-            );
+            let heard = crate::times::heard_at(last_seen_ms, protocol::now_ms());
+            let mut completed =
+                Completed::without_exit(Status::Lost, format!("runner {runner} went silent (last heard from {heard})"));
+            // The job's `retry` queues the next attempt afresh (after its delay); `retry_on_lost`
+            // alone runs it here at once. An attempt number at the end of its range (a hostile
+            // history) is not run again.
+            let mut queue_next = None;
+            let retried = match job.retry.as_ref().and_then(|policy| policy.next_attempt(attempt, &completed)) {
+                Some(next) => {
+                    let (next_job, retrying) = retry::plan(&Job { attempt, ..job.clone() }, next);
+                    completed.retrying = Some(retrying);
+                    queue_next = Some(next_job);
+                    None
+                }
+                None if retry => attempt.checked_add(1).inspect(|next| {
+                    completed.retrying = Some(Retrying { attempt: *next, at_ms: protocol::now_ms(), delay_ms: 0 });
+                }),
+                None => None,
+            };
+            // A retry says so itself (`retrying`); only its absence needs words.
+            if completed.retrying.is_none() {
+                let why = "not retried: the operation sets neither retry_on_lost nor a retry on lost";
+                completed.error = completed.error.map(|error| format!("{error}; {why}"));
+            }
             let record = Event {
                 v: protocol::VERSION,
                 job: job.id,
@@ -191,8 +233,14 @@ async fn resolve_redelivery(run: &JobRun, job: &Job) -> Redelivered {
                 Ok(confirm) => settle(confirm.wait().await),
                 Err(err) => settle(Err(err)),
             }
-            // An attempt number at the end of its range (a hostile history) is not run again.
-            match retry.then(|| attempt.checked_add(1)).flatten() {
+            // After the lost attempt's end is stored (see `retry::plan`); if the broker does not
+            // take it, the job is handed back and its next redelivery runs the next attempt.
+            if let Some(next) = queue_next
+                && !queue_again(run, &next).await
+            {
+                return Redelivered::HandBack;
+            }
+            match retried {
                 Some(next) => Redelivered::Run(next),
                 None => Redelivered::Drop,
             }

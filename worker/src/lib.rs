@@ -26,6 +26,7 @@ pub mod metrics_server;
 pub mod policy;
 mod redelivery;
 mod rejection;
+mod retry;
 mod runner;
 pub mod secrets;
 pub mod streams;

@@ -39,10 +39,17 @@ pub(crate) enum Verdict {
 
 /// Decide from what the history says at `now`.
 pub(crate) fn decide(record: &JobRecord, job: &Job, now: u64) -> Verdict {
-    let Some(attempt) = record.last_attempt() else {
+    // A retry is a new message of the next attempt: the earlier attempts in the history are
+    // not this one.
+    let Some(attempt) = record.last_attempt().filter(|attempt| attempt.number >= job.attempt) else {
         return Verdict::Decided(Decision::Run { attempt: job.attempt });
     };
-    if attempt.completed.is_some() {
+    if let Some(completed) = &attempt.completed {
+        // Its end says the next attempt is queued, but none began: the runner that ended it
+        // could not queue it (and handed the job back). Run the next attempt now.
+        if let Some(next) = completed.retrying.filter(|next| next.attempt > attempt.number) {
+            return Verdict::Decided(Decision::Run { attempt: next.attempt });
+        }
         return Verdict::Decided(Decision::Drop { why: "it already completed" });
     }
     match record.silence(now) {
@@ -156,6 +163,8 @@ mod tests {
             created_at_ms: 0,
             queued_by: "t".into(),
             group: None,
+            not_before_ms: None,
+            retry: None,
         }
     }
 
@@ -181,9 +190,13 @@ mod tests {
             duration_ms: 1,
             outputs: BTreeMap::new(),
             error: None,
+            retrying: None,
         };
         record.apply(&event(&job, 2, EventBody::Completed(completed)), None);
         assert!(matches!(decide(&record, &job, 1_000_000), Verdict::Decided(Decision::Drop { .. })));
+        // The next attempt of a retried job is not the attempt that completed.
+        let next = Job { attempt: 2, ..job.clone() };
+        assert_eq!(decide(&record, &next, 1_000_000), Verdict::Decided(Decision::Run { attempt: 2 }));
     }
 
     #[test]

@@ -179,6 +179,8 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         job_queues: wiring.job_queues.clone(),
         cancelled: Cancels::default(),
         submitters: HashMap::new(),
+        attempts: HashMap::new(),
+        next_attempts: HashMap::new(),
         shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
         deliveries_tx,
@@ -231,6 +233,11 @@ struct Serving {
     cancelled: Cancels,
     /// The verified submitter of each running job, to honour only its allowed cancels.
     submitters: HashMap<Uuid, Option<String>>,
+    /// The attempt of each job here, to tell a redelivered copy from the next attempt.
+    attempts: HashMap<Uuid, u32>,
+    /// The next attempt of a job whose previous attempt is still ending here (it was queued
+    /// again before that attempt's delivery was acknowledged): taken once that one ended.
+    next_attempts: HashMap<Uuid, (u64, Delivery)>,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
     deliveries_tx: mpsc::Sender<Tagged>,
@@ -469,7 +476,11 @@ async fn serve(
                 state.running.remove(&id);
                 state.groups.ended(id);
                 state.submitters.remove(&id);
+                state.attempts.remove(&id);
                 state.ledger.settled(id);
+                if let Some((instance, delivery)) = state.next_attempts.remove(&id) {
+                    state.take(instance, delivery).await;
+                }
                 if state.progress.settled(state.running.len()) {
                     break;
                 }
@@ -486,6 +497,9 @@ async fn serve(
     state.forwarders.abort_all();
     while state.forwarders.join_next().await.is_some() {}
     deliveries.close();
+    for (_, (_, delivery)) in state.next_attempts.drain() {
+        settle(delivery.acker.nack(true).await);
+    }
     while let Ok((_, delivery)) = deliveries.try_recv() {
         if let Ok(delivery) = delivery
             && let Err(err) = delivery.acker.nack(true).await
@@ -614,6 +628,11 @@ impl Serving {
             }
             return;
         }
+        if self.attempts.get(&job.id).is_some_and(|&here| job.attempt > here) {
+            // Its next attempt, queued before this runner settled the last one.
+            self.next_attempts.insert(job.id, (instance, delivery));
+            return;
+        }
         if self.running.contains_key(&job.id) || !self.taken.take(job.id, job.attempt) {
             // A copy of a job this runner runs or ran: the broker handed back a running job
             // (its connection dropped and came back), or someone published the job again.
@@ -629,6 +648,7 @@ impl Serving {
             let _ = stop_tx.send(Stop { force: true });
         }
         self.running.insert(job.id, stop_tx);
+        self.attempts.insert(job.id, job.attempt);
         self.submitters.insert(job.id, submitter);
         self.ledger.took(job.id, instance);
         // A group job runs outside the slots: the group bounds it to one (see `groups`).

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use runway_broker::protocol::{
-    self, Builtin, Command, Completed, Event, EventBody, LogLine, Queued, Status, Stream, Target, VERSION,
+    self, Builtin, Command, Completed, Event, EventBody, LogLine, Queued, Retrying, Status, Stream, Target, VERSION,
 };
 use runway_worker::history::{JobRecord, State, uuid_ms};
 use uuid::Uuid;
@@ -85,7 +85,8 @@ fn status() -> impl Strategy<Value = Status> {
     ]
 }
 
-fn completed() -> impl Strategy<Value = Completed> {
+/// Boxed, as `queued` is: the strategy types nest deep enough to overflow a test thread's stack.
+fn completed() -> BoxedStrategy<Completed> {
     (
         status(),
         any::<Option<i32>>(),
@@ -93,28 +94,32 @@ fn completed() -> impl Strategy<Value = Completed> {
         millis(),
         btree_map(short_text(), text(), 0..3),
         proptest::option::of(text()),
+        proptest::option::of((any::<u32>(), timestamp(), millis())),
     )
-        .prop_map(|(status, exit_code, signal, duration_ms, outputs, error)| Completed {
+        .prop_map(|(status, exit_code, signal, duration_ms, outputs, error, retrying)| Completed {
             status,
             exit_code,
             signal,
             duration_ms,
             outputs,
             error,
+            retrying: retrying.map(|(attempt, at_ms, delay_ms)| Retrying { attempt, at_ms, delay_ms }),
         })
+        .boxed()
 }
 
-fn queued() -> impl Strategy<Value = Queued> {
+/// Boxed: see `completed`.
+fn queued() -> BoxedStrategy<Queued> {
     (
         (short_text(), short_text(), command(), vec(short_text(), 0..3), vec(short_text(), 0..3)),
         (target(), proptest::option::of(millis()), any::<bool>(), short_text(), timestamp()),
-        proptest::option::of(short_text()),
+        (proptest::option::of(short_text()), proptest::option::of(timestamp())),
     )
         .prop_map(
             |(
                 (operation, project, command, args, env_keys),
                 (target, timeout_ms, retry_on_lost, queued_by, created_at_ms),
-                group,
+                (group, not_before_ms),
             )| Queued {
                 operation,
                 project,
@@ -128,8 +133,11 @@ fn queued() -> impl Strategy<Value = Queued> {
                 created_at_ms,
                 group,
                 secrets: Vec::new(),
+                not_before_ms,
+                retry: None,
             },
         )
+        .boxed()
 }
 
 fn log_line() -> impl Strategy<Value = LogLine> {
@@ -141,7 +149,8 @@ fn log_line() -> impl Strategy<Value = LogLine> {
 fn body() -> impl Strategy<Value = EventBody> {
     prop_oneof![
         queued().prop_map(EventBody::Queued),
-        (short_text(), any::<bool>()).prop_map(|(by, force)| EventBody::CancelRequested { by, force }),
+        (short_text(), any::<bool>(), proptest::option::of(short_text()))
+            .prop_map(|(by, force, reason)| EventBody::CancelRequested { by, force, reason }),
         (short_text(), millis()).prop_map(|(hostname, heartbeat_ms)| EventBody::Accepted { hostname, heartbeat_ms }),
         (any::<u32>(), vec(short_text(), 0..3)).prop_map(|(pid, argv)| EventBody::Started { pid, argv }),
         vec(log_line(), 0..8).prop_map(|lines| EventBody::Log { lines }),
@@ -169,7 +178,17 @@ fn look_at(record: &JobRecord, now: u64) -> Result<(), TestCaseError> {
     let _ = format!("{record:?} {state:?} {}", uuid_ms(record.id));
     let _ = (record.created_at_ms(), record.finished_at_ms());
     match (record.last_attempt(), record.completed()) {
-        (None, _) => prop_assert!(matches!(state, State::Queued | State::Cancelled), "no attempt yet: {:?}", state),
+        (None, _) => prop_assert!(
+            matches!(state, State::Queued | State::Scheduled | State::Cancelled),
+            "no attempt yet: {:?}",
+            state
+        ),
+        // Queued again as the next attempt: waiting for it, or cancelled while it waited.
+        (Some(_), Some(completed)) if completed.retrying.is_some() => prop_assert!(
+            matches!(state, State::Queued | State::Scheduled | State::Cancelled),
+            "retrying, yet {:?}",
+            state
+        ),
         (Some(_), Some(completed)) => {
             let _ = completed.status.to_string();
             prop_assert!(state.is_final(), "the latest attempt completed {}, yet {:?}", completed.status, state);
@@ -251,6 +270,7 @@ fn attempt_events(job: Uuid, number: u32, start_ms: u64, ends: Option<Status>) -
                 duration_ms: 1,
                 outputs,
                 error: None,
+                retrying: None,
             }));
         }
         bodies
@@ -298,7 +318,10 @@ fn well_formed_history() -> impl Strategy<Value = (Uuid, Vec<Event>)> {
             };
             let mut events = vec![producer(start_ms, EventBody::Queued(queued))];
             if cancelled {
-                events.push(producer(start_ms, EventBody::CancelRequested { by: "me".to_owned(), force: false }));
+                events.push(producer(
+                    start_ms,
+                    EventBody::CancelRequested { by: "me".to_owned(), force: false, reason: None },
+                ));
             }
             events.extend(runs.into_iter().flatten());
             (job, events)

@@ -47,6 +47,9 @@ pub(super) fn queue_arguments(options: &QueueOptions) -> Result<FieldTable> {
         short("dead-letter exchange name", exchange)?;
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(exchange.as_str().into()));
     }
+    if let Some(ttl) = options.message_ttl {
+        arguments.insert("x-message-ttl".into(), AMQPValue::LongLongInt(millis(ttl)));
+    }
     if let Some(age) = options.max_age {
         arguments.insert("x-max-age".into(), AMQPValue::LongString(max_age(age).into()));
     }

@@ -48,6 +48,13 @@ pub(super) fn basic_properties(properties: &Properties) -> Result<BasicPropertie
             let value = match value {
                 HeaderValue::Str(text) => AMQPValue::LongString(LongString::from(text.as_str())),
                 HeaderValue::Int(number) => AMQPValue::LongLongInt(*number),
+                HeaderValue::List(items) => AMQPValue::FieldArray(
+                    items
+                        .iter()
+                        .map(|item| AMQPValue::LongString(LongString::from(item.as_str())))
+                        .collect::<Vec<_>>()
+                        .into(),
+                ),
             };
             headers.insert(short("header name", key)?, value);
         }
@@ -91,11 +98,21 @@ fn header_value(value: &AMQPValue) -> Option<HeaderValue> {
         AMQPValue::LongUInt(number) => Some(HeaderValue::Int(i64::from(*number))),
         AMQPValue::LongLongInt(number) => Some(HeaderValue::Int(*number)),
         AMQPValue::Timestamp(stamp) => i64::try_from(*stamp).ok().map(HeaderValue::Int),
+        // An array of strings only (a `CC` header); `x-death`'s array of tables is not read.
+        AMQPValue::FieldArray(items) => items
+            .as_slice()
+            .iter()
+            .map(|item| match item {
+                AMQPValue::LongString(text) => Some(text.to_string()),
+                AMQPValue::ShortString(text) => Some(text.to_string()),
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .map(HeaderValue::List),
         AMQPValue::Boolean(_)
         | AMQPValue::Float(_)
         | AMQPValue::Double(_)
         | AMQPValue::DecimalValue(_)
-        | AMQPValue::FieldArray(_)
         | AMQPValue::FieldTable(_)
         | AMQPValue::ByteArray(_)
         | AMQPValue::Void => None,
@@ -105,6 +122,6 @@ fn header_value(value: &AMQPValue) -> Option<HeaderValue> {
 pub(super) fn header_int(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
     match header_value(headers?.inner().get(key)?)? {
         HeaderValue::Int(number) => Some(number),
-        HeaderValue::Str(_) => None,
+        HeaderValue::Str(_) | HeaderValue::List(_) => None,
     }
 }

@@ -47,6 +47,34 @@ impl MemoryBroker {
     }
 }
 
+/// Start a timer for each queue that was given a message with a time to live: when it fires,
+/// the queue's expired head messages are dead-lettered, and it sleeps again until the next
+/// head is due. The timer holds the state weakly: a dropped broker ends it.
+fn arm_expiry(shared: &Arc<Mutex<State>>, state: &mut State) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // No runtime, no timers: the messages expire when the next publish arms one.
+        return;
+    };
+    for (queue, ttl) in std::mem::take(&mut state.expiring) {
+        let weak = Arc::downgrade(shared);
+        runtime.spawn(async move {
+            let mut wait = ttl;
+            loop {
+                tokio::time::sleep(wait).await;
+                let Some(shared) = weak.upgrade() else { return };
+                let mut state = lock(&shared);
+                let next = state.expire(&queue, now_ms());
+                // A message dead-lettered into another queue with a TTL needs a timer too.
+                arm_expiry(&shared, &mut state);
+                match next {
+                    Some(next) => wait = next,
+                    None => return,
+                }
+            }
+        });
+    }
+}
+
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panic while holding the lock leaves plain data behind; keep serving rather than cascade.
     state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -217,7 +245,7 @@ impl Connection {
     /// Route and store; the confirm is immediate because storing cannot fail here.
     pub fn publish(&self, exchange: &str, routing_key: &str, message: &Message, mandatory: bool) -> Result<()> {
         let mut state = self.state()?;
-        let queues = state.route(exchange, routing_key)?;
+        let queues = state.route_all(exchange, routing_key, message.properties.cc())?;
         if queues.is_empty() {
             return if mandatory {
                 Err(Error::Unroutable { exchange: exchange.to_owned(), routing_key: routing_key.to_owned() })
@@ -243,6 +271,7 @@ impl Connection {
             };
             state.enqueue(&queue, stored);
         }
+        arm_expiry(&self.inner.state, &mut state);
         Ok(())
     }
 

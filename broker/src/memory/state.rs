@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
@@ -20,6 +21,9 @@ pub(super) struct State {
     /// The connections not closed yet: what a closed one tries fails, as on RabbitMQ.
     pub(super) open: HashSet<u64>,
     pub(super) counter: u64,
+    /// Queues that were given a message with a time to live since the last look: each needs a
+    /// timer (`mod.rs` arms them once the lock is released).
+    pub(super) expiring: Vec<(String, Duration)>,
 }
 
 #[derive(Debug)]
@@ -115,6 +119,20 @@ impl State {
         self.queues.get_mut(name).ok_or_else(|| Error::NotFound { what: format!("queue `{name}`") })
     }
 
+    /// The queues a message lands in when published to `exchange` with `routing_key` and the
+    /// routing keys of its `CC` header, each queue once.
+    pub(super) fn route_all(&self, exchange: &str, routing_key: &str, cc: &[String]) -> Result<Vec<String>> {
+        let mut queues = self.route(exchange, routing_key)?;
+        for key in cc {
+            for queue in self.route(exchange, key)? {
+                if !queues.contains(&queue) {
+                    queues.push(queue);
+                }
+            }
+        }
+        Ok(queues)
+    }
+
     /// The queues a message published to `exchange` with `routing_key` lands in.
     pub(super) fn route(&self, exchange: &str, routing_key: &str) -> Result<Vec<String>> {
         if exchange.is_empty() {
@@ -144,9 +162,35 @@ impl State {
             queue.log.entries.push_back(stored);
             apply_retention(queue);
         } else {
+            if let Some(ttl) = queue.options.message_ttl {
+                self.expiring.push((queue_name.to_owned(), ttl));
+            }
             queue.ready.push_back(stored);
         }
         self.dispatch(queue_name);
+    }
+
+    /// Take the expired messages off the head of a queue with a message TTL, dead-lettering
+    /// them; returns how long until its new head expires, if it has one. As on RabbitMQ, only
+    /// the head expires: every message of a queue has the same TTL, so the head is the oldest.
+    pub(super) fn expire(&mut self, queue_name: &str, now: u64) -> Option<Duration> {
+        let queue = self.queues.get_mut(queue_name)?;
+        let ttl = queue.options.message_ttl?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let exchange = queue.options.dead_letter_exchange.clone();
+        let mut expired = Vec::new();
+        while let Some(head) = queue.ready.front() {
+            let due = head.stored_at_ms.saturating_add(ttl_ms);
+            if due > now {
+                break;
+            }
+            expired.extend(queue.ready.pop_front());
+        }
+        let next = queue.ready.front().map(|head| head.stored_at_ms.saturating_add(ttl_ms).saturating_sub(now));
+        for stored in expired {
+            self.dead_letter(exchange.as_deref(), queue_name, stored, "expired");
+        }
+        next.map(Duration::from_millis)
     }
 
     /// Hand ready messages to consumers with credit, round robin.
@@ -200,8 +244,9 @@ impl State {
         headers.entry("x-first-death-reason".to_owned()).or_insert_with(|| HeaderValue::Str(reason.to_owned()));
         headers.entry("x-first-death-queue".to_owned()).or_insert_with(|| HeaderValue::Str(queue_name.to_owned()));
         headers.entry("x-first-death-exchange".to_owned()).or_insert_with(|| HeaderValue::Str(stored.exchange.clone()));
-        // Dead-lettering keeps the original routing key, as RabbitMQ does.
-        if let Ok(queues) = self.route(exchange, &stored.routing_key) {
+        // Dead-lettering keeps the original routing keys (its own and its `CC` header's), as
+        // RabbitMQ does.
+        if let Ok(queues) = self.route_all(exchange, &stored.routing_key, message.properties.cc()) {
             let message = Arc::new(message);
             for queue in queues {
                 let stored = Stored {

@@ -141,7 +141,8 @@ fn an_unknown_operation_key_is_named_at_the_key() {
     assert_eq!(
         message,
         "unknown key `tiemout` in [operations.build], expected one of `run`, `timeout`, `kill_grace`, `env`, \
-             `secrets`, `target`, `retry_on_lost`, `description`, `concurrency`"
+             `secrets`, `target`, `retry_on_lost`, `description`, `concurrency`, `retry`, `delay`, \
+             `concurrency_pending`"
     );
 }
 
@@ -501,4 +502,24 @@ fn secrets_are_names_each_once() {
     let (line, column, message) = error("[operations.deploy]\nrun = \"x\"\nsecrets = [\"OK\", \"A=B\"]\n");
     assert_eq!((line, column), (3, 18));
     assert!(message.starts_with("invalid secret name `A=B` in operation `deploy`"), "{message}");
+}
+
+#[test]
+fn retry_keys_default_what_they_do_not_say_and_scheduling_keys_parse() {
+    use runway_broker::protocol::{Retry, Status};
+    let project = parse_text(
+        "[operations.a]\nrun = \"x\"\nretry = {}\n\n[operations.b]\nrun = \"x\"\nretry = { attempts = 5, on = [\"lost\"], \
+         delay = \"30s\", exit_codes = [1, 75] }\ndelay = \"10m\"\nconcurrency_pending = \"cancel\"\n",
+    )
+    .expect("parses");
+    let a = &project.operations["a"];
+    let all = vec![Status::Failed, Status::Lost, Status::TimedOut];
+    assert_eq!(a.retry, Some(Retry { attempts: 3, on: all, delay_ms: 0, exit_codes: vec![] }));
+    assert_eq!((a.delay, a.concurrency_pending), (None, Pending::Queue));
+    let b = &project.operations["b"];
+    assert_eq!(b.retry, Some(Retry { attempts: 5, on: vec![Status::Lost], delay_ms: 30_000, exit_codes: vec![1, 75] }));
+    assert_eq!((b.delay, b.concurrency_pending), (Some(Duration::from_secs(600)), Pending::Cancel));
+    let (line, column, message) = error("[operations.a]\nrun = \"x\"\nconcurrency_pending = \"later\"\n");
+    assert_eq!((line, column), (3, 23));
+    assert!(message.starts_with("unknown `concurrency_pending` `later` in operation `a`"), "{message}");
 }
