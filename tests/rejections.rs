@@ -1,5 +1,5 @@
 //! Jobs a runner cannot run (an empty command, an unknown builtin, a body that is not JSON, one
-//! too large) end their followers as `rejected` and keep their properties in the dead letters.
+//! for another runner, one too large) end their followers as `rejected` and keep their properties in the dead letters.
 
 use runway_broker::protocol::{self, Command, Event, EventBody, Job, Queued, Target};
 use runway_broker::{ConsumeOptions, Message};
@@ -37,6 +37,17 @@ async fn a_job_the_runner_cannot_run_ends_its_follower_as_rejected_and_keeps_its
             "frobnicate",
         ),
         ("garbled", Box::new(|_| b"{this is not json".to_vec()), "not valid JSON"),
+        (
+            "misrouted",
+            Box::new(|id| {
+                let misrouted = Job {
+                    target: Target::Runner("w-elsewhere".into()),
+                    ..job(id, "misrouted", Command::Shell("true".into()))
+                };
+                protocol::encode(&misrouted)
+            }),
+            "bad target",
+        ),
     ];
     let queue = ns.topology.job_queue(&Target::Any);
     let mut sent = Vec::new();

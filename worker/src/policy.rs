@@ -7,7 +7,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status};
+use std::collections::BTreeMap;
+
+use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Status, Target};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery, identity};
 
@@ -106,6 +108,28 @@ impl Policy {
 }
 
 /// The verified submitter of a job delivery.
+/// Whether a job for `target` is one this runner (`id`, holding `labels`) may run: a job that
+/// reached it by a routing key its body does not match (published past the jobs exchange's
+/// routing, or a target changed in transit) is refused with why, never run on the wrong runner.
+///
+/// A job for any runner fits every runner: a concurrency group's jobs are all `any`, also when a
+/// runner inside the CLI (which takes only its own job ids, see [`Policy`]) runs them.
+pub(crate) fn target_fits(target: &Target, id: &str, labels: &BTreeMap<String, String>) -> Result<(), String> {
+    match target {
+        Target::Runner(wanted) if wanted == id => Ok(()),
+        Target::Runner(wanted) => {
+            Err(format!("bad target: the job is for runner `{wanted}`, and this is runner `{id}`"))
+        }
+        Target::Any => Ok(()),
+        Target::Labels(wanted) => match wanted.iter().find(|(key, value)| labels.get(*key) != Some(*value)) {
+            None => Ok(()),
+            Some((key, value)) => {
+                Err(format!("bad target: the job needs label `{key}={value}`, which runner `{id}` does not have"))
+            }
+        },
+    }
+}
+
 pub(crate) fn submitter(delivery: &Delivery) -> Option<&str> {
     identity::sender(delivery)
 }
@@ -149,6 +173,20 @@ pub(crate) async fn reject(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_job_fits_only_the_runner_its_target_names() {
+        use super::{BTreeMap, Target, target_fits};
+        let labels = BTreeMap::from([("os".to_owned(), "linux".to_owned()), ("gpu".to_owned(), "yes".to_owned())]);
+        assert!(target_fits(&Target::Any, "r1", &labels).is_ok());
+        assert!(target_fits(&Target::Runner("r1".into()), "r1", &labels).is_ok());
+        let other = target_fits(&Target::Runner("r2".into()), "r1", &labels).expect_err("another runner's");
+        assert!(other.contains("runner `r2`"), "{other}");
+        let fits = BTreeMap::from([("os".to_owned(), "linux".to_owned())]);
+        assert!(target_fits(&Target::Labels(fits), "r1", &labels).is_ok());
+        let mac = BTreeMap::from([("os".to_owned(), "mac".to_owned())]);
+        assert!(target_fits(&Target::Labels(mac), "r1", &labels).expect_err("no such label").contains("os=mac"));
+    }
+
     use super::*;
     use runway_broker::protocol::Command;
 

@@ -622,7 +622,10 @@ impl Serving {
                 return;
             }
         };
-        if let Err(why) = self.config.policy.check(policy::submitter(&delivery), &job) {
+        let config = &self.config;
+        let checked = policy::target_fits(&job.target, &config.id, &config.labels)
+            .and_then(|()| config.policy.check(policy::submitter(&delivery), &job));
+        if let Err(why) = checked {
             if policy::reject(&self.conn, &self.topology, &self.config.id, &job, delivery, &why).await {
                 self.config.metrics.dead_lettered(DeadLetter::Refused);
             }
