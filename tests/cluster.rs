@@ -150,7 +150,20 @@ impl Namespace {
     }
 
     /// Read the history from its start (through `conn`) until `done` says so.
-    async fn read_history(&self, conn: &Connection, mut done: impl FnMut(&serde_json::Value) -> bool) {
+    async fn read_history(&self, conn: &Connection, done: impl FnMut(&serde_json::Value) -> bool) {
+        assert!(
+            self.read_history_within(conn, PATIENCE, done).await,
+            "the awaited events did not arrive in the history"
+        );
+    }
+
+    /// [`Namespace::read_history`] for up to `patience`; whether `done` said so by then.
+    async fn read_history_within(
+        &self,
+        conn: &Connection,
+        patience: Duration,
+        mut done: impl FnMut(&serde_json::Value) -> bool,
+    ) -> bool {
         let options = ConsumeOptions { offset: Some(StreamOffset::First), ..ConsumeOptions::with_prefetch(500) };
         // A stream just declared on a fresh cluster may not have its replica on this node yet.
         let deadline = Instant::now() + PATIENCE;
@@ -165,7 +178,7 @@ impl Namespace {
                 Err(err) => panic!("consume history: {err}"),
             }
         };
-        tokio::time::timeout(PATIENCE, async {
+        tokio::time::timeout(patience, async {
             while let Some(delivery) = consumer.next().await {
                 let delivery = delivery.expect("history delivery");
                 let event: serde_json::Value = serde_json::from_slice(&delivery.body).expect("event is JSON");
@@ -177,7 +190,26 @@ impl Namespace {
             panic!("the history stream ended");
         })
         .await
-        .expect("the awaited events did not arrive in the history");
+        .is_ok()
+    }
+
+    /// What the history and the dead letters hold of jobs that never completed, for a failure
+    /// message.
+    async fn describe_missing(&self, conn: &Connection, missing: &[&String]) -> String {
+        let mut events = Vec::new();
+        self.read_history_within(conn, Duration::from_secs(10), |event| {
+            if missing.iter().any(|id| event["job"] == id.as_str()) {
+                events.push(event.to_string());
+            }
+            false
+        })
+        .await;
+        let dead = conn.queue_info(&self.topology.dead_queue()).await.ok().flatten().map_or(0, |info| info.messages);
+        format!(
+            "{} jobs never completed: {missing:?}; {dead} dead letters; their events:\n{}",
+            missing.len(),
+            events.join("\n")
+        )
     }
 
     /// Wait until every job of `ids` completed; how many `completed` events each has.
@@ -456,15 +488,30 @@ async fn a_rolling_restart_under_a_steady_stream_of_jobs() {
     let wanted: std::collections::HashSet<&String> = ids.iter().collect();
     let mut completed: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
     let mut completed_at: Vec<u64> = Vec::new();
-    ns.read_history(&reader, |event| {
-        let id = event["job"].as_str().unwrap_or_default().to_owned();
-        if wanted.contains(&id) && event["body"]["kind"] == "completed" {
-            completed_at.push(event["ts"].as_u64().unwrap_or_default());
-            completed.entry(id).or_default().push(event.clone());
-        }
-        completed.len() == wanted.len()
-    })
-    .await;
+    let all_completed = ns
+        .read_history_within(&reader, PATIENCE, |event| {
+            let id = event["job"].as_str().unwrap_or_default().to_owned();
+            if wanted.contains(&id) && event["body"]["kind"] == "completed" {
+                completed_at.push(event["ts"].as_u64().unwrap_or_default());
+                completed.entry(id).or_default().push(event.clone());
+            }
+            completed.len() == wanted.len()
+        })
+        .await;
+    if !all_completed {
+        let missing: Vec<&String> = ids.iter().filter(|id| !completed.contains_key(*id)).collect();
+        let logs: Vec<String> = workers
+            .iter()
+            .flat_map(|worker| {
+                let text = worker.text();
+                text.lines()
+                    .filter(|line| missing.iter().any(|id| line.contains(id.as_str())))
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        panic!("{}\nworkers said:\n{}", ns.describe_missing(&reader, &missing).await, logs.join("\n"));
+    }
     let duplicates = assert_each_once(&completed, &ids);
     let now_ms = protocol::now_ms();
     let ms_ago = |at: Instant| now_ms - u64::try_from(at.elapsed().as_millis()).unwrap_or(0);

@@ -24,12 +24,7 @@ async fn a_delayed_job_starts_neither_before_its_time_nor_more_than_2s_after() {
     let id = run.stdout().trim().to_owned();
     // Queued (confirmed) now, and listed as scheduled with its time.
     let list = project.runway(&args(&ns.flags(), &["job", "list"])).await;
-    let line = list
-        .stdout()
-        .lines()
-        .find(|line| id.ends_with(line.split_whitespace().next().unwrap_or("-")))
-        .map(str::to_owned);
-    let line = line.unwrap_or_else(|| panic!("the job in the list:\n{}", list.stdout()));
+    let line = list.list_line(&id);
     assert!(line.contains(" scheduled ") && line.contains(" due "), "{line}");
     let inspect = project.runway(&args(&ns.flags(), &["job", "inspect", &id])).await;
     assert!(inspect.stdout().contains("state      scheduled"), "{}", inspect.stdout());

@@ -270,3 +270,38 @@ async fn retry_on_lost_attached_follows_the_next_attempt_to_its_end() {
     std::fs::write(gates.path().join("gate-1"), "").expect("open the first attempt's gate");
     ns.cleanup().await;
 }
+
+#[tokio::test]
+async fn job_list_widens_its_window_until_it_has_enough_jobs_and_never_shows_one_from_before_since() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    let project = Project::empty();
+    let made = |ago_ms: u64| {
+        let at = protocol::now_ms() - ago_ms;
+        let ts =
+            uuid::Timestamp::from_unix(uuid::NoContext, at / 1000, u32::try_from(at % 1000).expect("ms") * 1_000_000);
+        (Uuid::new_v7(ts), at)
+    };
+    // Three hours ago (past the first windows), and forty days ago (past `--since 7d`).
+    let (old, old_at) = made(3 * 60 * 60 * 1000);
+    let (ancient, ancient_at) = made(40 * 24 * 60 * 60 * 1000);
+    let (new, new_at) = made(0);
+    for (id, at) in [(old, old_at), (ancient, ancient_at), (new, new_at)] {
+        publish(&ns, &queued(id, Command::Shell("true".to_owned()), at)).await;
+    }
+    let list = project.runway(&args(&flags, &["job", "list", "--json", "--since", "7d"])).await;
+    list.assert_code(0);
+    let ids: Vec<String> = list.events().iter().map(|job| job["id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(ids, [new.to_string(), old.to_string()], "newest first, the ancient one outside --since");
+    // The newest one alone is found in the first window.
+    let one = project.runway(&args(&flags, &["job", "list", "--json", "--limit", "1"])).await;
+    assert_eq!(one.events().len(), 1);
+    assert_eq!(one.events()[0]["id"], new.to_string());
+    // An old job is found by its short id, and by its full id.
+    for part in [short(old), old.to_string()] {
+        let inspect = project.runway(&args(&flags, &["job", "inspect", &part])).await;
+        inspect.assert_code(0);
+        assert!(inspect.stdout().contains(&old.to_string()), "{}", inspect.stdout());
+    }
+    ns.cleanup().await;
+}

@@ -44,8 +44,11 @@ pub fn wait(ms: u64) -> String {
 /// are the time, shared by every job of the same minute). `job inspect|logs|cancel` take it.
 pub fn short_id(id: uuid::Uuid) -> String {
     let digits = id.simple().to_string();
-    digits[digits.len() - 12..].to_owned()
+    digits[digits.len() - SHORT_ID_LEN..].to_owned()
 }
+
+/// How many hex digits a short id has.
+pub const SHORT_ID_LEN: usize = 12;
 
 /// Who may take a job: "any runner", "runner `ID`", "labels K=V,...".
 pub fn target(target: &Target) -> String {

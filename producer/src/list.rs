@@ -49,12 +49,22 @@ const COLUMNS: [Column; 9] = [
     Column { header: "DURATION", width: 9, align: Align::Right, gap: 0 },
 ];
 
+/// The windows `job list` reads, newest first, each four times or more the one before: the
+/// newest jobs are found in the last minutes of the index on a busy system, so what is read grows
+/// with what is asked (`--limit`, `--state`), not with the history.
+const WINDOWS: [Duration; 6] = [
+    Duration::from_secs(10 * 60),
+    Duration::from_secs(60 * 60),
+    Duration::from_secs(6 * 60 * 60),
+    Duration::from_secs(24 * 60 * 60),
+    Duration::from_secs(7 * 24 * 60 * 60),
+    Duration::from_secs(30 * 24 * 60 * 60),
+];
+
 /// `job list`.
 pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, json: bool) -> Result<u8, CliError> {
     let now = now_ms();
-    let from = filter.since_ms(now).saturating_sub(SEEK_SLACK_MS);
-    let records = lookup::read_index(conn, topology, from, |_| true).await?;
-    let records = select(records, filter, now);
+    let records = newest(conn, topology, filter, now).await?;
     if json {
         for record in &records {
             stdout::line(&view::line(&JobView::new(record, now)))?;
@@ -64,6 +74,32 @@ pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, j
     let rows = records.iter().map(|record| row(record, now)).collect();
     stdout::line(&render(&COLUMNS, rows))?;
     Ok(exit::SUCCESS)
+}
+
+/// The jobs `filter` shows: the index read over the last window of [`WINDOWS`] first, then a
+/// wider one while fewer than `limit` jobs in it match, up to the filter's own window.
+///
+/// Every event of a job comes after its creation, so a job created within a window has all its
+/// events there (less a clock's skew, [`SEEK_SLACK_MS`]), and any job newer than one shown is in
+/// the same window: the first window holding `limit` matches holds the newest `limit`.
+async fn newest(
+    conn: &Connection,
+    topology: &Topology,
+    filter: &ListFilter,
+    now: u64,
+) -> Result<Vec<JobRecord>, CliError> {
+    let windows = WINDOWS.iter().copied().filter(|window| *window < filter.since).chain([filter.since]);
+    let mut shown = Vec::new();
+    for window in windows {
+        let narrowed = ListFilter { since: window, ..filter.clone() };
+        let from = narrowed.since_ms(now).saturating_sub(SEEK_SLACK_MS);
+        let records = lookup::read_index(conn, topology, from, |_| true).await?;
+        shown = select(records, &narrowed, now);
+        if shown.len() >= filter.limit {
+            break;
+        }
+    }
+    Ok(shown)
 }
 
 /// The jobs `filter` shows at `now_ms`: queued within the window, in the state asked for,

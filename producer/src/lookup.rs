@@ -21,7 +21,18 @@ pub async fn read_index(
     conn: &Connection,
     topology: &Topology,
     from_ms: u64,
+    wanted: impl FnMut(&Uuid) -> bool,
+) -> Result<HashMap<Uuid, JobRecord>, CliError> {
+    read_index_until(conn, topology, from_ms, wanted, |_| false).await
+}
+
+/// [`read_index`], ending early once `enough` says the records read so far are all it takes.
+pub async fn read_index_until(
+    conn: &Connection,
+    topology: &Topology,
+    from_ms: u64,
     mut wanted: impl FnMut(&Uuid) -> bool,
+    enough: impl Fn(&HashMap<Uuid, JobRecord>) -> bool,
 ) -> Result<HashMap<Uuid, JobRecord>, CliError> {
     let mut reader =
         StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from_ms), SMALL_PREFETCH)
@@ -34,6 +45,9 @@ pub async fn read_index(
                 if wanted(&event.job) {
                     let sender = runway_broker::identity::sender(&delivery);
                     records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event, sender);
+                    if enough(&records) {
+                        return Ok(records);
+                    }
                 }
             }
             Some(Read::CaughtUp) => return Ok(records),
@@ -52,12 +66,15 @@ pub fn stream_ended() -> CliError {
 pub async fn resolve(conn: &Connection, topology: &Topology, text: &str) -> Result<JobRecord, CliError> {
     if let Ok(id) = Uuid::parse_str(text) {
         let from = uuid_ms(id).saturating_sub(SEEK_SLACK_MS);
-        let mut records = read_index(conn, topology, from, |job| *job == id).await?;
+        // An old job's read ends at its end, not at today: what comes after cannot change it.
+        let ended = |records: &HashMap<Uuid, JobRecord>| {
+            records.get(&id).and_then(JobRecord::completed).is_some_and(|completed| completed.retrying.is_none())
+        };
+        let mut records = read_index_until(conn, topology, from, |job| *job == id, ended).await?;
         return records.remove(&id).ok_or_else(|| CliError::NoSuchJob(format!("no job {id} in the history")));
     }
     let hex = id_part(text)?;
-    // A suffix says nothing of when the job was made: the whole index is read.
-    let mut records = read_index(conn, topology, 0, |job| matches_part(job, &hex)).await?;
+    let mut records = find_part(conn, topology, &hex).await?;
     match records.len() {
         0 => Err(CliError::NoSuchJob(format!("no job id starts or ends with `{text}`"))),
         1 => Ok(records.drain().map(|(_, record)| record).next().expect("one record, just counted")),
@@ -67,6 +84,31 @@ pub async fn resolve(conn: &Connection, topology: &Topology, text: &str) -> Resu
             Err(CliError::Usage(format!("`{text}` matches {n} jobs: {}; give more of the id", ids.join(", "))))
         }
     }
+}
+
+/// How far back a short id is looked for first, widening: most ids asked for are recent.
+const SHORT_ID_WINDOWS_MS: [u64; 4] = [60 * 60 * 1000, 24 * 60 * 60 * 1000, 7 * 24 * 60 * 60 * 1000, 0];
+
+/// The jobs whose id starts or ends with `hex`. A suffix says nothing of when the job was made.
+/// A part as long as the short id (12 random hex digits, 48 bits) names one job: it is looked
+/// for in the last hour of the index, then the last day, week, and the whole. A shorter part may
+/// match several jobs of any age, so the whole index is read to tell.
+async fn find_part(conn: &Connection, topology: &Topology, hex: &str) -> Result<HashMap<Uuid, JobRecord>, CliError> {
+    if hex.len() < crate::format::SHORT_ID_LEN {
+        return read_index(conn, topology, 0, |job| matches_part(job, hex)).await;
+    }
+    let now = runway_broker::protocol::now_ms();
+    let mut records = HashMap::new();
+    for back in SHORT_ID_WINDOWS_MS {
+        let from = if back == 0 { 0 } else { now.saturating_sub(back) };
+        records = read_index(conn, topology, from, |job| matches_part(job, hex)).await?;
+        // A job made before the window shows only its later events: not found here.
+        records.retain(|id, _| from == 0 || uuid_ms(*id) >= from.saturating_add(SEEK_SLACK_MS));
+        if !records.is_empty() {
+            break;
+        }
+    }
+    Ok(records)
 }
 
 /// The fewest hex digits a part of an id may have.

@@ -218,6 +218,17 @@ impl Run {
     }
 
     #[track_caller]
+    /// The line of `job list`'s table (this run's stdout) that shows job `id` by its short id.
+    #[allow(dead_code, reason = "only the e2e binary lists jobs")]
+    pub fn list_line(&self, id: &str) -> String {
+        let line = self
+            .stdout()
+            .lines()
+            .find(|line| id.ends_with(line.split_whitespace().next().unwrap_or("-")))
+            .map(str::to_owned);
+        line.unwrap_or_else(|| panic!("job {id} in the list:\n{}", self.stdout()))
+    }
+
     pub fn assert_code(&self, code: i32) {
         assert_eq!(self.code, Some(code), "exit code; stderr:\n{}", self.stderr);
     }
