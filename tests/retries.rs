@@ -57,7 +57,7 @@ async fn a_job_failing_twice_then_succeeding_on_attempt_3_ends_the_attached_cli_
     assert!(logs.stderr.contains("runway: attempt 1 failed (exit 1); retrying in 1s as attempt 2"), "{}", logs.stderr);
     let list = project.runway(&args(&ns.flags(), &["job", "list"])).await;
     list.assert_code(0);
-    let line = list.list_line(&id);
+    let line = list.list_line(id);
     assert!(line.contains(" success ") && line.contains(" 3/3 "), "{line}");
     ns.cleanup().await;
 }
