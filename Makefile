@@ -59,8 +59,8 @@ build:
 ## Debian's chromium and chromium-driver, for the web view's browser test (e2e `ui::`);
 ## installed (as root) only when /usr/bin/chromium is missing.
 browser:
-	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
-		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver)
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver -a -x /usr/bin/man || \
+		(apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver man-db)
 
 ## runway's man page, generated from its flags (clap_mangen): target/man/runway.1
 ## (read it with `man -l target/man/runway.1`).
