@@ -262,4 +262,40 @@ mod tests {
             )
         );
     }
+
+    proptest::proptest! {
+        /// No sequence of events, whatever their numbers, kinds and senders, panics the fold, a
+        /// `job list` row or the `--json` view that `job list` and `job inspect` print.
+        #[test]
+        fn any_events_make_a_row_and_a_view_never_a_panic(
+            events in proptest::collection::vec(
+                (0u64..4, proptest::num::u64::ANY, proptest::num::u64::ANY, 0u32..4, 0usize..6, 0u8..3),
+                0..24,
+            ),
+            now in proptest::num::u64::ANY,
+        ) {
+            let mut record = job(0, None);
+            let id = record.id;
+            for (seq, ts, number, attempt, kind, who) in events {
+                let body = match kind {
+                    0 => EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: number },
+                    1 => EventBody::Started { pid: 1, argv: Vec::new() },
+                    2 => EventBody::Heartbeat { interval_ms: number },
+                    3 => EventBody::Output { key: "k".to_owned(), value: "v".to_owned() },
+                    4 => EventBody::CancelRequested { by: "me@here".to_owned(), force: false, reason: None },
+                    _ => EventBody::Completed(Completed::without_exit(
+                        [Status::Success, Status::Failed, Status::Lost, Status::Rejected][usize::from(who) % 4],
+                        String::new(),
+                    )),
+                };
+                let runner = if who == 0 { String::new() } else { format!("r{who}") };
+                let sender = ["runner", "other", "me@here"][usize::from(who)];
+                record.apply(&Event { v: VERSION, job: id, seq, ts, runner, attempt, body }, Some(sender));
+            }
+            let row = row(&record, now);
+            proptest::prop_assert_eq!(row.len(), COLUMNS.len());
+            let _ = render(&COLUMNS, vec![row]);
+            let _ = view::line(&JobView::new(&record, now));
+        }
+    }
 }
