@@ -346,9 +346,19 @@ async fn the_leader_is_killed_under_queued_and_running_jobs() {
     }
     let running: Vec<Job> = (0..3).map(|_| job("sleep 4; echo long")).collect();
     let queued: Vec<Job> = (0..100).map(|_| job("sleep 0.05; echo short")).collect();
-    let ids: Vec<String> = running.iter().chain(&queued).map(|job| job.id.to_string()).collect();
+    // Six jobs of one concurrency group (its queue led by c1 too), each writing when it ran.
+    let times = tempfile::tempdir().expect("a temp dir");
+    let timed = format!(
+        "s=$(date +%s%N); sleep 0.5; e=$(date +%s%N); echo \"$s $e\" > {}/$RUNWAY_JOB_ID",
+        times.path().display()
+    );
+    let grouped: Vec<Job> = (0..6).map(|_| Job { group: Some("cl-g".to_owned()), ..job(&timed) }).collect();
+    let ids: Vec<String> = running.iter().chain(&queued).chain(&grouped).map(|job| job.id.to_string()).collect();
+    let on_c1 = connect(&url("c1")).await;
+    ns.topology.declare_group(&on_c1, "cl-g").await.expect("declare the group");
+    ns.topology.announce_group(&on_c1, "cl-g").await.expect("announce the group");
     let producer = connect(&url("c2")).await;
-    for job in running.iter().chain(&queued) {
+    for job in running.iter().chain(&grouped).chain(&queued) {
         ns.publish(&producer, job).await;
     }
     until_started(&ns, &producer, &ids[..3], 3).await;
@@ -362,10 +372,25 @@ async fn the_leader_is_killed_under_queued_and_running_jobs() {
     assert!(matches!(new_node, Some("c2" | "c3")), "moved to another node: {line}");
     let completed = ns.completions(&producer, &ids).await;
     let duplicates = assert_each_once(&completed, &ids);
+    // The group's jobs never overlapped, across the kill.
+    let mut intervals: Vec<(u128, u128)> = grouped
+        .iter()
+        .map(|job| {
+            let text =
+                std::fs::read_to_string(times.path().join(job.id.to_string())).expect("the group job wrote its times");
+            let mut parts = text.split_whitespace().map(|part| part.parse::<u128>().expect("a time in ns"));
+            (parts.next().expect("start"), parts.next().expect("end"))
+        })
+        .collect();
+    intervals.sort_unstable();
+    for pair in intervals.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "two jobs of the group overlapped across the kill: {pair:?}");
+    }
     println!(
-        "figure: leader kill: {} jobs each run once (0 duplicates; {duplicates} completed events published again); the runner on the killed node \
-         served again from {} after {failover:.1}s",
+        "figure: leader kill: {} jobs each run once (0 duplicates; {duplicates} completed events published again), the group's {} never \
+         overlapping; the runner on the killed node served again from {} after {failover:.1}s",
         ids.len(),
+        grouped.len(),
         new_node.unwrap_or("?")
     );
     drop(workers);

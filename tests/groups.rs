@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::support::relay::Relay;
 use crate::support::{Namespace, Project, args};
 
 /// Each job writes `start end` (ns since the epoch) to `times/<job id>`, keeping its slot 50 ms.
@@ -133,5 +134,67 @@ async fn a_group_stays_held_across_a_worker_sigkill_until_the_dead_job_is_resolv
     );
     eprintln!("figure: the group was free {} ms after the dead job was resolved lost", quick_started_at - lost_at);
     ns.conn().delete_queue(&ns.topology.group_queue("g")).await.expect("delete the group queue");
+    ns.cleanup().await;
+}
+
+/// The runner holding a group loses its broker connection but goes on running the job: the
+/// broker hands the job to the group's next consumer, which must hold the group until the job
+/// ends (it still runs), not take the group's next job beside it.
+#[tokio::test]
+async fn a_group_stays_held_while_its_runner_reconnects_and_still_runs_the_job() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    let relay = Relay::start().await;
+    let mut cut_off = ns.worker_as(&relay.url(), "w-cut", &[]).await;
+    let gate = tempfile::tempdir().expect("a temp dir");
+    let open = gate.path().join("open");
+    let long = format!("while [ ! -f {} ]; do sleep 0.05; done; {TIMED}", open.display());
+    let toml = format!(
+        "[operations.long]\nrun = {long:?}\nconcurrency = \"g-cut\"\n\n[operations.short]\nrun = {TIMED:?}\nconcurrency = \"g-cut\"\n"
+    );
+    let project = Project::new(&toml);
+    std::fs::create_dir(project.path().join("times")).expect("times dir");
+    let queued = project.runway(&args(&flags, &["run", "long", "--remote", "--detach"])).await;
+    queued.assert_code(0);
+    let long_id = queued.stdout().trim().to_owned();
+    ns.read_history(|event| event["job"] == long_id.as_str() && event["body"]["kind"] == "started").await;
+    let queued = project.runway(&args(&flags, &["run", "short", "--remote", "--detach"])).await;
+    queued.assert_code(0);
+    let short_id = queued.stdout().trim().to_owned();
+    // A second runner, waiting behind the first on the group's queue (single active consumer).
+    let _next = ns.worker("w-next", &[]).await;
+    // The holder's connection is cut and it connects again at once; its job runs on.
+    let cut_at = runway_broker::protocol::now_ms();
+    relay.set_open(false);
+    cut_off.wait_for_log("lost the broker connection").await;
+    relay.set_open(true);
+    cut_off.wait_for_log("reconnected to the broker").await;
+    // A heartbeat of the long job from after the cut: the runner the broker handed the job to
+    // has seen its runner alive, and decided what to do with the group.
+    ns.read_history(|event| {
+        event["job"] == long_id.as_str()
+            && event["body"]["kind"] == "heartbeat"
+            && event["ts"].as_u64().is_some_and(|ts| ts > cut_at + 1000)
+    })
+    .await;
+    std::fs::write(&open, b"").expect("open the gate");
+    for id in [&long_id, &short_id] {
+        let events = ns.completed_events(id).await;
+        let end = events.last().expect("completed");
+        assert_eq!(end["body"]["data"]["status"], "success", "{end}");
+    }
+    let times = |id: &str| -> (u128, u128) {
+        let text = std::fs::read_to_string(project.path().join("times").join(id)).expect("the job wrote its times");
+        let mut parts = text.split_whitespace().map(|part| part.parse::<u128>().expect("a time in ns"));
+        (parts.next().expect("start"), parts.next().expect("end"))
+    };
+    let (long_times, short_times) = (times(&long_id), times(&short_id));
+    assert!(
+        long_times.1 <= short_times.0,
+        "the group's next job started ({}) before the job its cut-off runner still ran ended ({})",
+        short_times.0,
+        long_times.1
+    );
+    ns.conn().delete_queue(&ns.topology.group_queue("g-cut")).await.expect("delete the group queue");
     ns.cleanup().await;
 }

@@ -5,9 +5,8 @@
 use nix::sys::signal::Signal;
 use runway_broker::Message;
 use runway_broker::protocol::Target;
-use tokio::io::AsyncWriteExt as _;
-use tokio::sync::watch;
 
+use crate::support::relay::Relay;
 use crate::support::scrape::{get, get_until, metrics_addr, scrape, scrape_until};
 use crate::support::{Namespace, Project, amqp_url, args, binary};
 
@@ -115,58 +114,11 @@ async fn metrics_move_with_real_jobs_and_readyz_says_ready_then_draining() {
     ns.cleanup().await;
 }
 
-/// A TCP relay to the broker that can cut every connection through it and refuse new ones.
-struct Relay {
-    addr: String,
-    open: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start(broker: String) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a relay port");
-        let addr = listener.local_addr().expect("relay address").to_string();
-        let (open, _) = watch::channel(true);
-        let opened = open.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !*opened.borrow() {
-                    let _ = client.shutdown().await;
-                    continue;
-                }
-                let broker = broker.clone();
-                let mut cut = opened.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&broker).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.wait_for(|open| !open) => {}
-                    }
-                });
-            }
-        });
-        Relay { addr, open, task }
-    }
-
-    fn set_open(&self, open: bool) {
-        self.open.send_replace(open);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 #[tokio::test]
 async fn readyz_is_503_while_the_broker_connection_is_gone_and_the_reconnect_is_counted() {
     let ns = Namespace::new().await;
-    let url = amqp_url();
-    let (login, rest) = url.split_once('@').expect("AMQP_URL has a login");
-    let (broker, vhost) = rest.split_once('/').expect("AMQP_URL has a vhost");
-    let relay = Relay::start(broker.to_owned()).await;
-    let through_relay = format!("{login}@{}/{vhost}", relay.addr);
+    let relay = Relay::start().await;
+    let through_relay = relay.url();
     let _worker = ns.worker_as(&through_relay, "w-cut", &["--metrics-addr", "127.0.0.1:0"]).await;
     let addr = metrics_addr(&_worker);
     assert_eq!(get(&addr, "/readyz").await.status, 200);

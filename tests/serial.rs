@@ -387,7 +387,7 @@ async fn a_job_longer_than_the_consumer_timeout_completes_once() {
     // again, here: the runner sees it is running that job and drops the copy.
     // It checks once a minute: the delivery is taken back between one and two minutes in.
     let patience = std::time::Duration::from_secs(240);
-    worker.wait_for_log_within("dropping a redelivered copy of a job running here", patience).await;
+    worker.wait_for_log_within("dropping a copy of a job this runner took already", patience).await;
     let taken_back = started.elapsed();
     std::fs::write(&gate, "").expect("open the gate");
     let run = attached.finish().await;

@@ -105,12 +105,21 @@ pub(crate) async fn resolve(conn: &Connection, topology: &Topology, job: &Job) -
                     // A sign of life (or its end) after we started waiting.
                     // Its timestamp may be old (published late, after a reconnect): that it
                     // arrived at all is what counts.
-                    return Ok(match decide(&record, job, now_ms()) {
-                        Verdict::Decided(Decision::Lost { .. }) | Verdict::Wait { .. } => {
-                            Decision::Drop { why: "its runner is still running it" }
+                    match decide(&record, job, now_ms()) {
+                        Verdict::Decided(Decision::Lost { .. }) | Verdict::Wait { .. } if job.group.is_some() => {
+                            // A concurrency group's job: this unacknowledged delivery now holds
+                            // its group (the runner still running it lost its own, with its
+                            // connection), so keep it until the job ends or its runner goes
+                            // silent; dropping it now would let the group's next job start
+                            // beside this one.
+                            let interval = record.last_attempt().map_or(0, |attempt| attempt.heartbeat_ms);
+                            deadline = Some(now_ms().saturating_add(interval.saturating_mul(3)).saturating_add(1));
                         }
-                        Verdict::Decided(decision) => decision,
-                    });
+                        Verdict::Decided(Decision::Lost { .. }) | Verdict::Wait { .. } => {
+                            return Ok(Decision::Drop { why: "its runner is still running it" });
+                        }
+                        Verdict::Decided(decision) => return Ok(decision),
+                    }
                 }
             }
             Some(Read::CaughtUp) => {
