@@ -162,7 +162,10 @@ pub async fn submit_and_follow(
                     Rejoined::Following(again) => events = again,
                     Rejoined::Ended(completed) => return Ok(completed),
                 }
-                last_heard = tokio::time::Instant::now();
+                // The runner lost the broker too, and dials again with pauses of up to
+                // `RECONNECT_MAX_PAUSE` (and jitter): give it two such pauses to be heard from
+                // again before its silence counts, or a restart would make every running job lost.
+                last_heard = tokio::time::Instant::now() + runway_worker::RECONNECT_MAX_PAUSE * 2;
             }
             None => {
                 interrupted += 1;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 /// The longest pause between two tries.
-pub(crate) const MAX_PAUSE: Duration = Duration::from_secs(5);
+pub const MAX_PAUSE: Duration = Duration::from_secs(5);
 
 /// The pauses to take between tries, `first` first; start a new one after a success.
 pub(crate) fn pauses(first: Duration) -> impl Iterator<Item = Duration> {
