@@ -167,6 +167,7 @@ impl Namespace {
         let options = ConsumeOptions { offset: Some(StreamOffset::First), ..ConsumeOptions::with_prefetch(500) };
         // A stream just declared on a fresh cluster may not have its replica on this node yet.
         let deadline = Instant::now() + PATIENCE;
+        let mut conn = conn.clone();
         let mut consumer = loop {
             match conn.consume(&self.topology.history_queue(), &options).await {
                 Ok(consumer) => break consumer,
@@ -174,6 +175,14 @@ impl Namespace {
                     if text.contains("does not have a replica") && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                // A replica still starting may close the whole connection (INTERNAL_ERROR):
+                // dial again and read again.
+                Err(runway_broker::Error::ConnectionClosed(text))
+                    if text.contains("INTERNAL_ERROR") && Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    conn = conn.redial().await.expect("dial the cluster again");
                 }
                 Err(err) => panic!("consume history: {err}"),
             }
