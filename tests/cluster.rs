@@ -162,6 +162,17 @@ impl Namespace {
         &self,
         conn: &Connection,
         patience: Duration,
+        done: impl FnMut(&serde_json::Value) -> bool,
+    ) -> bool {
+        self.read_stream_within(conn, &self.topology.history_queue(), patience, done).await
+    }
+
+    /// [`Namespace::read_history_within`] of any of the namespace's streams.
+    async fn read_stream_within(
+        &self,
+        conn: &Connection,
+        stream: &str,
+        patience: Duration,
         mut done: impl FnMut(&serde_json::Value) -> bool,
     ) -> bool {
         let options = ConsumeOptions { offset: Some(StreamOffset::First), ..ConsumeOptions::with_prefetch(500) };
@@ -169,17 +180,18 @@ impl Namespace {
         let deadline = Instant::now() + PATIENCE;
         let mut conn = conn.clone();
         let mut consumer = loop {
-            match conn.consume(&self.topology.history_queue(), &options).await {
+            match conn.consume(stream, &options).await {
                 Ok(consumer) => break consumer,
                 Err(runway_broker::Error::PreconditionFailed(text))
                     if text.contains("does not have a replica") && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                // A replica still starting may close the whole connection (INTERNAL_ERROR):
+                // A replica still starting, or restarting, may close the whole connection
+                // (INTERNAL_ERROR, or RESOURCE_ERROR "does not have a running local replica"):
                 // dial again and read again.
                 Err(runway_broker::Error::ConnectionClosed(text))
-                    if text.contains("INTERNAL_ERROR") && Instant::now() < deadline =>
+                    if (text.contains("INTERNAL_ERROR") || text.contains("replica")) && Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     conn = conn.redial().await.expect("dial the cluster again");
@@ -213,11 +225,21 @@ impl Namespace {
             false
         })
         .await;
+        let mut indexed = Vec::new();
+        self.read_stream_within(conn, &self.topology.index_queue(), Duration::from_secs(10), |event| {
+            if missing.iter().any(|id| event["job"] == id.as_str()) {
+                indexed.push(event.to_string());
+            }
+            false
+        })
+        .await;
         let dead = conn.queue_info(&self.topology.dead_queue()).await.ok().flatten().map_or(0, |info| info.messages);
         format!(
-            "{} jobs never completed: {missing:?}; {dead} dead letters; their events:\n{}",
+            "{} jobs never completed: {missing:?}; {dead} dead letters; their events in the history:\n{}\n\
+             in the index:\n{}",
             missing.len(),
-            events.join("\n")
+            events.join("\n"),
+            indexed.join("\n")
         )
     }
 
@@ -225,14 +247,19 @@ impl Namespace {
     async fn completions(&self, conn: &Connection, ids: &[String]) -> HashMap<String, Vec<serde_json::Value>> {
         let wanted: std::collections::HashSet<&String> = ids.iter().collect();
         let mut completed: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
-        self.read_history(conn, |event| {
-            let id = event["job"].as_str().unwrap_or_default().to_owned();
-            if wanted.contains(&id) && event["body"]["kind"] == "completed" {
-                completed.entry(id).or_default().push(event.clone());
-            }
-            completed.len() == wanted.len()
-        })
-        .await;
+        let all = self
+            .read_history_within(conn, PATIENCE, |event| {
+                let id = event["job"].as_str().unwrap_or_default().to_owned();
+                if wanted.contains(&id) && event["body"]["kind"] == "completed" {
+                    completed.entry(id).or_default().push(event.clone());
+                }
+                completed.len() == wanted.len()
+            })
+            .await;
+        if !all {
+            let missing: Vec<&String> = ids.iter().filter(|id| !completed.contains_key(*id)).collect();
+            panic!("{}", self.describe_missing(conn, &missing).await);
+        }
         completed
     }
 

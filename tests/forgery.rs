@@ -156,3 +156,38 @@ async fn a_copy_of_a_running_job_that_reaches_another_runner_is_dropped_there() 
     assert!(!first.log().contains("dropping a copy"), "{}", first.log());
     ns.cleanup().await;
 }
+
+/// `runway-worker --at-most-once runner` makes no claim on the broker: a copy of a running job
+/// that reaches another runner runs there too, as its help and docs/SECURITY.md say. (The
+/// default, `cluster`, drops it: the test above.)
+#[tokio::test]
+async fn with_at_most_once_runner_a_copy_that_reaches_another_runner_runs_there_too() {
+    use runway_broker::protocol::{Command, Job};
+    let ns = Namespace::new().await;
+    let first = ns.worker("w-local-1", &["--at-most-once", "runner"]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (runs, gate) = (dir.path().join("runs"), dir.path().join("open"));
+    let script = format!("echo run >> {}; while [ ! -f {} ]; do sleep 0.05; done", runs.display(), gate.display());
+    let job = Job::new("once", "copies", Command::Shell(script), "tester");
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish the job");
+    let id = job.id.to_string();
+    ns.read_history(|event| event["job"] == id.as_str() && event["body"]["kind"] == "started").await;
+    let claim = runway_broker::claims::claim_queue(&ns.topology, job.id, 1);
+    assert_eq!(ns.conn().queue_info(&claim).await.expect("ask for the claim queue"), None, "no claim was made");
+    let second = ns.worker("w-local-2", &["--at-most-once", "runner"]).await;
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish a copy");
+    // Both copies run (each waits at the gate): two `started` from two runners.
+    let mut starters = std::collections::BTreeSet::new();
+    ns.read_history(|event| {
+        if event["job"] == id.as_str() && event["body"]["kind"] == "started" {
+            starters.insert(event["runner"].as_str().unwrap_or_default().to_owned());
+        }
+        starters.len() == 2
+    })
+    .await;
+    std::fs::write(&gate, b"").expect("open the gate");
+    ns.completed_events(&id).await;
+    assert!(first.log().contains("--at-most-once runner"), "the worker warns at start: {}", first.log());
+    drop(second);
+    ns.cleanup().await;
+}

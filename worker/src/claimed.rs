@@ -11,6 +11,17 @@ use std::sync::Mutex;
 use runway_broker::Connection;
 use uuid::Uuid;
 
+/// How a runner keeps a job id from running twice (`runway-worker --at-most-once`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum AtMostOnce {
+    /// Claim each attempt on the broker before running it (`runway_broker::claims`): a copy of
+    /// the job message that reaches another runner meanwhile is dropped there.
+    #[default]
+    Cluster,
+    /// Drop only the copies that reach this runner (its `taken` memory), at no broker cost.
+    Runner,
+}
+
 /// Claims held after their attempt ended.
 pub(crate) const KEEP: usize = 256;
 

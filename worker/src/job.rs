@@ -13,7 +13,7 @@ use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::claimed::Claimed;
+use crate::claimed::{AtMostOnce, Claimed};
 use crate::events::EventSink;
 use crate::execute::{Context, Stop, execute};
 use crate::link::Link;
@@ -56,6 +56,9 @@ pub(crate) async fn run_job(
                 return false;
             }
         }
+    }
+    if run.config.at_most_once == AtMostOnce::Runner {
+        return run_claimed(&run, job, delivery, stops).await;
     }
     // One runner per attempt, cluster-wide: a copy of the message that reached another runner
     // at the same time finds the attempt claimed there, and is dropped here.

@@ -35,6 +35,7 @@ pub mod times;
 
 /// The longest pause a runner takes between two tries to reach the broker again.
 pub use backoff::MAX_PAUSE as RECONNECT_MAX_PAUSE;
+pub use claimed::AtMostOnce;
 pub use execute::Limits;
 pub use lifetime::Lifetime;
 pub use metrics::Metrics;

@@ -47,6 +47,8 @@ pub struct RunnerConfig {
     pub concurrency: usize,
     /// Take only jobs addressed to this runner's id.
     pub by_id_only: bool,
+    /// Whether attempts are claimed on the broker before they run.
+    pub at_most_once: crate::AtMostOnce,
     /// A runner inside the CLI: its queue dies with its connection.
     pub in_process: bool,
     /// Where jobs run; `None` uses each job's own working directory hint.
@@ -74,6 +76,7 @@ impl RunnerConfig {
             labels: BTreeMap::new(),
             concurrency: 1,
             by_id_only: false,
+            at_most_once: crate::AtMostOnce::Cluster,
             in_process: false,
             workdir: None,
             limits: Limits::default(),

@@ -18,7 +18,7 @@ use runway_worker::interval;
 use runway_worker::metrics_server::serve_metrics;
 use runway_worker::policy::{Allow, Policy};
 use runway_worker::secrets::Secrets;
-use runway_worker::{Lifetime, Limits, RunnerConfig};
+use runway_worker::{AtMostOnce, Lifetime, Limits, RunnerConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tracing_subscriber::filter::FilterExt as _;
@@ -110,6 +110,13 @@ struct Flags {
     /// a job's submitter may always cancel it.
     #[arg(long = "allow-cancel", value_name = "USER")]
     allow_cancel: Vec<String>,
+    /// How a job id is kept from running twice: `cluster` claims each attempt on the broker
+    /// before running it, so a copy of the job message that reaches another runner is dropped
+    /// there (a queue declared per job: on RabbitMQ 3.10 it costs the broker several times what
+    /// the rest of the job does); `runner` only drops copies reaching this runner, for fleets
+    /// whose producers never publish a job twice (docs/SECURITY.md).
+    #[arg(long, value_enum, default_value_t = AtMostOnce::Cluster)]
+    at_most_once: AtMostOnce,
     /// Also run jobs that carry no verified submitter (user_id). For local development only.
     #[arg(long)]
     insecure_allow_anonymous: bool,
@@ -171,6 +178,10 @@ fn main() -> ExitCode {
     runner.labels = flags.labels.iter().cloned().collect::<BTreeMap<_, _>>();
     runner.concurrency = usize::from(flags.concurrency);
     runner.by_id_only = flags.by_id_only;
+    runner.at_most_once = flags.at_most_once;
+    if flags.at_most_once == AtMostOnce::Runner {
+        tracing::warn!("--at-most-once runner: a copy of a job message that reaches another runner may run there too");
+    }
     runner.workdir = flags.workdir.clone();
     runner.lifetime = Lifetime { once: flags.once, idle_timeout: flags.idle_timeout };
     runner.policy = Policy {
