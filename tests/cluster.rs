@@ -244,7 +244,12 @@ impl Namespace {
     }
 
     /// Wait until every job of `ids` completed; how many `completed` events each has.
-    async fn completions(&self, conn: &Connection, ids: &[String]) -> HashMap<String, Vec<serde_json::Value>> {
+    async fn completions(
+        &self,
+        conn: &Connection,
+        ids: &[String],
+        workers: &[Worker],
+    ) -> HashMap<String, Vec<serde_json::Value>> {
         let wanted: std::collections::HashSet<&String> = ids.iter().collect();
         let mut completed: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
         let all = self
@@ -258,7 +263,8 @@ impl Namespace {
             .await;
         if !all {
             let missing: Vec<&String> = ids.iter().filter(|id| !completed.contains_key(*id)).collect();
-            panic!("{}", self.describe_missing(conn, &missing).await);
+            let said: Vec<String> = workers.iter().map(Worker::text).collect();
+            panic!("{}\nthe workers said:\n{}", self.describe_missing(conn, &missing).await, said.join("\n----\n"));
         }
         completed
     }
@@ -390,6 +396,7 @@ async fn the_leader_is_killed_under_queued_and_running_jobs() {
     );
     let grouped: Vec<Job> = (0..6).map(|_| Job { group: Some("cl-g".to_owned()), ..job(&timed) }).collect();
     let ids: Vec<String> = running.iter().chain(&queued).chain(&grouped).map(|job| job.id.to_string()).collect();
+    println!("cluster: the group's jobs: {:?}", grouped.iter().map(|job| job.id.to_string()).collect::<Vec<_>>());
     let on_c1 = connect(&url("c1")).await;
     ns.topology.declare_group(&on_c1, "cl-g").await.expect("declare the group");
     ns.topology.announce_group(&on_c1, "cl-g").await.expect("announce the group");
@@ -406,7 +413,7 @@ async fn the_leader_is_killed_under_queued_and_running_jobs() {
     let line = workers[0].text();
     let new_node = line.lines().rev().find(|line| line.contains("reconnected")).and_then(node_named_in);
     assert!(matches!(new_node, Some("c2" | "c3")), "moved to another node: {line}");
-    let completed = ns.completions(&producer, &ids).await;
+    let completed = ns.completions(&producer, &ids, &workers).await;
     let duplicates = assert_each_once(&completed, &ids);
     // The group's jobs never overlapped, across the kill.
     let mut intervals: Vec<(u128, u128)> = grouped
@@ -614,7 +621,7 @@ async fn a_minority_node_is_cut_off_from_the_others() {
     let text = workers[0].text();
     let new_node = text.lines().rev().find(|line| line.contains("reconnected")).and_then(node_named_in);
     assert!(matches!(new_node, Some("c1" | "c2")), "moved to the majority: {text}");
-    let completed = ns.completions(&producer, &ids).await;
+    let completed = ns.completions(&producer, &ids, &workers).await;
     let duplicates = assert_each_once(&completed, &ids);
     cluster(&["heal", "c3"]);
     println!(

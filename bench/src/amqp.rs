@@ -70,12 +70,13 @@ impl Drop for Workers {
     }
 }
 
-fn start_workers(bin: &Path, namespace: &str, count: usize, concurrency: usize) -> Result<Workers> {
+fn start_workers(bin: &Path, namespace: &str, count: usize, concurrency: usize, flags: &[&str]) -> Result<Workers> {
     let mut children = Vec::new();
     for i in 0..count {
         let child = Command::new(bin.join("runway-worker"))
             .args(["--server", &amqp_url(), "--namespace", namespace, "--id", &format!("bench-{i}")])
             .args(["--concurrency", &concurrency.to_string()])
+            .args(flags)
             .env("RUNWAY_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -127,7 +128,11 @@ impl Bench {
     /// (`runway_producer::submit::submit_many`), reading completions meanwhile; the time until
     /// the last completed.
     async fn dispatch(&mut self, kind: Kind, jobs: usize) -> Result<Duration> {
-        let batch: Vec<Job> = (0..jobs).map(|_| job(kind)).collect();
+        self.dispatch_batch((0..jobs).map(|_| job(kind)).collect()).await
+    }
+
+    /// [`Bench::dispatch`] of jobs made by the caller.
+    async fn dispatch_batch(&mut self, batch: Vec<Job>) -> Result<Duration> {
         let mut pending: HashSet<uuid::Uuid> = batch.iter().map(|job| job.id).collect();
         let started = Instant::now();
         let submitted = runway_producer::submit::submit_many(&self.conn, &self.topology, &batch);
@@ -204,9 +209,14 @@ struct Setup {
 
 impl Setup {
     async fn new(bin: &Path, count: usize) -> Result<Setup> {
+        Setup::with_flags(bin, count, &[]).await
+    }
+
+    /// Workers started with `flags` besides the usual ones.
+    async fn with_flags(bin: &Path, count: usize, flags: &[&str]) -> Result<Setup> {
         let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
         let bench = Bench::new(&namespace).await?;
-        let workers = start_workers(bin, &namespace, count, CONCURRENCY)?;
+        let workers = start_workers(bin, &namespace, count, CONCURRENCY, flags)?;
         bench.wait_for_runners(u32::try_from(count)?).await?;
         Ok(Setup { bench, workers, count })
     }
@@ -408,6 +418,8 @@ pub(crate) async fn figures(bin: &Path) -> Result<Vec<Figure>> {
         "runway-worker peak RSS (VmHWM) after the dispatch and latency runs",
     ));
 
+    figures.extend(feature_costs(bin, noop).await?);
+
     // Log streaming through a worker to the attached CLI.
     let streamed = log_streaming(bin).await?;
     figures.push(figure(
@@ -488,4 +500,52 @@ async fn log_streaming(bin: &Path) -> Result<Streamed> {
     setup.cleanup().await;
     let rate = |elapsed: Duration| lines as f64 / elapsed.as_secs_f64();
     Ok(Streamed { rate: rate(through), ceiling: rate(direct), worker_peak_mb, cli_peak_mb })
+}
+
+/// Concurrency groups the group cost's jobs are spread over.
+const COST_GROUPS: usize = 64;
+
+/// What each feature costs dispatch: `noop` dispatch (10,000 jobs, 2 workers) with the feature
+/// against without it, in the same run. `with_everything` is the default run's rate (the claim
+/// on, no `--allow` policy, no group). Masking's cost is `log_lines_per_s_local_masked`.
+async fn feature_costs(bin: &Path, with_everything: f64) -> Result<Vec<Figure>> {
+    let rate_with = |flags: &'static [&'static str]| async move {
+        let mut setup = Setup::with_flags(bin, 2, flags).await?;
+        let rate = setup.rate(Kind::Noop, DISPATCH_JOBS).await?;
+        setup.cleanup().await;
+        Ok::<_, anyhow::Error>(rate)
+    };
+    let without_claim = rate_with(&["--at-most-once", "runner"]).await?;
+    let with_policy = rate_with(&["--allow", "nobody:x/y", "--allow", "guest:bench/*", "--allow", "ci:*"]).await?;
+    let mut setup = Setup::new(bin, 2).await?;
+    let grouped = (0..DISPATCH_JOBS)
+        .map(|at| Job { group: Some(format!("bench-{}", at % COST_GROUPS)), ..job(Kind::Noop) })
+        .collect();
+    let elapsed = setup.bench.dispatch_batch(grouped).await?;
+    setup.cleanup().await;
+    let in_groups = DISPATCH_JOBS as f64 / elapsed.as_secs_f64();
+    Ok(vec![
+        figure(
+            "cost_at_most_once_jobs_per_s",
+            with_everything,
+            "jobs/s",
+            Some(without_claim),
+            "noop dispatch with the per-attempt claim (the default) (ceiling: --at-most-once runner, no claim; \
+             target: ratio 0.9 or more)",
+        ),
+        figure(
+            "cost_trust_policy_jobs_per_s",
+            with_policy,
+            "jobs/s",
+            Some(with_everything),
+            "noop dispatch with a 3-rule --allow policy (ceiling: no policy; the broker checks user_id in both)",
+        ),
+        figure(
+            "cost_groups_jobs_per_s",
+            in_groups,
+            "jobs/s",
+            Some(with_everything),
+            "noop dispatch, the jobs spread over 64 concurrency groups (ceiling: no group)",
+        ),
+    ])
 }

@@ -26,6 +26,8 @@ pub(crate) struct JobRun {
     pub(crate) shutdown: watch::Receiver<Option<Shutdown>>,
     /// The connection the job came on (to read the history), and the link its events go out on.
     pub(crate) conn: Connection,
+    /// The link's generation of `conn`.
+    pub(crate) generation: u64,
     pub(crate) link: Link,
     pub(crate) topology: Topology,
     pub(crate) config: Arc<RunnerConfig>,
@@ -58,22 +60,54 @@ pub(crate) async fn run_job(
         }
     }
     if run.config.at_most_once == AtMostOnce::Runner {
-        return run_claimed(&run, job, delivery, stops).await;
+        return run_claimed(&run, job, delivery, stops, None).await.0;
     }
     // One runner per attempt, cluster-wide: a copy of the message that reached another runner
     // at the same time finds the attempt claimed there, and is dropped here.
-    match claims::claim(&run.conn, &run.topology, job.id, job.attempt).await {
-        Ok(Claim::Held) => {}
-        Ok(Claim::Taken) => {
-            tracing::warn!(job = %job.id, attempt = job.attempt, "dropping a copy of a job another runner has claimed");
-            settle(delivery.acker.ack().await);
-            return false;
+    let claim = loop {
+        match claims::claim(&run.conn, &run.topology, job.id, job.attempt).await {
+            Ok(Claim::Held) => break Some((run.conn.clone(), run.generation)),
+            // A group's copy: its delivery holds the group, so it stays unacknowledged until the
+            // job ended where it was claimed (or the claim came free).
+            Ok(Claim::Taken) if job.group.is_some() => match hold_group_copy(&run, &job).await {
+                GroupCopy::Ended => {
+                    settle(delivery.acker.ack().await);
+                    return false;
+                }
+                GroupCopy::Gone => return false,
+                GroupCopy::Claimed => match resolve_redelivery(&run, &job).await {
+                    Redelivered::Run(attempt) if attempt == job.attempt => {
+                        break Some((run.conn.clone(), run.generation));
+                    }
+                    Redelivered::Run(attempt) => {
+                        let _ = claims::release(&run.conn, &run.topology, job.id, job.attempt).await;
+                        job.attempt = attempt;
+                    }
+                    Redelivered::Drop => {
+                        settle(delivery.acker.ack().await);
+                        return false;
+                    }
+                    Redelivered::HandBack => {
+                        settle(delivery.acker.nack(true).await);
+                        return false;
+                    }
+                },
+            },
+            Ok(Claim::Taken) => {
+                tracing::warn!(job = %job.id, attempt = job.attempt, "dropping a copy of a job another runner has claimed");
+                settle(delivery.acker.ack().await);
+                return false;
+            }
+            // Without a claim the job runs as it would have before claims: never lost for it.
+            Err(err) => {
+                tracing::warn!(job = %job.id, error = %err, "could not claim the job; running it unclaimed");
+                break None;
+            }
         }
-        // Without a claim the job runs as it would have before claims: never lost for it.
-        Err(err) => tracing::warn!(job = %job.id, error = %err, "could not claim the job; running it unclaimed"),
-    }
-    let ran = run_claimed(&run, job.clone(), delivery, stops).await;
-    if let Some((conn, old_job, old_attempt)) = run.claimed.keep(run.conn.clone(), job.id, job.attempt)
+    };
+    let (ran, claim) = run_claimed(&run, job.clone(), delivery, stops, claim).await;
+    if let Some(conn) = claim
+        && let Some((conn, old_job, old_attempt)) = run.claimed.keep(conn, job.id, job.attempt)
         && let Err(err) = claims::release(&conn, &run.topology, old_job, old_attempt).await
     {
         tracing::debug!(job = %old_job, error = %err, "letting go of an old claim failed");
@@ -81,14 +115,88 @@ pub(crate) async fn run_job(
     ran
 }
 
-/// Run a claimed job: its secrets, a slot, `accepted`, the process, `completed`, the ack.
-async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) -> bool {
+/// How long a group's copy waits between two looks at a claim another runner holds.
+const GROUP_COPY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How holding a group's copy ended.
+enum GroupCopy {
+    /// The job ended where it was claimed: acknowledge the copy.
+    Ended,
+    /// The claim came free (its runner's connection went) with the job not ended: this runner
+    /// holds it now.
+    Claimed,
+    /// This runner's connection went: the broker has the copy back.
+    Gone,
+}
+
+/// Keep a copy of a group's job whose attempt another runner claimed until the job ended there
+/// (read from the history, as a redelivery is), or until the claim comes free.
+async fn hold_group_copy(run: &JobRun, job: &Job) -> GroupCopy {
+    tracing::info!(job = %job.id, "another runner claimed this group job: holding its group until it ends there");
+    loop {
+        if let Ok(Decision::Drop { why }) = redelivery::resolve(&run.conn, &run.topology, job).await {
+            tracing::info!(job = %job.id, why, "dropping a copy of a group job another runner ran");
+            return GroupCopy::Ended;
+        }
+        tokio::time::sleep(GROUP_COPY_POLL).await;
+        match claims::claim(&run.conn, &run.topology, job.id, job.attempt).await {
+            Ok(Claim::Held) => return GroupCopy::Claimed,
+            Ok(Claim::Taken) => {}
+            Err(_) => return GroupCopy::Gone,
+        }
+    }
+}
+
+/// Whether the connection a claim was made on (`generation`) is still the link's.
+fn still_claimed(run: &JobRun, generation: u64) -> bool {
+    run.link.current().is_some_and(|(_, current)| current == generation)
+}
+
+/// The claim went with its connection, and the broker has the delivery back: claim the attempt
+/// again on the link's next connection, so that this runner goes on only if no other runner
+/// claimed it meanwhile. `None`: leave the job to the other runner (or to the broker).
+async fn reclaim(run: &JobRun, job: &Job, lost: u64) -> Option<(Connection, u64)> {
+    let mut after = lost;
+    loop {
+        let (conn, generation) = run.link.newer_than(after).await?;
+        match claims::claim(&conn, &run.topology, job.id, job.attempt).await {
+            Ok(Claim::Held) => {
+                tracing::info!(job = %job.id, attempt = job.attempt, "claimed the job again after reconnecting");
+                return Some((conn, generation));
+            }
+            Ok(Claim::Taken) => {
+                tracing::warn!(job = %job.id, attempt = job.attempt, "another runner claimed the job while this one reconnected: leaving it to that runner");
+                return None;
+            }
+            Err(err) if err.is_unreachable() => after = generation,
+            Err(err) => {
+                tracing::warn!(job = %job.id, error = %err, "could not claim the job again after reconnecting: leaving it to the broker");
+                return None;
+            }
+        }
+    }
+}
+
+/// Run a claimed job: its secrets, a slot, `accepted`, the process, `completed`, the ack. Says
+/// whether this runner ran it, and the connection its claim is on at the end (`claim`: the
+/// connection and its generation, `None` when unclaimed).
+///
+/// Nothing of the attempt goes out without the claim: if the claim's connection went before
+/// `accepted` was confirmed, the attempt is claimed again on the next connection first, and left
+/// to another runner if that one claimed it meanwhile (its delivery went back to the broker).
+async fn run_claimed(
+    run: &JobRun,
+    job: Job,
+    delivery: Delivery,
+    mut stops: mpsc::UnboundedReceiver<Stop>,
+    mut claim: Option<(Connection, u64)>,
+) -> (bool, Option<Connection>) {
     let mut sink = EventSink::new(run.link.clone(), run.topology.clone(), job.id, run.config.id.clone(), job.attempt);
     let secrets = match run.config.secrets.resolve(&job.secrets) {
         Ok(secrets) => secrets,
         Err(missing) => {
             reject(&job, &mut sink, delivery, &missing.to_string()).await;
-            return true;
+            return (true, claim.map(|(conn, _)| conn));
         }
     };
     // Wait for a free slot; a cancel before or while waiting ends the job without running it,
@@ -100,7 +208,7 @@ async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc
         () = async { drop(shutdown.wait_for(Option::is_some).await) } => {
             tracing::info!(job = %job.id, "stopping before it started: handing the job back");
             settle(delivery.acker.nack(true).await);
-            return false;
+            return (false, claim.map(|(conn, _)| conn));
         }
         permit = Arc::clone(&run.slots).acquire_owned() => permit.ok(),
     };
@@ -108,10 +216,30 @@ async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc
     let metrics = &run.config.metrics;
     metrics.job_accepted(&job.operation, job.created_at_ms, protocol::now_ms());
     let accepted = Instant::now();
+    if let Some((_, generation)) = &claim
+        && !still_claimed(run, *generation)
+    {
+        match reclaim(run, &job, *generation).await {
+            Some(again) => claim = Some(again),
+            None => return (false, None),
+        }
+    }
     sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
     // The process starts only once the broker has the `accepted` (confirmed: on a cluster,
     // stored on a majority): a runner that later resolves a redelivery of this job then finds
     // it taken and waits for this runner's sign of life, instead of running it a second time.
+    while let Some((_, generation)) = &claim {
+        if sink.confirm_here().await && still_claimed(run, *generation) {
+            break;
+        }
+        match reclaim(run, &job, *generation).await {
+            Some(again) => claim = Some(again),
+            None => {
+                sink.discard();
+                return (false, None);
+            }
+        }
+    }
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "the broker did not confirm that the job was accepted");
     }
@@ -143,11 +271,11 @@ async fn run_claimed(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc
         // Handed back: its redelivery finds this attempt's end saying `retrying` and no next
         // attempt, and runs the next attempt then (see `redelivery::decide`).
         settle(delivery.acker.nack(true).await);
-        return true;
+        return (true, claim.map(|(conn, _)| conn));
     }
     // Acknowledge even if events were lost: the job ran, and it must not run again.
     settle(delivery.acker.ack().await);
-    true
+    (true, claim.map(|(conn, _)| conn))
 }
 
 /// Queue the next attempt `next` (see `retry`); false when the broker did not take it.

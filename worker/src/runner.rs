@@ -667,6 +667,7 @@ impl Serving {
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
+            generation: self.generation,
             link: self.link.clone(),
             topology: self.topology.clone(),
             config: Arc::clone(&self.config),
