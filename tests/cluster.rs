@@ -518,10 +518,18 @@ async fn a_rolling_restart_under_a_steady_stream_of_jobs() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 pace.tick().await;
                 let job = job("echo steady");
+                let mut again = false;
                 loop {
-                    match topology.publish_job(&conn, &job).await {
+                    // Published again, it says so: its runner reads the history first.
+                    let published = if again {
+                        topology.publish_job_again(&conn, &job).await
+                    } else {
+                        topology.publish_job(&conn, &job).await
+                    };
+                    match published {
                         Ok(()) => break,
                         Err(err) if err.is_retryable() => {
+                            again = true;
                             conn = loop {
                                 match conn.redial().await {
                                     Ok(conn) => break conn,

@@ -191,3 +191,27 @@ async fn with_at_most_once_runner_a_copy_that_reaches_another_runner_runs_there_
     drop(second);
     ns.cleanup().await;
 }
+
+/// A copy a producer published again (`Topology::publish_job_again`, marked `x-runway-copy`)
+/// is checked against the history, as a redelivery is: a copy of a job that completed is
+/// dropped even where no claim is left to say so (here no runner claims: `--at-most-once
+/// runner`; on a cluster, claims go with their runner's connection).
+#[tokio::test]
+async fn a_copy_published_again_of_a_job_that_completed_is_dropped_without_a_claim() {
+    use runway_broker::protocol::{Command, Job};
+    let ns = Namespace::new().await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let runs = dir.path().join("runs");
+    let job = Job::new("once", "copies", Command::Shell(format!("echo run >> {}", runs.display())), "tester");
+    let id = job.id.to_string();
+    let first = ns.worker("w-copy-1", &["--at-most-once", "runner"]).await;
+    ns.topology.publish_job(ns.conn(), &job).await.expect("publish the job");
+    ns.completed_events(&id).await;
+    drop(first);
+    let mut second = ns.worker("w-copy-2", &["--at-most-once", "runner"]).await;
+    ns.topology.publish_job_again(ns.conn(), &job).await.expect("publish it again");
+    second.wait_for_log("dropping a redelivered job").await;
+    let ran = std::fs::read_to_string(&runs).expect("the job ran");
+    assert_eq!(ran.lines().count(), 1, "the job ran {} times", ran.lines().count());
+    ns.cleanup().await;
+}

@@ -23,6 +23,10 @@ pub const DEFAULT_NAMESPACE: &str = "runway";
 /// The event kinds the index stream keeps: everything but log lines and outputs.
 const INDEX_KINDS: [&str; 6] = ["queued", "cancel_requested", "accepted", "started", "heartbeat", "completed"];
 
+/// The header of a job message published again by a producer that does not know whether the
+/// first copy arrived ([`Topology::publish_job_again`]): its runner reads the history first.
+pub const COPY_HEADER: &str = "x-runway-copy";
+
 /// The AMQP `type` of a stream marker (see [`Topology::mark_stream`]).
 pub const MARKER_KIND: &str = "marker";
 
@@ -362,11 +366,26 @@ impl Topology {
         self.send_job(conn, job).await?.wait().await
     }
 
+    /// Publish a job again, as a producer does that lost the first publish's confirm (its
+    /// connection dropped) and cannot know whether the broker has it: the message is marked
+    /// ([`COPY_HEADER`]), and a runner that gets it reads the job's history before running it,
+    /// as it does for a redelivery, so a copy of a job that ran (or runs) elsewhere is dropped.
+    pub async fn publish_job_again(&self, conn: &Connection, job: &Job) -> Result<()> {
+        self.send_marked_job(conn, job, true).await?.wait().await
+    }
+
     /// Publish a job as [`Topology::publish_job`] does, without waiting for the confirm: the
     /// returned confirm (in publish order with every other publish of `conn`) fails with
     /// [`Error::Unroutable`] if no queue serves its target. For pipelined submits.
     pub async fn send_job(&self, conn: &Connection, job: &Job) -> Result<Confirm> {
+        self.send_marked_job(conn, job, false).await
+    }
+
+    async fn send_marked_job(&self, conn: &Connection, job: &Job, copy: bool) -> Result<Confirm> {
         let mut message = Message::json(protocol::encode(job), protocol::KIND_JOB);
+        if copy {
+            message.properties.headers.insert(COPY_HEADER.to_owned(), HeaderValue::Str("1".to_owned()));
+        }
         let id = job.id.to_string();
         message.properties.message_id = Some(id.clone());
         message.properties.correlation_id = Some(id);

@@ -46,7 +46,11 @@ pub(crate) async fn run_job(
     delivery: Delivery,
     stops: mpsc::UnboundedReceiver<Stop>,
 ) -> bool {
-    if delivery.redelivered || delivery.delivery_count > 0 {
+    // A redelivery, or a copy its producer published again not knowing whether the first
+    // arrived: the history says whether it ran (or runs) elsewhere, even where no claim is left
+    // to say so (claims go with their runner's connection).
+    let copy = delivery.properties.headers.contains_key(runway_broker::topology::COPY_HEADER);
+    if delivery.redelivered || delivery.delivery_count > 0 || copy {
         match resolve_redelivery(&run, &job).await {
             Redelivered::Run(attempt) => job.attempt = attempt,
             Redelivered::Drop => {
