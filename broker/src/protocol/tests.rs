@@ -1,3 +1,5 @@
+//! Round trips of the wire types through their codec, and what decoding refuses.
+
 use super::*;
 
 fn job() -> Job {
