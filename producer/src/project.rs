@@ -4,23 +4,25 @@
 //! It only reads and validates; it does not pick the execution mode, apply flags or environment
 //! variables, or build jobs (see `settings` and `plan`).
 //!
-//! Longer than most files (about 600 lines): every key of the file has its parsing and its
+//! Longer than most files (about 600 lines): every key of the file has its validation and its
 //! error messages here, and splitting them by key would scatter one schema over several files.
+//! The scheduling keys are in `project/schedule.rs`; the hand-written readers of `run`,
+//! durations and `target` are in `project/values.rs`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runway_broker::TlsFiles;
-use runway_broker::protocol::{Builtin, Command, Target};
+use runway_broker::protocol::{Command, Target};
 use runway_broker::topology::{self, NameError, Topology};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
+
+use values::{DurationText, Run, TargetSection};
 
 /// The file name searched for.
 pub const FILE_NAME: &str = "runway.toml";
@@ -608,176 +610,8 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The `run` value: a shell string or an argv array. A hand-written visitor rather than an
-/// untagged enum, whose error ("data did not match any variant") says nothing useful.
-struct Run(Command);
-
-impl<'de> Deserialize<'de> for Run {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Run, D::Error> {
-        struct RunVisitor;
-
-        impl<'de> Visitor<'de> for RunVisitor {
-            type Value = Run;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a command string, an array of strings, or { builtin = \"noop\" }")
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<Run, E> {
-                Ok(Run(Command::Shell(value.to_owned())))
-            }
-
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Run, M::Error> {
-                let mut builtin = None;
-                while let Some(key) = map.next_key::<String>()? {
-                    if key != "builtin" {
-                        return Err(de::Error::unknown_field(&key, &["builtin"]));
-                    }
-                    let name: String = map.next_value()?;
-                    let known = Builtin::ALL.into_iter().find(|builtin| builtin.name() == name);
-                    let Some(known) = known else {
-                        let names: Vec<&str> = Builtin::ALL.iter().map(|builtin| builtin.name()).collect();
-                        return Err(de::Error::custom(format!(
-                            "unknown builtin `{name}`, expected one of: {}",
-                            names.join(", ")
-                        )));
-                    };
-                    builtin = Some(known);
-                }
-                builtin.map(|builtin| Run(Command::Builtin(builtin))).ok_or_else(|| de::Error::missing_field("builtin"))
-            }
-
-            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Run, S::Error> {
-                let mut argv = Vec::new();
-                while let Some(Argument(argument)) = seq.next_element()? {
-                    argv.push(argument);
-                }
-                Ok(Run(Command::Argv(argv)))
-            }
-        }
-
-        deserializer.deserialize_any(RunVisitor)
-    }
-}
-
-/// One element of a `run` array.
-struct Argument(String);
-
-impl<'de> Deserialize<'de> for Argument {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Argument, D::Error> {
-        struct ArgumentVisitor;
-
-        impl Visitor<'_> for ArgumentVisitor {
-            type Value = Argument;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string (each element of a `run` array is one argument)")
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<Argument, E> {
-                Ok(Argument(value.to_owned()))
-            }
-        }
-
-        deserializer.deserialize_any(ArgumentVisitor)
-    }
-}
-
-/// A duration as written, parsed by [`SourceFile::duration`] so the error can name the key.
-struct DurationText(String);
-
-impl<'de> Deserialize<'de> for DurationText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DurationText, D::Error> {
-        struct DurationVisitor;
-
-        impl Visitor<'_> for DurationVisitor {
-            type Value = DurationText;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"a duration string such as "90s", "30m" or "1h 30m""#)
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<DurationText, E> {
-                Ok(DurationText(value.to_owned()))
-            }
-        }
-
-        deserializer.deserialize_any(DurationVisitor)
-    }
-}
-
-/// `target` as written, before its runner id or labels are checked. The parts keep their
-/// positions so a bad id or label is reported where it is written.
-enum TargetSection {
-    Any,
-    Runner(Spanned<String>),
-    Labels(Spanned<BTreeMap<Spanned<String>, Spanned<String>>>),
-}
-
-impl<'de> Deserialize<'de> for TargetSection {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TargetSection, D::Error> {
-        struct TargetVisitor;
-
-        impl<'de> Visitor<'de> for TargetVisitor {
-            type Value = TargetSection;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "a target: {TARGET_EXAMPLES}")
-            }
-
-            fn visit_str<E: de::Error>(self, value: &str) -> Result<TargetSection, E> {
-                if value == "any" {
-                    Ok(TargetSection::Any)
-                } else {
-                    Err(E::custom(format!("invalid target \"{}\", expected {TARGET_EXAMPLES}", value.escape_debug())))
-                }
-            }
-
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<TargetSection, M::Error> {
-                let mut runner = None;
-                let mut labels = None;
-                while let Some(key) = map.next_key()? {
-                    match key {
-                        TargetKey::Runner => runner = Some(map.next_value()?),
-                        TargetKey::Labels => labels = Some(map.next_value()?),
-                    }
-                }
-                match (runner, labels) {
-                    (Some(runner), None) => Ok(TargetSection::Runner(runner)),
-                    (None, Some(labels)) => Ok(TargetSection::Labels(labels)),
-                    (Some(_), Some(_)) => Err(de::Error::custom(format!(
-                        "a target names `runner` or `labels`, not both, expected {TARGET_EXAMPLES}"
-                    ))),
-                    (None, None) => Err(de::Error::custom(format!("empty target, expected {TARGET_EXAMPLES}"))),
-                }
-            }
-        }
-
-        deserializer.deserialize_any(TargetVisitor)
-    }
-}
-
-/// A key of a `target` table. Its own type, so an unknown key is reported at the key itself and
-/// as part of the target rather than of the operation.
-enum TargetKey {
-    Runner,
-    Labels,
-}
-
-impl<'de> Deserialize<'de> for TargetKey {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<TargetKey, D::Error> {
-        let key = String::deserialize(deserializer)?;
-        match key.as_str() {
-            "runner" => Ok(TargetKey::Runner),
-            "labels" => Ok(TargetKey::Labels),
-            other => {
-                Err(de::Error::custom(format!("unknown key `{other}` in `target`, expected `runner` or `labels`")))
-            }
-        }
-    }
-}
-
 mod schedule;
+mod values;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,7 @@
 //! The project file's tests: what parses, and the path:line:column and message of each error.
 
+use runway_broker::protocol::Builtin;
+
 use super::*;
 
 const PATH: &str = "/nonexistent/shop/runway.toml";
