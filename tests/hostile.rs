@@ -272,6 +272,49 @@ async fn retry_on_lost_attached_follows_the_next_attempt_to_its_end() {
 }
 
 #[tokio::test]
+async fn job_list_reads_back_from_the_end_of_the_index_until_it_has_enough_jobs() {
+    let ns = Namespace::new().await;
+    let flags = ns.flags();
+    let project = Project::empty();
+    // One failed job, then more jobs than the first read from the end of the index holds.
+    let failed = Uuid::now_v7();
+    publish(&ns, &queued(failed, Command::Shell("false".to_owned()), protocol::now_ms())).await;
+    let event = |seq, body| Event {
+        v: protocol::VERSION,
+        job: failed,
+        seq,
+        ts: protocol::now_ms(),
+        runner: "w-1".to_owned(),
+        attempt: 1,
+        body,
+    };
+    publish(&ns, &event(1, EventBody::Accepted { hostname: "h".to_owned(), heartbeat_ms: 1000 })).await;
+    let completed = protocol::Completed::without_exit(protocol::Status::Failed, String::new());
+    publish(&ns, &event(2, EventBody::Completed(completed))).await;
+    let mut later = Vec::new();
+    let mut confirms = Vec::new();
+    for _ in 0..1100 {
+        let id = Uuid::now_v7();
+        let event = queued(id, Command::Shell("true".to_owned()), protocol::now_ms());
+        confirms.push(ns.topology.publish_event(ns.conn(), &event).await.expect("publish"));
+        later.push(id);
+    }
+    for confirm in confirms {
+        confirm.wait().await.expect("confirmed");
+    }
+    let list = project.runway(&args(&flags, &["job", "list", "--json", "--state", "failed"])).await;
+    list.assert_code(0);
+    let ids: Vec<String> = list.events().iter().map(|job| job["id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(ids, [failed.to_string()], "the failed job, 1,100 jobs back");
+    let newest = project.runway(&args(&flags, &["job", "list", "--json", "--limit", "3"])).await;
+    let ids: Vec<String> =
+        newest.events().iter().map(|job| job["id"].as_str().unwrap_or_default().to_owned()).collect();
+    let expected: Vec<String> = later.iter().rev().take(3).map(Uuid::to_string).collect();
+    assert_eq!(ids, expected, "the three newest, newest first");
+    ns.cleanup().await;
+}
+
+#[tokio::test]
 async fn job_list_widens_its_window_until_it_has_enough_jobs_and_never_shows_one_from_before_since() {
     let ns = Namespace::new().await;
     let flags = ns.flags();

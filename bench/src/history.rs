@@ -1,8 +1,11 @@
-//! The history figures: `job list --since 24h` over a history of 10,000 jobs and 1,000,000 log
-//! lines, and `job logs` of a 1,000,000-line job, both through the real `runway` binary.
+//! The history figures, through the real `runway` binary: `job list` (the newest 20, and
+//! `--since 7d --state failed`) and `job inspect` of the oldest job as the history grows from
+//! 1,000 to 10,000 to 100,000 jobs and 10,000,000 log lines, each beside its time at 1,000 jobs
+//! (how it grows); and `job logs` of a 1,000,000-line job.
 //!
-//! `job list` is bound by how fast RabbitMQ hands out stream messages over AMQP 0-9-1 (one
-//! consumer): its ceiling is a plain AMQP client reading the same index messages in the same run.
+//! A read of the index is bound by how fast RabbitMQ hands out stream messages over AMQP 0-9-1
+//! (one consumer): the plain client reading the whole index of 10,000 jobs is printed beside
+//! `job list --since 24h` for scale.
 //!
 //! The history is written synthetically (the events a runner would publish), which is far faster
 //! than running the jobs and reads the same.
@@ -21,8 +24,15 @@ use uuid::Uuid;
 
 use crate::Figure;
 
-const JOBS: usize = 10_000;
+/// The sizes of the history the figures are taken at, in jobs.
+const SCALES: [usize; 3] = [1_000, 10_000, 100_000];
+/// The first job's lines (the `job logs` figure).
 const LINES: usize = 1_000_000;
+/// Every [`LOUD_EVERY`]th other job prints this many lines: 10,000,000 lines in all at 100,000 jobs.
+const LOUD_LINES: usize = 9_000;
+const LOUD_EVERY: usize = 100;
+/// Every [`FAILED_EVERY`]th job failed (the others succeeded).
+const FAILED_EVERY: usize = 100;
 const LINES_PER_BATCH: usize = 4096;
 
 struct Writer {
@@ -51,7 +61,7 @@ impl Writer {
     }
 }
 
-async fn write_job(writer: &mut Writer, lines: usize) -> Result<Uuid> {
+async fn write_job(writer: &mut Writer, lines: usize, status: Status) -> Result<Uuid> {
     let id = Uuid::now_v7();
     let queued = Queued {
         operation: "bench".into(),
@@ -85,8 +95,8 @@ async fn write_job(writer: &mut Writer, lines: usize) -> Result<Uuid> {
         written += count;
     }
     let completed = Completed {
-        status: Status::Success,
-        exit_code: Some(0),
+        status,
+        exit_code: Some(if status == Status::Success { 0 } else { 1 }),
         signal: None,
         duration_ms: 1,
         outputs: Default::default(),
@@ -107,6 +117,22 @@ fn timed(runway: &Path, args: &[&str], stdout: Stdio) -> Result<Duration> {
     Ok(elapsed)
 }
 
+/// The median time of three runs of `runway args`.
+fn median_of_3(runway: &Path, args: &[&str]) -> Result<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..3 {
+        samples.push(timed(runway, args, Stdio::null())?);
+    }
+    Ok(crate::median(samples))
+}
+
+/// The times of the history commands at one size of the history.
+struct AtScale {
+    list: Duration,
+    failed: Duration,
+    inspect: Duration,
+}
+
 pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
     let namespace = format!("bench-history-{}", Uuid::now_v7().simple());
     let broker = Broker::amqp(url, Duration::from_secs(10))?;
@@ -114,42 +140,97 @@ pub(crate) async fn figures(bin: &Path, url: &str) -> Result<Vec<Figure>> {
     let topology = Topology::new(&namespace)?;
     topology.declare(&conn, &Retention::default()).await?;
     let mut writer = Writer { conn: conn.clone(), topology: topology.clone(), in_flight: Vec::new() };
-    // One big job of a million lines, and the other 9,999 jobs a line each.
-    let big = write_job(&mut writer, LINES).await?;
-    for _ in 1..JOBS {
-        write_job(&mut writer, 1).await?;
-    }
-    writer.flush().await?;
     let runway = bin.join("runway");
     let base = ["--server", url, "--namespace", &namespace];
-    let list_args: Vec<&str> = base.iter().copied().chain(["job", "list", "--since", "24h", "--limit", "20"]).collect();
-    let mut samples = Vec::new();
-    for _ in 0..3 {
-        samples.push(timed(&runway, &list_args, Stdio::null())?);
+    let with = |rest: &[&'static str]| -> Vec<String> {
+        base.iter().copied().chain(rest.iter().copied()).map(str::to_owned).collect()
+    };
+    // The first job is the old one `job inspect` looks for, and the one of a million lines.
+    let first = write_job(&mut writer, LINES, Status::Success).await?;
+    let first_text = first.to_string();
+    let mut written = 1;
+    let mut scales = Vec::new();
+    let mut since_24h = Duration::ZERO;
+    let mut plain = Duration::ZERO;
+    for scale in SCALES {
+        while written < scale {
+            let lines = if written % LOUD_EVERY == 0 { LOUD_LINES } else { 1 };
+            let status = if written % FAILED_EVERY == FAILED_EVERY / 2 { Status::Failed } else { Status::Success };
+            write_job(&mut writer, lines, status).await?;
+            written += 1;
+        }
+        writer.flush().await?;
+        let list_args = with(&["job", "list", "--limit", "20"]);
+        let failed_args = with(&["job", "list", "--since", "7d", "--state", "failed"]);
+        let mut inspect_args = with(&["job", "inspect"]);
+        inspect_args.push(first_text.clone());
+        let run = |args: &Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            median_of_3(&runway, &args)
+        };
+        scales.push(AtScale { list: run(&list_args)?, failed: run(&failed_args)?, inspect: run(&inspect_args)? });
+        if scale == 10_000 {
+            since_24h = run(&with(&["job", "list", "--since", "24h", "--limit", "20"]))?;
+            // A plain AMQP client reading every index message of the 10,000 jobs (queued,
+            // accepted, started and completed), for scale.
+            let mut samples = Vec::new();
+            for _ in 0..3 {
+                samples.push(runway_ceiling::read_stream(url, &topology.index_queue(), scale * 4, 2000).await?);
+            }
+            plain = crate::median(samples);
+        }
     }
-    let list = crate::median(samples);
-    // The ceiling: a plain AMQP client reading the same index messages (queued, accepted, started and
-    // completed of every job), as `job list` does, with nothing else.
-    let mut plain = Vec::new();
-    for _ in 0..3 {
-        plain.push(runway_ceiling::read_stream(url, &topology.index_queue(), JOBS * 4, 2000).await?);
-    }
-    let plain = crate::median(plain);
-    let big_text = big.to_string();
-    let logs_args: Vec<&str> = base.iter().copied().chain(["job", "logs", big_text.as_str()]).collect();
+    let logs_args: Vec<&str> = base.iter().copied().chain(["job", "logs", first_text.as_str()]).collect();
     let logs = timed(&runway, &logs_args, Stdio::null())?;
     let _ = topology.delete_shared(&conn).await;
     conn.close().await;
+    let ms = |time: Duration| time.as_secs_f64() * 1000.0;
+    let [small, middle, large] = [&scales[0], &scales[1], &scales[2]];
+    let growth = |name, value: Duration, at_1k: Duration, note| Figure {
+        name,
+        value: ms(value),
+        unit: "ms",
+        ceiling: Some(ms(at_1k)),
+        bare: None,
+        note,
+    };
     Ok(vec![
-        Figure {
-            name: "job_list_10k_jobs_1m_lines_ms",
-            value: list.as_secs_f64() * 1000.0,
-            unit: "ms",
-            ceiling: Some(plain.as_secs_f64() * 1000.0),
-            bare: None,
-            note: "runway job list --since 24h over 10,000 jobs and 1,000,000 log lines (ceiling: a plain AMQP client \
-                   reading the same 40,000 index messages; the target is 1 s)",
-        },
+        growth(
+            "job_list_10k_jobs_1m_lines_ms",
+            since_24h,
+            plain,
+            "runway job list --since 24h (newest 20) over 10,000 jobs and 1,900,000 log lines (beside: a plain \
+             AMQP client reading all 40,000 index messages, which job list no longer needs to)",
+        ),
+        growth("job_list_1k_jobs_ms", small.list, small.list, "runway job list (newest 20) over 1,000 jobs"),
+        growth("job_list_10k_jobs_ms", middle.list, small.list, "the same over 10,000 jobs (beside: at 1,000)"),
+        growth(
+            "job_list_100k_jobs_10m_lines_ms",
+            large.list,
+            small.list,
+            "the same over 100,000 jobs and 10,000,000 log lines (beside: at 1,000; target < 300 ms)",
+        ),
+        growth(
+            "job_list_failed_1k_jobs_ms",
+            small.failed,
+            small.failed,
+            "runway job list --since 7d --state failed over 1,000 jobs (1 in 100 failed)",
+        ),
+        growth("job_list_failed_10k_jobs_ms", middle.failed, small.failed, "the same over 10,000 jobs"),
+        growth(
+            "job_list_failed_100k_jobs_ms",
+            large.failed,
+            small.failed,
+            "the same over 100,000 jobs (beside: at 1,000; target < 2 s)",
+        ),
+        growth("job_inspect_old_1k_jobs_ms", small.inspect, small.inspect, "runway job inspect of the oldest job"),
+        growth("job_inspect_old_10k_jobs_ms", middle.inspect, small.inspect, "the same over 10,000 jobs"),
+        growth(
+            "job_inspect_old_100k_jobs_ms",
+            large.inspect,
+            small.inspect,
+            "the same over 100,000 jobs (beside: at 1,000; target < 300 ms)",
+        ),
         Figure {
             name: "job_logs_lines_per_s",
             value: LINES as f64 / logs.as_secs_f64(),

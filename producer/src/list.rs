@@ -49,17 +49,12 @@ const COLUMNS: [Column; 9] = [
     Column { header: "DURATION", width: 9, align: Align::Right, gap: 0 },
 ];
 
-/// The windows `job list` reads, newest first, each four times or more the one before: the
-/// newest jobs are found in the last minutes of the index on a busy system, so what is read grows
-/// with what is asked (`--limit`, `--state`), not with the history.
-const WINDOWS: [Duration; 6] = [
-    Duration::from_secs(10 * 60),
-    Duration::from_secs(60 * 60),
-    Duration::from_secs(6 * 60 * 60),
-    Duration::from_secs(24 * 60 * 60),
-    Duration::from_secs(7 * 24 * 60 * 60),
-    Duration::from_secs(30 * 24 * 60 * 60),
-];
+/// The index messages `job list` reads back from the end of the index first (at least; four
+/// per job asked for if more), and how much wider each next read is: the newest jobs are in the
+/// last messages of the index, so what is read grows with what is asked (`--limit`, `--state`),
+/// not with the history.
+const FIRST_READ: u64 = 1024;
+const WIDER: u64 = 8;
 
 /// `job list`.
 pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, json: bool) -> Result<u8, CliError> {
@@ -76,30 +71,39 @@ pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, j
     Ok(exit::SUCCESS)
 }
 
-/// The jobs `filter` shows: the index read over the last window of [`WINDOWS`] first, then a
-/// wider one while fewer than `limit` jobs in it match, up to the filter's own window.
+/// The jobs `filter` shows: the last [`FIRST_READ`] messages of the index read first, then
+/// [`WIDER`] times as many while fewer than `limit` jobs in them match, until the read holds the
+/// filter's whole window (or the whole index).
 ///
-/// Every event of a job comes after its creation, so a job created within a window has all its
-/// events there (less a clock's skew, [`SEEK_SLACK_MS`]), and any job newer than one shown is in
-/// the same window: the first window holding `limit` matches holds the newest `limit`.
+/// Every event of a job is appended to the index after its `queued`, so a job whose `queued` is
+/// in a read has all its events there, and a job newer than one shown (made later, so queued
+/// later, less a clock's skew between producers) is in the same read: the first read holding
+/// `limit` matches holds the newest `limit`. Jobs whose `queued` came before the read are left
+/// out of it.
 async fn newest(
     conn: &Connection,
     topology: &Topology,
     filter: &ListFilter,
     now: u64,
 ) -> Result<Vec<JobRecord>, CliError> {
-    let windows = WINDOWS.iter().copied().filter(|window| *window < filter.since).chain([filter.since]);
-    let mut shown = Vec::new();
-    for window in windows {
-        let narrowed = ListFilter { since: window, ..filter.clone() };
-        let from = narrowed.since_ms(now).saturating_sub(SEEK_SLACK_MS);
-        let records = lookup::read_index(conn, topology, from, |_| true).await?;
-        shown = select(records, &narrowed, now);
-        if shown.len() >= filter.limit {
-            break;
+    let end = lookup::index_end(conn, topology).await?;
+    let since_ms = filter.since_ms(now);
+    let mut back = FIRST_READ.max(u64::try_from(filter.limit).unwrap_or(u64::MAX).saturating_mul(4));
+    loop {
+        let start = end.saturating_sub(back);
+        let read = lookup::read_index_at(conn, topology, start, |_| true).await?;
+        let whole = read.records.into_iter().filter(|(_, record)| record.queued_at_ms.is_some()).collect();
+        let shown = select(whole, filter, now);
+        // The read holds the filter's window once it starts at the start of the index (the
+        // broker starts a read before what it keeps at what it keeps) or at an event made
+        // before the window began.
+        let holds_window =
+            start == 0 || read.first.is_some_and(|(_, made_ms)| made_ms.saturating_add(SEEK_SLACK_MS) < since_ms);
+        if shown.len() >= filter.limit || holds_window {
+            return Ok(shown);
         }
+        back = back.saturating_mul(WIDER);
     }
-    Ok(shown)
 }
 
 /// The jobs `filter` shows at `now_ms`: queued within the window, in the state asked for,

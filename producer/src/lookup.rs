@@ -31,26 +31,71 @@ pub async fn read_index_until(
     conn: &Connection,
     topology: &Topology,
     from_ms: u64,
-    mut wanted: impl FnMut(&Uuid) -> bool,
+    wanted: impl FnMut(&Uuid) -> bool,
     enough: impl Fn(&HashMap<Uuid, JobRecord>) -> bool,
 ) -> Result<HashMap<Uuid, JobRecord>, CliError> {
+    Ok(fold_index(conn, topology, StreamOffset::Timestamp(from_ms), wanted, enough).await?.records)
+}
+
+/// What a read of the index from an offset found.
+#[derive(Debug, Default)]
+pub struct IndexRead {
+    /// The records of the jobs wanted, folded from the events read (a job whose `queued` came
+    /// before the read has only its later events).
+    pub records: HashMap<Uuid, JobRecord>,
+    /// The offset of the first event read and the time it says it was made, if any was read.
+    pub first: Option<(u64, u64)>,
+}
+
+/// Read the index from `offset` up to now, folding the events of every job `wanted` keeps.
+pub async fn read_index_at(
+    conn: &Connection,
+    topology: &Topology,
+    offset: u64,
+    wanted: impl FnMut(&Uuid) -> bool,
+) -> Result<IndexRead, CliError> {
+    fold_index(conn, topology, StreamOffset::Offset(offset), wanted, |_| false).await
+}
+
+/// The offset the next message appended to the index will have: where the index ends now.
+pub async fn index_end(conn: &Connection, topology: &Topology) -> Result<u64, CliError> {
     let mut reader =
-        StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Timestamp(from_ms), SMALL_PREFETCH)
-            .await?;
-    let mut records: HashMap<Uuid, JobRecord> = HashMap::new();
+        StreamReader::open(conn, topology, &topology.index_queue(), StreamOffset::Next, SMALL_PREFETCH).await?;
+    loop {
+        match reader.next().await? {
+            Some(Read::Message(_)) => {}
+            // The marker went by: its own offset is the end, as far as a reader is concerned.
+            Some(Read::CaughtUp) => return Ok(reader.end_offset.unwrap_or(0)),
+            None => return Err(stream_ended()),
+        }
+    }
+}
+
+async fn fold_index(
+    conn: &Connection,
+    topology: &Topology,
+    offset: StreamOffset,
+    mut wanted: impl FnMut(&Uuid) -> bool,
+    enough: impl Fn(&HashMap<Uuid, JobRecord>) -> bool,
+) -> Result<IndexRead, CliError> {
+    let mut reader = StreamReader::open(conn, topology, &topology.index_queue(), offset, SMALL_PREFETCH).await?;
+    let mut read = IndexRead::default();
     loop {
         match reader.next().await? {
             Some(Read::Message(delivery)) => {
                 let Ok(event) = runway_broker::identity::decode_event(&delivery) else { continue };
+                if read.first.is_none() {
+                    read.first = delivery.stream_offset.map(|offset| (offset, event.ts));
+                }
                 if wanted(&event.job) {
                     let sender = runway_broker::identity::sender(&delivery);
-                    records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event, sender);
-                    if enough(&records) {
-                        return Ok(records);
+                    read.records.entry(event.job).or_insert_with(|| JobRecord::new(event.job)).apply(&event, sender);
+                    if enough(&read.records) {
+                        return Ok(read);
                     }
                 }
             }
-            Some(Read::CaughtUp) => return Ok(records),
+            Some(Read::CaughtUp) => return Ok(read),
             None => return Err(stream_ended()),
         }
     }

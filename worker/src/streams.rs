@@ -42,6 +42,8 @@ pub struct StreamReader {
     marker: Option<String>,
     /// Set once the marker went by: everything stored before the read began has been seen.
     pub caught_up: bool,
+    /// The marker's offset, once it went by: where the stream ended when the read began.
+    pub end_offset: Option<u64>,
     /// Deliveries taken since the last acknowledgement, and the acker of the latest.
     unacked: u16,
     last: Option<runway_broker::Acker>,
@@ -73,6 +75,7 @@ impl StreamReader {
             stalls: 0,
             marker: Some(marker),
             caught_up: false,
+            end_offset: None,
             unacked: 0,
             last: None,
             ack_every,
@@ -126,6 +129,7 @@ impl StreamReader {
             if delivery.properties.kind.as_deref() == Some(MARKER_KIND) {
                 if delivery.properties.message_id.is_some() && delivery.properties.message_id == self.marker {
                     self.caught_up = true;
+                    self.end_offset = delivery.stream_offset;
                     return Ok(Some(Read::CaughtUp));
                 }
                 continue;
