@@ -210,8 +210,9 @@ fn local_log_streaming(runway: &Path, work: &Path) -> Result<Vec<Figure>> {
 }
 
 fn print_and_save(figures: &[Figure], save: bool) -> Result<()> {
+    let width = figures.iter().map(|figure| figure.name.len()).max().unwrap_or(0).max("figure".len());
     println!(
-        "{:<28} {:>14} {:>14} {:>8} {:>14} {:>8}  unit / what",
+        "{:<width$} {:>14} {:>14} {:>8} {:>14} {:>8}  unit / what",
         "figure", "value", "ceiling", "ratio", "bare ceiling", "ratio"
     );
     let mut json = BTreeMap::new();
@@ -221,7 +222,7 @@ fn print_and_save(figures: &[Figure], save: bool) -> Result<()> {
         let ratio = ratio_to(figure.ceiling, figure.value);
         let bare_ratio = ratio_to(figure.bare, figure.value);
         println!(
-            "{:<28} {:>14.2} {:>14} {:>8} {:>14} {:>8}  {} ({})",
+            "{:<width$} {:>14.2} {:>14} {:>8} {:>14} {:>8}  {} ({})",
             figure.name,
             figure.value,
             show(figure.ceiling, 2),

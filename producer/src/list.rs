@@ -55,6 +55,8 @@ const COLUMNS: [Column; 9] = [
 /// not with the history.
 const FIRST_READ: u64 = 1024;
 const WIDER: u64 = 8;
+/// The most the density of the matches found may widen the next read by.
+const DENSEST: u64 = 64;
 
 /// `job list`.
 pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, json: bool) -> Result<u8, CliError> {
@@ -71,8 +73,8 @@ pub async fn list(conn: &Connection, topology: &Topology, filter: &ListFilter, j
     Ok(exit::SUCCESS)
 }
 
-/// The jobs `filter` shows: the last [`FIRST_READ`] messages of the index read first, then
-/// [`WIDER`] times as many while fewer than `limit` jobs in them match, until the read holds the
+/// The jobs `filter` shows: the last [`FIRST_READ`] messages of the index read first, then more
+/// ([`next_back`]) while fewer than `limit` jobs in them match, until the read holds the
 /// filter's whole window (or the whole index).
 ///
 /// Every event of a job is appended to the index after its `queued`, so a job whose `queued` is
@@ -102,8 +104,19 @@ async fn newest(
         if shown.len() >= filter.limit || holds_window {
             return Ok(shown);
         }
-        back = back.saturating_mul(WIDER);
+        back = next_back(back, shown.len(), filter.limit);
     }
+}
+
+/// How far back the next read goes after one of `back` messages found `found` of the `limit`
+/// jobs asked for: as far as those matches' density says `limit` need, and a quarter more, but
+/// at least twice and at most [`DENSEST`] times as far; [`WIDER`] times as far when none matched
+/// (no match says little of the density).
+fn next_back(back: u64, found: usize, limit: usize) -> u64 {
+    let Ok(found @ 1..) = u64::try_from(found) else { return back.saturating_mul(WIDER) };
+    let limit = u64::try_from(limit).unwrap_or(u64::MAX);
+    let needed = back.saturating_mul(limit).saturating_mul(5) / found.saturating_mul(4);
+    needed.clamp(back.saturating_mul(2), back.saturating_mul(DENSEST))
 }
 
 /// The jobs `filter` shows at `now_ms`: queued within the window, in the state asked for,
@@ -193,6 +206,17 @@ mod tests {
             record.apply(&event(2, EventBody::Completed(Completed::without_exit(status, String::new()))), None);
         }
         record
+    }
+
+    #[test]
+    fn the_next_read_goes_as_far_back_as_the_density_of_matches_says() {
+        // 2 of 20 in 1,024 messages: 10,240 needed, and a quarter more.
+        assert_eq!(next_back(1024, 2, 20), 12_800);
+        assert_eq!(next_back(1024, 1, 1_000_000), 1024 * DENSEST);
+        // No match: the widest step; a match in nearly every message: at least twice as far.
+        assert_eq!(next_back(1024, 0, 20), 1024 * WIDER);
+        assert_eq!(next_back(1024, 19, 20), 2048);
+        assert!(next_back(u64::MAX / 2, 1, 20) >= u64::MAX / 2, "saturates, never wraps");
     }
 
     fn operations(records: &[JobRecord]) -> Vec<&str> {
