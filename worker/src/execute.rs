@@ -6,10 +6,10 @@
 //! It does not touch deliveries or queues: the runner decides what to run and settles the message.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -77,6 +77,23 @@ pub(crate) struct Context<'a> {
     pub(crate) secrets: &'a [(String, String)],
 }
 
+/// The program to spawn for `name`: a bare name is looked up in the job's own `PATH` here, so
+/// the spawn gets a full path and the standard library can use `posix_spawn` (a `vfork`) rather
+/// than `fork`, which copies the runner's page tables (a large share of a short job's cost). A
+/// name with a `/`, or one not found, is passed on as it is: the spawn then searches or fails
+/// as it always did (127, command not found).
+fn program(name: &str, env: &BTreeMap<OsString, OsString>, dir: Option<&Path>) -> PathBuf {
+    if name.contains('/') {
+        return PathBuf::from(name);
+    }
+    let Some(path) = env.get(OsStr::new("PATH")) else { return PathBuf::from(name) };
+    let cwd = match dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+    };
+    which::which_in(name, Some(path), cwd).unwrap_or_else(|_| PathBuf::from(name))
+}
+
 /// Run `job` to its end, publishing `started`, `log`, `heartbeat` and `output` events (not
 /// `accepted` or `completed`: the caller owns those). Returns what `completed` should say.
 pub(crate) async fn execute(
@@ -95,17 +112,19 @@ pub(crate) async fn execute(
         Err(err) => return failed_to_start(started, format!("cannot create the RUNWAY_OUTPUT file: {err}"), 126),
     };
     let vars = JobVars { runner: context.runner, output: output_file.path() };
-    let mut command = tokio::process::Command::new(&argv[0]);
+    let env = job_environment(context.env, job, &vars, context.secrets);
+    let dir = context.workdir.map(Path::to_path_buf).or_else(|| existing_dir(job.workdir.as_deref()));
+    let mut command = tokio::process::Command::new(program(&argv[0], &env, dir.as_deref()));
     command
         .args(&argv[1..])
         .env_clear()
-        .envs(job_environment(context.env, job, &vars, context.secrets))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    if let Some(dir) = context.workdir.map(Path::to_path_buf).or_else(|| existing_dir(job.workdir.as_deref())) {
+    if let Some(dir) = dir {
         command.current_dir(dir);
     }
     let mut child = match command.spawn() {
@@ -360,7 +379,28 @@ fn read_outputs(path: &Path) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_outputs;
+    use std::collections::BTreeMap;
+    use std::ffi::OsString;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+
+    use super::{parse_outputs, program};
+
+    #[test]
+    fn a_bare_program_is_looked_up_in_the_jobs_own_path() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tool = dir.path().join("only-here");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let env: BTreeMap<OsString, OsString> =
+            [(OsString::from("PATH"), OsString::from(format!("/nonexistent:{}", dir.path().display())))].into();
+        assert_eq!(program("only-here", &env, None), tool);
+        // A path is taken as it is; a name not found, or with no PATH, is left for the spawn to
+        // fail on (127), as before.
+        assert_eq!(program("./only-here", &env, None), PathBuf::from("./only-here"));
+        assert_eq!(program("not-anywhere", &env, None), PathBuf::from("not-anywhere"));
+        assert_eq!(program("only-here", &BTreeMap::new(), Some(Path::new("/"))), PathBuf::from("only-here"));
+    }
 
     #[test]
     fn outputs_are_key_value_lines() {

@@ -88,13 +88,16 @@ pub struct Connection {
 
 /// The login of every in-memory connection: the OS user running the process (`$USER`, or
 /// `local` where it is not set). Local mode has one user, so this names it rather than proves it.
+/// Looked up once per process (every in-memory publish names it; a process's uid does not change).
 pub fn os_user() -> String {
+    static USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     // The user database's name for this process's uid: `USER` is unset under cron or as root in
     // a container, and anyone may set it to anything.
-    match nix::unistd::User::from_uid(nix::unistd::getuid()) {
+    USER.get_or_init(|| match nix::unistd::User::from_uid(nix::unistd::getuid()) {
         Ok(Some(user)) => user.name,
         _ => format!("uid{}", nix::unistd::getuid()),
-    }
+    })
+    .clone()
 }
 
 impl Connection {
