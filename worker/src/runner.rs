@@ -184,7 +184,6 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         submitters: HashMap::new(),
         attempts: HashMap::new(),
         next_attempts: HashMap::new(),
-        held_copies: HashMap::new(),
         shutdown: shutdown_rx.clone(),
         started_at_ms: protocol::now_ms(),
         deliveries_tx,
@@ -242,9 +241,6 @@ struct Serving {
     /// The next attempt of a job whose previous attempt is still ending here (it was queued
     /// again before that attempt's delivery was acknowledged): taken once that one ended.
     next_attempts: HashMap<Uuid, (u64, Delivery)>,
-    /// A copy of a job running here that arrived meanwhile (its first delivery's connection
-    /// dropped): settled when the job task ends, by how it ended.
-    held_copies: HashMap<Uuid, Delivery>,
     shutdown: watch::Receiver<Option<Shutdown>>,
     started_at_ms: u64,
     deliveries_tx: mpsc::Sender<Tagged>,
@@ -485,12 +481,6 @@ async fn serve(
                 state.submitters.remove(&id);
                 state.attempts.remove(&id);
                 state.ledger.settled(id);
-                if let Some(copy) = state.held_copies.remove(&id) {
-                    // Ran here: its end is recorded, and this is the message's live delivery.
-                    // Given up (left to another runner's claim, handed back): the broker has it
-                    // again, and whoever takes it resolves it from the history.
-                    settle(if ran { copy.acker.ack().await } else { copy.acker.nack(true).await });
-                }
                 if let Some((instance, delivery)) = state.next_attempts.remove(&id) {
                     state.take(instance, delivery).await;
                 }
@@ -511,9 +501,6 @@ async fn serve(
     while state.forwarders.join_next().await.is_some() {}
     deliveries.close();
     for (_, (_, delivery)) in state.next_attempts.drain() {
-        settle(delivery.acker.nack(true).await);
-    }
-    for (_, delivery) in state.held_copies.drain() {
         settle(delivery.acker.nack(true).await);
     }
     while let Ok((_, delivery)) = deliveries.try_recv() {

@@ -58,18 +58,9 @@ impl Serving {
             self.next_attempts.insert(job.id, (instance, delivery));
             return;
         }
-        if self.running.contains_key(&job.id) && !self.held_copies.contains_key(&job.id) {
-            // A copy of a job running here: most often the broker handed back its delivery when
-            // the connection it came on dropped, so this copy is the only live handle on the
-            // message. Held until the job task ends: acknowledged if it ran the job here, handed
-            // back if it gave the job up (another runner's claim), never dropped before.
-            tracing::info!(job = %job.id, attempt = job.attempt, "a copy of a job running here: holding it until the job ends");
-            self.held_copies.insert(job.id, delivery);
-            return;
-        }
         if self.running.contains_key(&job.id) || !self.taken.take(job.id, job.attempt) {
-            // A copy of a job this runner ran (or a second copy of one it runs and holds a copy
-            // of already): someone published the job again.
+            // A copy of a job this runner runs or ran: the broker handed back a running job
+            // (its connection dropped and came back), or someone published the job again.
             tracing::warn!(job = %job.id, attempt = job.attempt, "dropping a copy of a job this runner took already");
             settle(delivery.acker.ack().await);
             return;
