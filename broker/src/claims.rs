@@ -38,7 +38,7 @@ pub async fn claim(conn: &Connection, topology: &Topology, job: Uuid, attempt: u
 
 /// Let go of a claim this connection holds (a claim it does not hold is left alone).
 pub async fn release(conn: &Connection, topology: &Topology, job: Uuid, attempt: u32) -> Result<()> {
-    match conn.delete_queue(&claim_queue(topology, job, attempt)).await {
+    match conn.delete_own_queue(&claim_queue(topology, job, attempt)).await {
         Ok(()) | Err(Error::NotFound { .. } | Error::ResourceLocked { .. }) => Ok(()),
         Err(err) => Err(err),
     }

@@ -20,7 +20,8 @@ use std::time::Duration;
 pub use amqp::TlsFiles;
 pub use error::{Error, Result, TlsProblem};
 pub use message::{
-    ConsumeOptions, ExchangeKind, HeaderValue, Message, Properties, QueueInfo, QueueKind, QueueOptions, StreamOffset,
+    ConsumeOptions, ExchangeKind, HeaderValue, Lane, Message, Properties, QueueInfo, QueueKind, QueueOptions,
+    StreamOffset,
 };
 
 /// A tracing directive that silences the AMQP client library's own logs: it logs a dropped
@@ -173,6 +174,15 @@ impl Connection {
         }
     }
 
+    /// Delete an exclusive queue this connection declared (a claim); a missing queue is no
+    /// error. Cheaper than [`Connection::delete_queue`] on RabbitMQ: it reuses a channel.
+    pub async fn delete_own_queue(&self, name: &str) -> Result<()> {
+        match self {
+            Connection::Memory(conn) => conn.delete_queue(name),
+            Connection::Amqp(conn) => conn.delete_own_queue(name).await,
+        }
+    }
+
     pub async fn delete_exchange(&self, name: &str) -> Result<()> {
         match self {
             Connection::Memory(conn) => conn.delete_exchange(name),
@@ -191,10 +201,23 @@ impl Connection {
         message: &Message,
         mandatory: bool,
     ) -> Result<Confirm> {
+        self.publish_on(Lane::General, exchange, routing_key, message, mandatory).await
+    }
+
+    /// [`Connection::publish`] on a given lane: what lands in a stream goes on that stream's lane
+    /// (see [`Lane`]).
+    pub async fn publish_on(
+        &self,
+        lane: Lane,
+        exchange: &str,
+        routing_key: &str,
+        message: &Message,
+        mandatory: bool,
+    ) -> Result<Confirm> {
         match self {
             Connection::Memory(conn) => Ok(Confirm::Ready(conn.publish(exchange, routing_key, message, mandatory))),
             Connection::Amqp(conn) => conn
-                .publish(exchange, routing_key, message, mandatory)
+                .publish(lane, exchange, routing_key, message, mandatory)
                 .await
                 .map(|pending| Confirm::Amqp(Box::new(pending))),
         }
@@ -236,6 +259,9 @@ pub enum Confirm {
     Ready(Result<()>),
     // Boxed: lapin's confirm future is large, and the in-memory variant is the common one in local mode.
     Amqp(Box<amqp::PendingConfirm>),
+    /// The confirms of one message's publishes on two lanes (see [`Lane`]): an event and its
+    /// copy for the index.
+    Both(Box<Confirm>, Box<Confirm>),
 }
 
 impl Confirm {
@@ -243,6 +269,10 @@ impl Confirm {
         match self {
             Confirm::Ready(result) => result,
             Confirm::Amqp(pending) => pending.wait().await,
+            Confirm::Both(first, second) => {
+                let (first, second) = tokio::join!(Box::pin(first.wait()), Box::pin(second.wait()));
+                first.and(second)
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ mod delay;
 
 pub use delay::{DELAY_STEP_MS, holding_delay};
 
-use crate::message::{ExchangeKind, Message, Properties, QueueInfo, QueueKind, QueueOptions};
+use crate::message::{ExchangeKind, Lane, Message, Properties, QueueInfo, QueueKind, QueueOptions};
 use crate::protocol::{self, Control, Event, Job, RunnerInfo, Target};
 use crate::{Confirm, Connection, Error, HeaderValue, Result};
 
@@ -125,6 +125,8 @@ pub struct RunnerQueues {
 pub struct EventMessage {
     message: Message,
     routing_key: String,
+    /// A lifecycle event: it goes to the index stream too.
+    indexed: bool,
 }
 
 impl EventMessage {
@@ -136,7 +138,7 @@ impl EventMessage {
         message.properties.timestamp_ms = Some(event.ts);
         message.properties.persistent = true;
         let routing_key = format!("job.{job}.{}", event.body.kind());
-        EventMessage { message, routing_key }
+        EventMessage { message, routing_key, indexed: INDEX_KINDS.contains(&event.body.kind()) }
     }
 
     /// The encoded size, in bytes.
@@ -171,6 +173,13 @@ impl Topology {
 
     fn events_exchange(&self) -> String {
         format!("{}.events", self.ns)
+    }
+
+    /// The exchange of the lifecycle events' copies for the index stream: an event goes to the
+    /// events exchange (history, followers) and, if it is a lifecycle event, here too, on another
+    /// lane (see [`Lane`]).
+    fn lifecycle_exchange(&self) -> String {
+        format!("{}.lifecycle", self.ns)
     }
 
     fn control_exchange(&self) -> String {
@@ -267,8 +276,13 @@ impl Topology {
         declare_replicated(conn, &self.history_queue(), &history).await?;
         conn.bind_queue(&self.history_queue(), &self.events_exchange(), "job.#").await?;
         declare_replicated(conn, &self.index_queue(), &history).await?;
+        conn.declare_exchange(&self.lifecycle_exchange(), ExchangeKind::Topic, true).await?;
         for kind in INDEX_KINDS {
-            conn.bind_queue(&self.index_queue(), &self.events_exchange(), &format!("job.*.{kind}")).await?;
+            let key = format!("job.*.{kind}");
+            conn.bind_queue(&self.index_queue(), &self.lifecycle_exchange(), &key).await?;
+            // Up to topology v2 the index was bound to the events exchange: no more, or the
+            // history lane's channel would write to two streams.
+            conn.unbind_queue(&self.index_queue(), &self.events_exchange(), &key).await?;
         }
         declare_replicated(conn, &self.cancels_queue(), &history).await?;
         conn.bind_queue(&self.cancels_queue(), &self.control_exchange(), "cancel").await?;
@@ -292,7 +306,7 @@ impl Topology {
     /// An exchange that routes nothing, declared after everything else: the topology of this
     /// version is complete. A version that adds to the topology names a new marker.
     fn complete_marker(&self) -> String {
-        format!("{}.topology.v2", self.ns)
+        format!("{}.topology.v3", self.ns)
     }
 
     /// Whether the streams events and cancels go to are up. Right after a broker restart
@@ -410,13 +424,24 @@ impl Topology {
     /// Publish an event encoded earlier (to publish it again after a reconnect without keeping
     /// the decoded event around).
     pub async fn publish_event_message(&self, conn: &Connection, event: &EventMessage) -> Result<Confirm> {
-        conn.publish(&self.events_exchange(), &event.routing_key, &event.message, false).await
+        let (key, message) = (&event.routing_key, &event.message);
+        let history = conn.publish_on(Lane::History, &self.events_exchange(), key, message, false).await?;
+        if !event.indexed {
+            return Ok(history);
+        }
+        let index = conn.publish_on(Lane::Index, &self.lifecycle_exchange(), key, message, false).await?;
+        Ok(Confirm::Both(Box::new(history), Box::new(index)))
     }
 
     /// Broadcast a control message to every runner (and record cancels in the cancels stream).
     pub async fn publish_control(&self, conn: &Connection, control: &Control) -> Result<()> {
         let message = Message::json(protocol::encode(control), protocol::KIND_CONTROL);
-        conn.publish_confirmed(&self.control_exchange(), control.body.kind(), &message, false).await
+        let lane = match control.body.kind() {
+            "cancel" => Lane::Cancels,
+            "group" => Lane::Groups,
+            _ => Lane::General,
+        };
+        conn.publish_on(lane, &self.control_exchange(), control.body.kind(), &message, false).await?.wait().await
     }
 
     /// Declare an exclusive, server-named queue for answers (pings).
@@ -451,7 +476,14 @@ impl Topology {
     pub async fn mark_stream_again(&self, conn: &Connection, stream: &str, id: &str) -> Result<()> {
         let mut message = Message::json(b"{}".to_vec(), MARKER_KIND);
         message.properties.message_id = Some(id.to_owned());
-        conn.publish_confirmed("", stream, &message, true).await
+        let lane = match stream {
+            _ if stream == self.history_queue() => Lane::History,
+            _ if stream == self.index_queue() => Lane::Index,
+            _ if stream == self.cancels_queue() => Lane::Cancels,
+            _ if stream == self.groups_queue() => Lane::Groups,
+            _ => Lane::General,
+        };
+        conn.publish_on(lane, "", stream, &message, true).await?.wait().await
     }
 
     /// Move a job that cannot be run to the dead-letter exchange: its body and `original`
@@ -494,6 +526,7 @@ impl Topology {
             self.delays_exchange(),
             self.jobs_exchange(),
             self.events_exchange(),
+            self.lifecycle_exchange(),
             self.control_exchange(),
             self.dead_exchange(),
         ] {

@@ -96,7 +96,7 @@ impl Session {
     }
 
     /// Record `job` in the history, publish it, and wait for the broker's confirm. The record
-    /// goes first so that it precedes every event of the job; a job no runner serves gets a
+    /// goes out first (readers fold a job's events in any order); a job no runner serves gets a
     /// `rejected` completion on the record, so the history does not show it waiting forever.
     /// Both are published before either confirm is waited for (see `submit`).
     pub async fn submit(&self, job: &Job) -> Result<(), CliError> {

@@ -2,12 +2,11 @@
 //! out) and [`submit_many`], the pipelined path the CLI, [`Session::submit`] and the benchmark
 //! share.
 //!
-//! Each job costs two publishes on the connection's one confirm channel, its `queued` record and
-//! then the job, and no confirm is waited for before the next publish: up to [`WINDOW`] jobs are
-//! unconfirmed at once. The record still precedes every event of the job: RabbitMQ routes the
-//! messages of one channel in the order they were published, so the record is in the history
-//! and index streams (and any follower's queue) before the job is in its queue, and so before a
-//! runner can receive it.
+//! Each job costs its `queued` record (on the history and index lanes, see
+//! `runway_broker::Lane`) and then the job (on the general lane), and no confirm is waited for
+//! before the next publish: up to [`WINDOW`] jobs are unconfirmed at once. The record goes out
+//! first, but on other channels than the job, so a runner's first event may be stored before it;
+//! readers fold a job's events in any order.
 //!
 //! It does not follow jobs (`attach` does) nor start a runner: jobs queued here run on remote
 //! runners, so `runway submit` needs a server.

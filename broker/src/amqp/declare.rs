@@ -66,13 +66,15 @@ impl Connection {
             auto_delete: options.auto_delete,
             nowait: false,
         };
-        let declared = self
-            .inner
-            .on_fresh_channel(Subject::Queue(name), |channel| {
-                let (queue, arguments) = (queue.clone(), arguments.clone());
-                async move { channel.queue_declare(queue, flags, arguments).await }
-            })
-            .await?;
+        let declare = |channel: lapin::Channel| {
+            let (queue, arguments) = (queue.clone(), arguments.clone());
+            async move { channel.queue_declare(queue, flags, arguments).await }
+        };
+        let declared = if options.exclusive {
+            self.inner.on_spare_channel(Subject::Queue(name), declare).await?
+        } else {
+            self.inner.on_fresh_channel(Subject::Queue(name), declare).await?
+        };
         Ok(queue_info(&declared))
     }
 
@@ -136,6 +138,23 @@ impl Connection {
         let deleted = self
             .inner
             .on_fresh_channel(Subject::Queue(name), |channel| {
+                let queue = queue.clone();
+                async move { channel.queue_delete(queue, QueueDeleteOptions::default()).await }
+            })
+            .await;
+        match deleted {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Delete an exclusive queue of this connection's own, on a spare channel (see
+    /// `Inner::on_spare_channel`); a missing queue is no error.
+    pub async fn delete_own_queue(&self, name: &str) -> Result<()> {
+        let queue = short("queue name", name)?;
+        let deleted = self
+            .inner
+            .on_spare_channel(Subject::Queue(name), |channel| {
                 let queue = queue.clone();
                 async move { channel.queue_delete(queue, QueueDeleteOptions::default()).await }
             })

@@ -146,7 +146,8 @@ impl AmqpBroker {
                 inner: Arc::new(Inner {
                     conn: Arc::new(conn),
                     host,
-                    publisher: tokio::sync::Mutex::new(None),
+                    publishers: std::array::from_fn(|_| tokio::sync::Mutex::new(None)),
+                    spare: std::sync::Mutex::new(Vec::new()),
                     broker: self.clone(),
                     endpoint: at,
                 }),

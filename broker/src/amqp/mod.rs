@@ -9,10 +9,11 @@
 //! runway connection has to live on the same AMQP connection, since an exclusive queue can only be
 //! used by the connection that declared it.
 //!
-//! Inside a connection: one channel in confirm mode carries every publish (pipelined: confirms
-//! come back in order); each consumer has a channel of its own; each declaration, binding, deletion
-//! or passive check opens a short-lived channel. A refused declaration closes its channel, so it
-//! cannot break anything else.
+//! Inside a connection: a channel in confirm mode per [`Lane`] carries the publishes (pipelined:
+//! confirms come back in order), one lane for each stream and one for the rest; each consumer has a channel of its own; each declaration, binding, deletion
+//! or passive check opens a short-lived channel, except those of the connection's own exclusive
+//! queues, which reuse spare channels (`Inner::on_spare_channel`). A refused declaration closes
+//! its channel, so it cannot break anything else.
 //!
 //! This module does not choose names or topology (`topology.rs` does), keeps no messages, and does
 //! not reconnect. lapin's automatic recovery is not used: lapin 4.12.3 deadlocks when a channel is
@@ -49,6 +50,7 @@ use std::time::Duration;
 
 use lapin::types::ShortString;
 
+pub use crate::message::Lane;
 pub use consume::{Acker, Consumer};
 pub use dial::AmqpBroker;
 use error_map::{Subject, map_error};
@@ -58,6 +60,8 @@ pub use tls::TlsFiles;
 
 use crate::{Error, Result};
 
+/// How many spare channels a connection keeps open for its exclusive queues' operations.
+const SPARE_CHANNELS: usize = 16;
 /// How long opening a channel may take before the connection is deemed stuck.
 const CHANNEL_OPEN_PATIENCE: Duration = Duration::from_secs(10);
 /// The reply text of our own connection close.
@@ -75,10 +79,13 @@ struct Inner {
     /// In an `Arc` so that `Drop` can hand it to the task that closes it.
     conn: Arc<lapin::Connection>,
     host: String,
-    /// The confirm-mode channel every publish goes through; opened on first use and reopened when
-    /// the broker closed it (a publish to a missing exchange does). The lock also keeps a publish's
+    /// The confirm-mode channel of each [`Lane`]; opened on first use and reopened when the
+    /// broker closed it (a publish to a missing exchange does). The lock also keeps a publish's
     /// sequence number and its frames together, which lapin does not do for concurrent callers.
-    publisher: tokio::sync::Mutex<Option<lapin::Channel>>,
+    publishers: [tokio::sync::Mutex<Option<lapin::Channel>>; Lane::COUNT],
+    /// Open channels that a declaration or deletion of an exclusive queue left behind, for the
+    /// next such operation (see [`Inner::on_spare_channel`]).
+    spare: std::sync::Mutex<Vec<lapin::Channel>>,
     /// Where it was dialled, to dial again.
     broker: AmqpBroker,
     /// The node of `broker`'s order this connection went to: dialling again starts at the next.
@@ -152,6 +159,36 @@ impl Inner {
         let channel = self.open_channel().await?;
         // Dropping the channel afterwards closes it (lapin sends the close in the background).
         op(channel).await.map_err(|err| map_error(&self.host, subject, &err))
+    }
+
+    /// Run `op` on a spare channel (one a like operation left open) or a new one, and keep the
+    /// channel for the next if it is still open after `op` succeeded; a refused operation
+    /// closes its channel, and that channel is dropped. For the declarations and deletions of
+    /// this connection's own exclusive queues (a runner's claims: two per job), which come by
+    /// the thousand a second and have no consumer or quorum queue to disturb: opening and closing
+    /// a channel around each cost two more round trips and two broker processes.
+    async fn on_spare_channel<T, F, Fut>(&self, subject: Subject<'_>, op: F) -> Result<T>
+    where
+        F: FnOnce(lapin::Channel) -> Fut,
+        Fut: Future<Output = lapin::Result<T>>,
+    {
+        let spare = {
+            let mut spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            spare.retain(|channel| channel.status().connected());
+            spare.pop()
+        };
+        let channel = match spare {
+            Some(channel) => channel,
+            None => self.open_channel().await?,
+        };
+        let done = op(channel.clone()).await;
+        if done.is_ok() && channel.status().connected() {
+            let mut spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if spare.len() < SPARE_CHANNELS {
+                spare.push(channel);
+            }
+        }
+        done.map_err(|err| map_error(&self.host, subject, &err))
     }
 }
 

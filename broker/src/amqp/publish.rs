@@ -1,5 +1,5 @@
-//! Publishing with publisher confirms: one confirm-mode channel per connection carries every
-//! publish, so confirms come back in publish order and a caller may keep many in flight.
+//! Publishing with publisher confirms: a confirm-mode channel per [`Lane`] carries its publishes,
+//! so confirms come back in publish order and a caller may keep many in flight.
 //!
 //! A confirm lost because the broker closed the channel over *another* publish (one to a missing
 //! exchange) is not this message's failure: it is sent again. Nothing is resent over a dropped
@@ -16,7 +16,7 @@ use lapin::{BasicProperties, Confirmation, ErrorKind, PublisherConfirm};
 use super::error_map::{Subject, map_error};
 use super::properties::basic_properties;
 use super::{Connection, Inner, short};
-use crate::message::{Message, Properties};
+use crate::message::{Lane, Message, Properties};
 use crate::{Error, Result};
 
 /// How many times one message is sent before its failure is final.
@@ -30,6 +30,7 @@ struct Outgoing {
     body: Vec<u8>,
     properties: BasicProperties,
     mandatory: bool,
+    lane: Lane,
 }
 
 impl Inner {
@@ -39,7 +40,7 @@ impl Inner {
         let subject = Subject::Exchange(outgoing.exchange.as_str());
         let mut attempt = 1;
         loop {
-            let mut slot = self.publisher.lock().await;
+            let mut slot = self.publishers[outgoing.lane as usize].lock().await;
             let channel = match slot.as_ref() {
                 Some(channel) if channel.status().connected() => channel.clone(),
                 _ => {
@@ -78,6 +79,7 @@ impl Connection {
     /// taken responsibility for it (or refused it).
     pub async fn publish(
         &self,
+        lane: Lane,
         exchange: &str,
         routing_key: &str,
         message: &Message,
@@ -91,6 +93,7 @@ impl Connection {
             body: message.body.clone(),
             properties: basic_properties(&properties)?,
             mandatory,
+            lane,
         };
         let confirm = self.inner.send(&outgoing).await?;
         Ok(PendingConfirm { connection: Arc::downgrade(&self.inner), outgoing, confirm, attempt: 1 })
