@@ -284,6 +284,7 @@ fn job(command: &str) -> Job {
 
 /// A `runway-worker` on the cluster, its stderr collected with the time each line came.
 struct Worker {
+    id: String,
     /// Killed when the worker is dropped.
     _child: tokio::process::Child,
     log: Arc<Mutex<Vec<(Instant, String)>>>,
@@ -310,7 +311,7 @@ impl Worker {
                 sink.lock().expect("lock").push((Instant::now(), line));
             }
         });
-        let worker = Worker { _child: child, log };
+        let worker = Worker { id: id.to_owned(), _child: child, log };
         worker.wait_for("serving", Instant::now()).await;
         worker
     }
@@ -346,6 +347,20 @@ async fn until_started(ns: &Namespace, conn: &Connection, ids: &[String], count:
         started.len() >= count
     })
     .await;
+}
+
+/// Whether a job's `completed` events come from more than one run (runner, attempt, seq).
+fn ran_more_than_once(ends: Option<&Vec<serde_json::Value>>) -> bool {
+    let runs: std::collections::HashSet<(String, u64, u64)> = ends
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|end| {
+            let runner = end["runner"].as_str().unwrap_or_default().to_owned();
+            (runner, end["attempt"].as_u64().unwrap_or_default(), end["seq"].as_u64().unwrap_or_default())
+        })
+        .collect();
+    runs.len() > 1
 }
 
 /// Each job of `ids` completed, successfully, in one run: a `completed` event stored twice with
@@ -574,15 +589,26 @@ async fn a_rolling_restart_under_a_steady_stream_of_jobs() {
             completed.len() == wanted.len()
         })
         .await;
-    if !all_completed {
-        let missing: Vec<&String> = ids.iter().filter(|id| !completed.contains_key(*id)).collect();
+    // A job that ran twice, like one never completed, is shown with its events and what the
+    // workers said of it.
+    let twice: Vec<&String> = ids.iter().filter(|id| ran_more_than_once(completed.get(*id))).collect();
+    if !all_completed || !twice.is_empty() {
+        let mut missing: Vec<&String> = ids.iter().filter(|id| !completed.contains_key(*id)).collect();
+        if missing.is_empty() {
+            eprintln!("these jobs ran more than once: {twice:?}");
+            missing = twice;
+        }
         let logs: Vec<String> = workers
             .iter()
             .flat_map(|worker| {
                 let text = worker.text();
                 text.lines()
-                    .filter(|line| missing.iter().any(|id| line.contains(id.as_str())))
-                    .map(str::to_owned)
+                    .filter(|line| {
+                        missing.iter().any(|id| line.contains(id.as_str()))
+                            || line.contains("reconnected")
+                            || line.contains("connection")
+                    })
+                    .map(|line| format!("{}: {line}", worker.id))
                     .collect::<Vec<_>>()
             })
             .collect();

@@ -24,6 +24,11 @@ const MAX_IN_FLIGHT: usize = 64;
 /// ...and their encoded bytes: a log batch can be 128 KiB, and each waits in this runner (and in
 /// the AMQP client's buffers) until confirmed. 2 MiB keeps the pipe to the broker full.
 const MAX_IN_FLIGHT_BYTES: usize = 2 * 1024 * 1024;
+/// How long a confirm may take before the event is published again on the same connection. A
+/// confirm normally comes in milliseconds, and within seconds of a queue or stream leader's
+/// election; one that never comes (a leader that went away with the publish, a node restarted
+/// under it) must not hold the job for ever. Readers drop the copy this can make by `seq`.
+const CONFIRM_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An event not yet confirmed, and the confirm to wait for (with the generation of the
 /// connection it went out on) if it went out.
@@ -149,14 +154,19 @@ impl EventSink {
         while let Some(oldest) = self.in_flight.front_mut() {
             let current = self.conn.as_ref().map(|(_, generation)| *generation);
             match oldest.confirm.take() {
-                Some((confirm, sent_on)) if Some(sent_on) == current => match confirm.wait().await {
-                    Ok(()) => self.pop_oldest(),
-                    Err(err) if err.is_unreachable() => {
+                Some((confirm, sent_on)) if Some(sent_on) == current => match self.wait_confirm(confirm).await {
+                    None => {
+                        if !self.send_pending().await {
+                            return false;
+                        }
+                    }
+                    Some(Ok(())) => self.pop_oldest(),
+                    Some(Err(err)) if err.is_unreachable() => {
                         self.link.report_lost(sent_on);
                         self.conn = None;
                         return false;
                     }
-                    Err(err) => {
+                    Some(Err(err)) => {
                         self.pop_oldest();
                         self.record(err, 1);
                     }
@@ -211,20 +221,34 @@ impl EventSink {
         let Some(oldest) = self.in_flight.front_mut() else { return };
         let current = self.conn.as_ref().map(|(_, generation)| *generation);
         match oldest.confirm.take() {
-            Some((confirm, sent_on)) if Some(sent_on) == current => match confirm.wait().await {
-                Ok(()) => self.pop_oldest(),
-                Err(err) if err.is_unreachable() => {
+            Some((confirm, sent_on)) if Some(sent_on) == current => match self.wait_confirm(confirm).await {
+                None => self.reconnect().await,
+                Some(Ok(())) => self.pop_oldest(),
+                Some(Err(err)) if err.is_unreachable() => {
                     self.link.report_lost(sent_on);
                     self.conn = None;
                     self.reconnect().await;
                 }
-                Err(err) => {
+                Some(Err(err)) => {
                     self.pop_oldest();
                     self.record(err, 1);
                 }
             },
             // Not out on the current connection: out again once there is one.
             Some(_) | None => self.reconnect().await,
+        }
+    }
+
+    /// The confirm of the oldest pending event; `None` if it did not come within
+    /// [`CONFIRM_PATIENCE`]: the event is then due to go out again (on the same connection).
+    async fn wait_confirm(&mut self, confirm: Confirm) -> Option<Result<(), runway_broker::Error>> {
+        match tokio::time::timeout(CONFIRM_PATIENCE, confirm.wait()).await {
+            Ok(confirmed) => Some(confirmed),
+            Err(_) => {
+                let seq = (self.seq + 1).saturating_sub(u64::try_from(self.in_flight.len()).unwrap_or(u64::MAX));
+                tracing::warn!(job = %self.job, seq, waited = ?CONFIRM_PATIENCE, "no confirm came for an event of the job: publishing it again");
+                None
+            }
         }
     }
 

@@ -102,6 +102,14 @@ pub(crate) async fn run_job(
                 settle(delivery.acker.ack().await);
                 return false;
             }
+            // The connection went before the claim was made: so did the delivery, which the
+            // broker holds again and hands to a runner (maybe this one) whose claim can be
+            // made. Running it here anyway ran it twice (rolling-restart test: the other runner
+            // resolved the redelivery before this one's `accepted` was stored).
+            Err(err) if err.is_unreachable() => {
+                tracing::info!(job = %job.id, error = %err, "the connection went before the job was claimed: leaving it to the broker");
+                return false;
+            }
             // Without a claim the job runs as it would have before claims: never lost for it.
             Err(err) => {
                 tracing::warn!(job = %job.id, error = %err, "could not claim the job; running it unclaimed");
@@ -160,9 +168,13 @@ fn still_claimed(run: &JobRun, generation: u64) -> bool {
 /// again on the link's next connection, so that this runner goes on only if no other runner
 /// claimed it meanwhile. `None`: leave the job to the other runner (or to the broker).
 async fn reclaim(run: &JobRun, job: &Job, lost: u64) -> Option<(Connection, u64)> {
+    tracing::info!(job = %job.id, attempt = job.attempt, "the job's claim went with its connection: claiming it again on the next");
     let mut after = lost;
     loop {
-        let (conn, generation) = run.link.newer_than(after).await?;
+        let Some((conn, generation)) = run.link.newer_than(after).await else {
+            tracing::info!(job = %job.id, attempt = job.attempt, "the runner's link closed before the job was claimed again: leaving it to the broker");
+            return None;
+        };
         match claims::claim(&conn, &run.topology, job.id, job.attempt).await {
             Ok(Claim::Held) => {
                 tracing::info!(job = %job.id, attempt = job.attempt, "claimed the job again after reconnecting");
