@@ -56,10 +56,9 @@ async fn a_job_with_an_unknown_builtin_or_event_kind_is_listed_and_inspected_not
     });
     let mut message = runway_broker::Message::json(serde_json::to_vec(&later).expect("json"), "paused");
     message.properties.correlation_id = Some(id.to_string());
+    let exchange = format!("{}.events", ns.name);
     let routing_key = format!("job.{id}.heartbeat");
-    for exchange in [format!("{}.events", ns.name), format!("{}.lifecycle", ns.name)] {
-        ns.conn().publish_confirmed(&exchange, &routing_key, &message, true).await.expect("publish a later kind");
-    }
+    ns.conn().publish_confirmed(&exchange, &routing_key, &message, true).await.expect("publish a later kind");
     let list = project.runway(&args(&flags, &["job", "list", "--json"])).await;
     list.assert_code(0);
     assert_eq!(list.events().len(), 1, "{:?}", list.events());

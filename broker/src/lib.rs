@@ -259,9 +259,6 @@ pub enum Confirm {
     Ready(Result<()>),
     // Boxed: lapin's confirm future is large, and the in-memory variant is the common one in local mode.
     Amqp(Box<amqp::PendingConfirm>),
-    /// The confirms of one message's publishes on two lanes (see [`Lane`]): an event and its
-    /// copy for the index.
-    Both(Box<Confirm>, Box<Confirm>),
 }
 
 impl Confirm {
@@ -269,10 +266,6 @@ impl Confirm {
         match self {
             Confirm::Ready(result) => result,
             Confirm::Amqp(pending) => pending.wait().await,
-            Confirm::Both(first, second) => {
-                let (first, second) = tokio::join!(Box::pin(first.wait()), Box::pin(second.wait()));
-                first.and(second)
-            }
         }
     }
 }

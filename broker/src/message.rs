@@ -6,33 +6,36 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Which of a connection's confirm channels a publish goes on: every publish that lands in a
-/// stream goes on that stream's own lane, and nothing else does.
+/// Which of a connection's confirm channels a publish goes on. On each lane but the general
+/// one, every publish lands in the same streams as every other (and nothing else but queues).
 ///
 /// RabbitMQ before 4.0 (Debian's 3.10 included) loses stream messages after a stream's leader
 /// changes (rabbitmq-server#12236, fixed in 4.0.0): the channel then sends its unconfirmed stream
 /// messages again under its own publish sequence numbers instead of the stream writer's, the
 /// stream drops the writer's later messages as duplicates of those, and confirms them all. The
-/// two numbers agree, and the resend is harmless, only on a channel each of whose publishes lands
-/// in that one stream. Found by the rolling-restart test (docs/ARCHITECTURE.md, "Stream lanes").
+/// two numbers agree, and the resend is harmless, on a channel each of whose publishes lands in
+/// the same streams. Found by the rolling-restart test (docs/ARCHITECTURE.md, "Stream lanes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {
     /// Jobs, pings, replies, dead letters: nothing that lands in a stream.
     General = 0,
-    /// Events (each lands in the history stream, and in followers' queues).
+    /// Events that land in the history stream alone (`log`, `output`), and its read markers.
     History = 1,
-    /// The lifecycle events' copies for the index stream.
-    Index = 2,
-    /// Cancel requests (each lands in the cancels stream, and in runners' control queues).
-    Cancels = 3,
+    /// Lifecycle events: each lands in the history and the index streams.
+    Lifecycle = 2,
+    /// The index stream's read markers.
+    Index = 3,
+    /// Cancel requests (each lands in the cancels stream, and in runners' control queues), and
+    /// that stream's read markers.
+    Cancels = 4,
     /// Concurrency group announcements (each lands in the groups stream, and in runners'
-    /// control queues).
-    Groups = 4,
+    /// control queues), and that stream's read markers.
+    Groups = 5,
 }
 
 impl Lane {
     /// How many lanes there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 }
 
 /// The routing behaviour of an exchange.

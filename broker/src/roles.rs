@@ -104,9 +104,6 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
     let server_named = SERVER_NAMED.to_owned();
     let default = DEFAULT_EXCHANGE.to_owned();
     let events = format!("{}.events", topology.namespace());
-    // The lifecycle events' copies for the index stream go through an exchange of their own
-    // (see `Lane`), with the same topic permissions as the events exchange.
-    let lifecycle = format!("{}.lifecycle", topology.namespace());
     let control = format!("{}.control", topology.namespace());
     // Runner event kinds and the kinds a submitter says about its own jobs.
     let runner_events = r"^job\.[^.]+\.(accepted|started|log|heartbeat|output|completed)$".to_owned();
@@ -125,7 +122,6 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
                     name("delays"),
                     name(r"delay\..+"),
                     name("events"),
-                    name("lifecycle"),
                     name("control"),
                     name("dead"),
                     name(r"group\..+"),
@@ -143,13 +139,8 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
                 ]),
             },
             vec![
-                TopicPermissions { exchange: events, write: submitter_events.clone(), read: everything.clone() },
-                TopicPermissions {
-                    exchange: control,
-                    write: "^(cancel|ping|group)$".to_owned(),
-                    read: everything.clone(),
-                },
-                TopicPermissions { exchange: lifecycle, write: submitter_events, read: everything },
+                TopicPermissions { exchange: events, write: submitter_events, read: everything.clone() },
+                TopicPermissions { exchange: control, write: "^(cancel|ping|group)$".to_owned(), read: everything },
             ],
         ),
         Role::Runner => {
@@ -166,7 +157,7 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
                 server_named,
             ];
             let mut write = own.to_vec();
-            write.extend([name("events"), name("lifecycle"), name("dead"), name("jobs"), default]);
+            write.extend([name("events"), name("dead"), name("jobs"), default]);
             let mut read = own.to_vec();
             read.extend([
                 name(r"jobs\.any"),
@@ -179,9 +170,8 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
             (
                 Permissions { configure: any_of(&own), write: any_of(&write), read: any_of(&read) },
                 vec![
-                    TopicPermissions { exchange: events, write: runner_events.clone(), read: everything.clone() },
-                    TopicPermissions { exchange: control, write: NOTHING.to_owned(), read: everything.clone() },
-                    TopicPermissions { exchange: lifecycle, write: runner_events, read: everything },
+                    TopicPermissions { exchange: events, write: runner_events, read: everything.clone() },
+                    TopicPermissions { exchange: control, write: NOTHING.to_owned(), read: everything },
                 ],
             )
         }
@@ -193,8 +183,7 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
             },
             vec![
                 TopicPermissions { exchange: events, write: NOTHING.to_owned(), read: everything.clone() },
-                TopicPermissions { exchange: control, write: "^ping$".to_owned(), read: everything.clone() },
-                TopicPermissions { exchange: lifecycle, write: NOTHING.to_owned(), read: everything },
+                TopicPermissions { exchange: control, write: "^ping$".to_owned(), read: everything },
             ],
         ),
         Role::Developer => unreachable!("the developer role is the union of two others, returned above"),
@@ -204,8 +193,7 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
                 Permissions { configure: all.clone(), write: all.clone(), read: all },
                 vec![
                     TopicPermissions { exchange: events, write: everything.clone(), read: everything.clone() },
-                    TopicPermissions { exchange: control, write: everything.clone(), read: everything.clone() },
-                    TopicPermissions { exchange: lifecycle, write: everything.clone(), read: everything },
+                    TopicPermissions { exchange: control, write: everything.clone(), read: everything },
                 ],
             )
         }
@@ -337,23 +325,10 @@ mod tests {
     }
 
     #[test]
-    fn every_role_may_publish_to_the_lifecycle_exchange_what_it_may_publish_as_events() {
-        let topology = Topology::new("ns").expect("valid");
-        for role in [Role::Submitter, Role::Runner, Role::Observer, Role::Admin, Role::Developer] {
-            let grant = grant(&topology, role);
-            let events = grant.topics.iter().find(|topic| topic.exchange == "ns.events").expect("events");
-            let lifecycle = grant.topics.iter().find(|topic| topic.exchange == "ns.lifecycle").expect("lifecycle");
-            assert_eq!(events.write, lifecycle.write, "{role}");
-            let writes_there = matches(&grant.permissions.write, "ns.lifecycle");
-            assert_eq!(writes_there, matches(&grant.permissions.write, "ns.events"), "{role}");
-        }
-    }
-
-    #[test]
     fn commands_are_quoted_for_a_shell() {
         let grant = grant(&Topology::new("ns").expect("valid"), Role::Admin);
         let commands = grant.rabbitmqctl_args("ci", "/");
-        assert_eq!(commands.len(), 4, "permissions, then topic permissions on events, control and lifecycle");
+        assert_eq!(commands.len(), 3);
         assert_eq!(commands[0][..4], ["set_permissions", "-p", "/", "ci"]);
         assert_eq!(shell_quote("^(a|b)$"), "'^(a|b)$'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");

@@ -125,7 +125,7 @@ pub struct RunnerQueues {
 pub struct EventMessage {
     message: Message,
     routing_key: String,
-    /// A lifecycle event: it goes to the index stream too.
+    /// A lifecycle event: it lands in the index stream too.
     indexed: bool,
 }
 
@@ -139,6 +139,12 @@ impl EventMessage {
         message.properties.persistent = true;
         let routing_key = format!("job.{job}.{}", event.body.kind());
         EventMessage { message, routing_key, indexed: INDEX_KINDS.contains(&event.body.kind()) }
+    }
+
+    /// Whether it is a lifecycle event, which lands in the index too (and goes on another lane
+    /// than the rest: see [`Lane`]).
+    pub fn indexed(&self) -> bool {
+        self.indexed
     }
 
     /// The encoded size, in bytes.
@@ -173,13 +179,6 @@ impl Topology {
 
     fn events_exchange(&self) -> String {
         format!("{}.events", self.ns)
-    }
-
-    /// The exchange of the lifecycle events' copies for the index stream: an event goes to the
-    /// events exchange (history, followers) and, if it is a lifecycle event, here too, on another
-    /// lane (see [`Lane`]).
-    fn lifecycle_exchange(&self) -> String {
-        format!("{}.lifecycle", self.ns)
     }
 
     fn control_exchange(&self) -> String {
@@ -276,13 +275,8 @@ impl Topology {
         declare_replicated(conn, &self.history_queue(), &history).await?;
         conn.bind_queue(&self.history_queue(), &self.events_exchange(), "job.#").await?;
         declare_replicated(conn, &self.index_queue(), &history).await?;
-        conn.declare_exchange(&self.lifecycle_exchange(), ExchangeKind::Topic, true).await?;
         for kind in INDEX_KINDS {
-            let key = format!("job.*.{kind}");
-            conn.bind_queue(&self.index_queue(), &self.lifecycle_exchange(), &key).await?;
-            // Up to topology v2 the index was bound to the events exchange: no more, or the
-            // history lane's channel would write to two streams.
-            conn.unbind_queue(&self.index_queue(), &self.events_exchange(), &key).await?;
+            conn.bind_queue(&self.index_queue(), &self.events_exchange(), &format!("job.*.{kind}")).await?;
         }
         declare_replicated(conn, &self.cancels_queue(), &history).await?;
         conn.bind_queue(&self.cancels_queue(), &self.control_exchange(), "cancel").await?;
@@ -306,7 +300,7 @@ impl Topology {
     /// An exchange that routes nothing, declared after everything else: the topology of this
     /// version is complete. A version that adds to the topology names a new marker.
     fn complete_marker(&self) -> String {
-        format!("{}.topology.v3", self.ns)
+        format!("{}.topology.v2", self.ns)
     }
 
     /// Whether the streams events and cancels go to are up. Right after a broker restart
@@ -424,13 +418,10 @@ impl Topology {
     /// Publish an event encoded earlier (to publish it again after a reconnect without keeping
     /// the decoded event around).
     pub async fn publish_event_message(&self, conn: &Connection, event: &EventMessage) -> Result<Confirm> {
-        let (key, message) = (&event.routing_key, &event.message);
-        let history = conn.publish_on(Lane::History, &self.events_exchange(), key, message, false).await?;
-        if !event.indexed {
-            return Ok(history);
-        }
-        let index = conn.publish_on(Lane::Index, &self.lifecycle_exchange(), key, message, false).await?;
-        Ok(Confirm::Both(Box::new(history), Box::new(index)))
+        // A lifecycle event lands in the history and the index, any other in the history alone:
+        // each on a lane of its own (see `Lane`).
+        let lane = if event.indexed { Lane::Lifecycle } else { Lane::History };
+        conn.publish_on(lane, &self.events_exchange(), &event.routing_key, &event.message, false).await
     }
 
     /// Broadcast a control message to every runner (and record cancels in the cancels stream).
@@ -526,7 +517,6 @@ impl Topology {
             self.delays_exchange(),
             self.jobs_exchange(),
             self.events_exchange(),
-            self.lifecycle_exchange(),
             self.control_exchange(),
             self.dead_exchange(),
         ] {

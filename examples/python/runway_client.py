@@ -127,7 +127,7 @@ class Client:
         """See "Checking the topology": one passive declaration says all the rest is there."""
         probe = self.connection.channel()  # a failed passive declaration closes its channel
         try:
-            probe.exchange_declare(f"{self.ns}.topology.v3", passive=True)
+            probe.exchange_declare(f"{self.ns}.topology.v2", passive=True)
         except pika.exceptions.ChannelClosedByBroker as err:
             raise RunwayError(
                 f"namespace `{self.ns}` has no runway topology ({err.reply_text}): start a runway-worker "
@@ -178,10 +178,8 @@ class Client:
         properties = pika.BasicProperties(
             content_type="application/json", type=kind, message_id=f"{job_id}.{attempt}.0",
             correlation_id=job_id, timestamp=event["ts"] // 1000, delivery_mode=2, user_id=self.user_id)
-        body = json.dumps(event).encode()
-        self.channel.basic_publish(f"{self.ns}.events", f"job.{job_id}.{kind}", body, properties)
-        # A lifecycle event goes to the index stream too, through its own exchange ("Event routing").
-        self.channel.basic_publish(f"{self.ns}.lifecycle", f"job.{job_id}.{kind}", body, properties)
+        self.channel.basic_publish(f"{self.ns}.events", f"job.{job_id}.{kind}", json.dumps(event).encode(),
+                                   properties)
 
     def waiting_in(self, target):
         """See "Telling a queue nobody consumes": the job's queue and its consumer count."""

@@ -96,6 +96,15 @@ impl EventSink {
             _ => None,
         };
         let encoded = EventMessage::of(&event);
+        // Lifecycle events and the rest go out on different channels (`runway_broker::Lane`),
+        // and the broker keeps order only within one: the events of the other lane are
+        // confirmed (stored, and in followers' queues) before this one goes out, so a follower
+        // never sees `completed` before the job's last lines.
+        if self.in_flight.back().is_some_and(|last| last.event.indexed() != encoded.indexed()) {
+            while !self.in_flight.is_empty() {
+                self.settle_oldest().await;
+            }
+        }
         self.in_flight_bytes += encoded.len();
         self.in_flight.push_back(Pending { event: encoded, confirm: None });
         self.link.metrics().events_unconfirmed(1);
