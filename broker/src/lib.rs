@@ -204,8 +204,8 @@ impl Connection {
         self.publish_on(Lane::General, exchange, routing_key, message, mandatory).await
     }
 
-    /// [`Connection::publish`] on a given lane: what lands in a stream goes on that stream's lane
-    /// (see [`Lane`]).
+    /// [`Connection::publish`] on a given lane: a publish that lands in streams goes on the lane
+    /// of those streams (see [`Lane`]).
     pub async fn publish_on(
         &self,
         lane: Lane,

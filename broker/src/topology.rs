@@ -10,8 +10,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 mod delay;
+mod event_message;
 
 pub use delay::{DELAY_STEP_MS, holding_delay};
+pub use event_message::EventMessage;
 
 use crate::message::{ExchangeKind, Lane, Message, Properties, QueueInfo, QueueKind, QueueOptions};
 use crate::protocol::{self, Control, Event, Job, RunnerInfo, Target};
@@ -118,43 +120,6 @@ pub struct RunnerQueues {
     pub by_id_only: bool,
     /// A runner inside the CLI: its queue is exclusive to its connection and dies with it.
     pub in_process: bool,
-}
-
-/// An event encoded for the events exchange: its message and routing key.
-#[derive(Debug, Clone)]
-pub struct EventMessage {
-    message: Message,
-    routing_key: String,
-    /// A lifecycle event: it lands in the index stream too.
-    indexed: bool,
-}
-
-impl EventMessage {
-    pub fn of(event: &Event) -> EventMessage {
-        let mut message = Message::json(protocol::encode(event), event.body.kind());
-        let job = event.job.to_string();
-        message.properties.message_id = Some(format!("{job}.{}.{}", event.attempt, event.seq));
-        message.properties.correlation_id = Some(job.clone());
-        message.properties.timestamp_ms = Some(event.ts);
-        message.properties.persistent = true;
-        let routing_key = format!("job.{job}.{}", event.body.kind());
-        EventMessage { message, routing_key, indexed: INDEX_KINDS.contains(&event.body.kind()) }
-    }
-
-    /// Whether it is a lifecycle event, which lands in the index too (and goes on another lane
-    /// than the rest: see [`Lane`]).
-    pub fn indexed(&self) -> bool {
-        self.indexed
-    }
-
-    /// The encoded size, in bytes.
-    pub fn len(&self) -> usize {
-        self.message.body.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.message.body.is_empty()
-    }
 }
 
 /// The names of one namespace.
@@ -418,10 +383,7 @@ impl Topology {
     /// Publish an event encoded earlier (to publish it again after a reconnect without keeping
     /// the decoded event around).
     pub async fn publish_event_message(&self, conn: &Connection, event: &EventMessage) -> Result<Confirm> {
-        // A lifecycle event lands in the history and the index, any other in the history alone:
-        // each on a lane of its own (see `Lane`).
-        let lane = if event.indexed { Lane::Lifecycle } else { Lane::History };
-        conn.publish_on(lane, &self.events_exchange(), &event.routing_key, &event.message, false).await
+        conn.publish_on(event.lane, &self.events_exchange(), &event.routing_key, &event.message, false).await
     }
 
     /// Broadcast a control message to every runner (and record cancels in the cancels stream).

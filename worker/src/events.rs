@@ -100,7 +100,7 @@ impl EventSink {
         // and the broker keeps order only within one: the events of the other lane are
         // confirmed (stored, and in followers' queues) before this one goes out, so a follower
         // never sees `completed` before the job's last lines.
-        if self.in_flight.back().is_some_and(|last| last.event.indexed() != encoded.indexed()) {
+        if self.in_flight.back().is_some_and(|last| last.event.lane() != encoded.lane()) {
             while !self.in_flight.is_empty() {
                 self.settle_oldest().await;
             }

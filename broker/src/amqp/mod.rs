@@ -10,10 +10,11 @@
 //! used by the connection that declared it.
 //!
 //! Inside a connection: a channel in confirm mode per [`Lane`] carries the publishes (pipelined:
-//! confirms come back in order), one lane for each stream and one for the rest; each consumer has a channel of its own; each declaration, binding, deletion
-//! or passive check opens a short-lived channel, except those of the connection's own exclusive
-//! queues, which reuse spare channels (`Inner::on_spare_channel`). A refused declaration closes
-//! its channel, so it cannot break anything else.
+//! confirms come back in order), each lane's publishes landing in the same streams; each consumer
+//! has a channel of its own; each declaration, binding, deletion or passive check opens a
+//! short-lived channel, except those of the connection's own exclusive queues, which reuse spare
+//! channels (`Inner::on_spare_channel`). A refused declaration closes its channel, so it cannot
+//! break anything else.
 //!
 //! This module does not choose names or topology (`topology.rs` does), keeps no messages, and does
 //! not reconnect. lapin's automatic recovery is not used: lapin 4.12.3 deadlocks when a channel is
