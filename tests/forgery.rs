@@ -157,8 +157,8 @@ async fn a_copy_of_a_running_job_that_reaches_another_runner_is_dropped_there() 
     ns.cleanup().await;
 }
 
-/// `runway-worker --at-most-once runner` makes no claim on the broker: a copy of a running job
-/// that reaches another runner runs there too, as its help and docs/SECURITY.md say. (The
+/// `runway-worker --at-most-once runner` does not check who accepted an attempt first: a copy of
+/// a running job that reaches another runner runs there too, as its help and docs/SECURITY.md say. (The
 /// default, `cluster`, drops it: the test above.)
 #[tokio::test]
 async fn with_at_most_once_runner_a_copy_that_reaches_another_runner_runs_there_too() {
@@ -172,8 +172,6 @@ async fn with_at_most_once_runner_a_copy_that_reaches_another_runner_runs_there_
     ns.topology.publish_job(ns.conn(), &job).await.expect("publish the job");
     let id = job.id.to_string();
     ns.read_history(|event| event["job"] == id.as_str() && event["body"]["kind"] == "started").await;
-    let claim = runway_broker::claims::claim_queue(&ns.topology, job.id, 1);
-    assert_eq!(ns.conn().queue_info(&claim).await.expect("ask for the claim queue"), None, "no claim was made");
     let second = ns.worker("w-local-2", &["--at-most-once", "runner"]).await;
     ns.topology.publish_job(ns.conn(), &job).await.expect("publish a copy");
     // Both copies run (each waits at the gate): two `started` from two runners.
@@ -194,8 +192,8 @@ async fn with_at_most_once_runner_a_copy_that_reaches_another_runner_runs_there_
 
 /// A copy a producer published again (`Topology::publish_job_again`, marked `x-runway-copy`)
 /// is checked against the history, as a redelivery is: a copy of a job that completed is
-/// dropped even where no claim is left to say so (here no runner claims: `--at-most-once
-/// runner`; on a cluster, claims go with their runner's connection).
+/// dropped before it is accepted, even by a runner that does not check who accepted an attempt
+/// first (`--at-most-once runner`).
 #[tokio::test]
 async fn a_copy_published_again_of_a_job_that_completed_is_dropped_without_a_claim() {
     use runway_broker::protocol::{Command, Job};
@@ -213,5 +211,49 @@ async fn a_copy_published_again_of_a_job_that_completed_is_dropped_without_a_cla
     second.wait_for_log("dropping a redelivered job").await;
     let ran = std::fs::read_to_string(&runs).expect("the job ran");
     assert_eq!(ran.lines().count(), 1, "the job ran {} times", ran.lines().count());
+    ns.cleanup().await;
+}
+
+/// Two copies of one job message reach two idle runners at once: both accept the attempt, the
+/// index orders their `accepted`, and only the runner whose `accepted` came first runs it; the
+/// other drops its copy. The history believes the same runner.
+#[tokio::test]
+async fn two_copies_taken_at_once_by_two_runners_run_once() {
+    use runway_broker::protocol::{Command, Job};
+    let ns = Namespace::new().await;
+    let first = ns.worker("w-race-1", &[]).await;
+    let second = ns.worker("w-race-2", &[]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (runs, gate) = (dir.path().join("runs"), dir.path().join("open"));
+    let script = format!("echo run >> {}; while [ ! -f {} ]; do sleep 0.05; done", runs.display(), gate.display());
+    let job = Job::new("once", "copies", Command::Shell(script), "tester");
+    let id = job.id.to_string();
+    let (a, b) = tokio::join!(ns.topology.publish_job(ns.conn(), &job), ns.topology.publish_job(ns.conn(), &job));
+    a.expect("publish the job");
+    b.expect("publish its copy");
+    let mut accepted = std::collections::BTreeSet::new();
+    ns.read_history(|event| {
+        if event["job"] == id.as_str() && event["body"]["kind"] == "accepted" {
+            accepted.insert(event["runner"].as_str().unwrap_or_default().to_owned());
+        }
+        accepted.len() == 2
+    })
+    .await;
+    let dropped = |log: &str| log.contains("dropping a copy of a job another runner has claimed");
+    let (mut first, mut second) = (first, second);
+    tokio::select! {
+        () = first.wait_for_log("dropping a copy of a job another runner has claimed") => {}
+        () = second.wait_for_log("dropping a copy of a job another runner has claimed") => {}
+    }
+    std::fs::write(&gate, b"").expect("open the gate");
+    let events = ns.completed_events(&id).await;
+    assert_eq!(events.last().map(|e| e["body"]["data"]["status"].clone()), Some("success".into()), "{events:?}");
+    let ran = std::fs::read_to_string(&runs).expect("the job ran");
+    assert_eq!(ran.lines().count(), 1, "the job ran {} times", ran.lines().count());
+    assert!(dropped(&first.log()) != dropped(&second.log()), "exactly one runner dropped its copy");
+    // The runner that ran it is the one whose `accepted` came first, and the one that completed.
+    let opener = events.iter().find(|e| e["body"]["kind"] == "accepted").map(|e| e["runner"].clone());
+    let completer = events.iter().find(|e| e["body"]["kind"] == "completed").map(|e| e["runner"].clone());
+    assert_eq!(opener, completer, "{events:?}");
     ns.cleanup().await;
 }

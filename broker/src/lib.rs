@@ -5,7 +5,6 @@
 //! the CLI speak [`Connection`] and the [`protocol`] types. It does not decide what a job means.
 
 pub mod amqp;
-pub mod claims;
 pub mod client_logs;
 mod error;
 pub mod identity;
@@ -171,15 +170,6 @@ impl Connection {
         match self {
             Connection::Memory(conn) => conn.delete_queue(name),
             Connection::Amqp(conn) => conn.delete_queue(name).await,
-        }
-    }
-
-    /// Delete an exclusive queue this connection declared (a claim); a missing queue is no
-    /// error. Cheaper than [`Connection::delete_queue`] on RabbitMQ: it reuses a channel.
-    pub async fn delete_own_queue(&self, name: &str) -> Result<()> {
-        match self {
-            Connection::Memory(conn) => conn.delete_queue(name),
-            Connection::Amqp(conn) => conn.delete_own_queue(name).await,
         }
     }
 

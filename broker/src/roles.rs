@@ -144,14 +144,12 @@ pub fn grant(topology: &Topology, role: Role) -> Grant {
             ],
         ),
         Role::Runner => {
-            // A runner's claims on the attempts it runs are exclusive queues `NS.claim.<job>.<n>`;
-            // it queues the next attempt of a job that retries, through the holding queues when
+            // A runner queues the next attempt of a job that retries, through the holding queues when
             // it waits first, so it writes to the jobs exchange too.
             let own = [
                 name(r"runner\..+"),
                 name(r"jobs\.labels\..+"),
                 name(r"group\..+"),
-                name(r"claim\..+"),
                 name("delays"),
                 name(r"delay\..+"),
                 server_named,

@@ -143,57 +143,6 @@ impl EventSink {
         }
     }
 
-    /// Publish what is pending on the link's connection (the sink's own, or a newer one if the
-    /// sink's went), without waiting for another, and wait for every confirm; false if that
-    /// connection went before they came: the events wait, unsent, for [`EventSink::flush`] or
-    /// [`EventSink::discard`]. For what may go out only under a claim made on that connection.
-    pub(crate) async fn confirm_here(&mut self) -> bool {
-        if self.conn.is_none() {
-            match self.link.current() {
-                Some((conn, generation)) if generation > self.generation => {
-                    self.generation = generation;
-                    self.conn = Some((conn, generation));
-                }
-                _ => return false,
-            }
-        }
-        if !self.send_pending().await {
-            return false;
-        }
-        while let Some(oldest) = self.in_flight.front_mut() {
-            let current = self.conn.as_ref().map(|(_, generation)| *generation);
-            match oldest.confirm.take() {
-                Some((confirm, sent_on)) if Some(sent_on) == current => match self.wait_confirm(confirm).await {
-                    None => {
-                        if !self.send_pending().await {
-                            return false;
-                        }
-                    }
-                    Some(Ok(())) => self.pop_oldest(),
-                    Some(Err(err)) if err.is_unreachable() => {
-                        self.link.report_lost(sent_on);
-                        self.conn = None;
-                        return false;
-                    }
-                    Some(Err(err)) => {
-                        self.pop_oldest();
-                        self.record(err, 1);
-                    }
-                },
-                // Not out on this connection: it goes out again with the next.
-                Some(_) | None => return false,
-            }
-        }
-        true
-    }
-
-    /// Give up every event not yet confirmed: this attempt is not this runner's to go on with.
-    pub(crate) fn discard(&mut self) {
-        self.link.metrics().events_unconfirmed(-i64::try_from(self.in_flight.len()).unwrap_or(i64::MAX));
-        self.in_flight.clear();
-        self.in_flight_bytes = 0;
-    }
-
     /// Publish, on the current connection, every pending event that has not gone out on it.
     /// Returns false (and reports the connection lost) if it is gone.
     async fn send_pending(&mut self) -> bool {

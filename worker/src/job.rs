@@ -7,16 +7,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use runway_broker::claims::{self, Claim};
 use runway_broker::protocol::{self, Completed, Event, EventBody, Job, Retrying, Status};
 use runway_broker::topology::Topology;
 use runway_broker::{Connection, Delivery};
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::claimed::{AtMostOnce, Claimed};
 use crate::events::EventSink;
 use crate::execute::{Context, Stop, execute};
 use crate::link::Link;
+use crate::openers::Openers;
 use crate::redelivery::{self, Decision};
 use crate::retry;
 use crate::runner::{RunnerConfig, Shutdown};
@@ -26,15 +25,13 @@ pub(crate) struct JobRun {
     pub(crate) shutdown: watch::Receiver<Option<Shutdown>>,
     /// The connection the job came on (to read the history), and the link its events go out on.
     pub(crate) conn: Connection,
-    /// The link's generation of `conn`.
-    pub(crate) generation: u64,
     pub(crate) link: Link,
     pub(crate) topology: Topology,
     pub(crate) config: Arc<RunnerConfig>,
     pub(crate) slots: Arc<Semaphore>,
     pub(crate) hostname: String,
-    /// The claims of ended attempts, held a while longer.
-    pub(crate) claimed: Arc<Claimed>,
+    /// Who opened each attempt first (`None` with `--at-most-once runner`).
+    pub(crate) openers: Option<Arc<Openers>>,
 }
 
 /// Run `job`, which came in `delivery`, until it completed (or was handed back), obeying `stops`;
@@ -47,8 +44,7 @@ pub(crate) async fn run_job(
     stops: mpsc::UnboundedReceiver<Stop>,
 ) -> bool {
     // A redelivery, or a copy its producer published again not knowing whether the first
-    // arrived: the history says whether it ran (or runs) elsewhere, even where no claim is left
-    // to say so (claims go with their runner's connection).
+    // arrived: the history says whether it ran (or runs) elsewhere.
     let copy = delivery.properties.headers.contains_key(runway_broker::topology::COPY_HEADER);
     if delivery.redelivered || delivery.delivery_count > 0 || copy {
         match resolve_redelivery(&run, &job).await {
@@ -63,156 +59,67 @@ pub(crate) async fn run_job(
             }
         }
     }
-    if run.config.at_most_once == AtMostOnce::Runner {
-        return run_claimed(&run, job, delivery, stops, None).await.0;
-    }
-    // One runner per attempt, cluster-wide: a copy of the message that reached another runner
-    // at the same time finds the attempt claimed there, and is dropped here.
-    let claim = loop {
-        match claims::claim(&run.conn, &run.topology, job.id, job.attempt).await {
-            Ok(Claim::Held) => break Some((run.conn.clone(), run.generation)),
-            // A group's copy: its delivery holds the group, so it stays unacknowledged until the
-            // job ended where it was claimed (or the claim came free).
-            Ok(Claim::Taken) if job.group.is_some() => match hold_group_copy(&run, &job).await {
-                GroupCopy::Ended => {
-                    settle(delivery.acker.ack().await);
-                    return false;
-                }
-                GroupCopy::Gone => return false,
-                GroupCopy::Claimed => match resolve_redelivery(&run, &job).await {
-                    Redelivered::Run(attempt) if attempt == job.attempt => {
-                        break Some((run.conn.clone(), run.generation));
-                    }
-                    Redelivered::Run(attempt) => {
-                        let _ = claims::release(&run.conn, &run.topology, job.id, job.attempt).await;
-                        job.attempt = attempt;
-                    }
-                    Redelivered::Drop => {
-                        settle(delivery.acker.ack().await);
-                        return false;
-                    }
-                    Redelivered::HandBack => {
-                        settle(delivery.acker.nack(true).await);
-                        return false;
-                    }
-                },
-            },
-            Ok(Claim::Taken) => {
-                tracing::warn!(job = %job.id, attempt = job.attempt, "dropping a copy of a job another runner has claimed");
-                settle(delivery.acker.ack().await);
-                return false;
-            }
-            // The connection went before the claim was made: so did the delivery, which the
-            // broker holds again and hands to a runner (maybe this one) whose claim can be
-            // made. Running it here anyway ran it twice (rolling-restart test: the other runner
-            // resolved the redelivery before this one's `accepted` was stored).
-            Err(err) if err.is_unreachable() => {
-                tracing::info!(job = %job.id, error = %err, "the connection went before the job was claimed: leaving it to the broker");
-                return false;
-            }
-            // Without a claim the job runs as it would have before claims: never lost for it.
-            Err(err) => {
-                tracing::warn!(job = %job.id, error = %err, "could not claim the job; running it unclaimed");
-                break None;
-            }
-        }
-    };
-    let (ran, claim) = run_claimed(&run, job.clone(), delivery, stops, claim).await;
-    if let Some(conn) = claim
-        && let Some((conn, old_job, old_attempt)) = run.claimed.keep(conn, job.id, job.attempt)
-        && let Err(err) = claims::release(&conn, &run.topology, old_job, old_attempt).await
-    {
-        tracing::debug!(job = %old_job, error = %err, "letting go of an old claim failed");
-    }
-    ran
+    run_attempt(&run, job, delivery, stops).await
 }
 
-/// How long a group's copy waits between two looks at a claim another runner holds.
-const GROUP_COPY_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// How holding a group's copy ended.
-enum GroupCopy {
-    /// The job ended where it was claimed: acknowledge the copy.
-    Ended,
-    /// The claim came free (its runner's connection went) with the job not ended: this runner
-    /// holds it now.
-    Claimed,
-    /// This runner's connection went: the broker has the copy back.
-    Gone,
+/// Whether this runner's `accepted` opened the attempt (see `openers`).
+enum Opened {
+    /// It did, or nothing is checked (`--at-most-once runner`): run it.
+    Here,
+    /// Another runner's did: that runner runs it; settle this copy.
+    Elsewhere,
+    /// The index could not say: hand the copy back, never run blind.
+    Unknown,
 }
 
-/// Keep a copy of a group's job whose attempt another runner claimed until the job ended there
-/// (read from the history, as a redelivery is), or until the claim comes free.
-async fn hold_group_copy(run: &JobRun, job: &Job) -> GroupCopy {
-    tracing::info!(job = %job.id, "another runner claimed this group job: holding its group until it ends there");
-    loop {
-        if let Ok(Decision::Drop { why }) = redelivery::resolve(&run.conn, &run.topology, job).await {
-            tracing::info!(job = %job.id, why, "dropping a copy of a group job another runner ran");
-            return GroupCopy::Ended;
+/// Whether this runner's `accepted` of attempt `attempt` of `job`, confirmed, opened it.
+async fn opened_here(run: &JobRun, job: &Job) -> Opened {
+    let Some(openers) = &run.openers else { return Opened::Here };
+    let conn = run.link.current().map_or_else(|| run.conn.clone(), |(conn, _)| conn);
+    match openers.first(&conn, &run.topology, job, job.attempt).await {
+        Ok(Some(opener)) if opener.is(&run.config.id, &conn.login()) => Opened::Here,
+        Ok(Some(opener)) => {
+            tracing::warn!(job = %job.id, attempt = job.attempt, runner = %opener.runner, "dropping a copy of a job another runner has claimed (its `accepted` came first)");
+            Opened::Elsewhere
         }
-        tokio::time::sleep(GROUP_COPY_POLL).await;
-        match claims::claim(&run.conn, &run.topology, job.id, job.attempt).await {
-            Ok(Claim::Held) => return GroupCopy::Claimed,
-            Ok(Claim::Taken) => {}
-            Err(_) => return GroupCopy::Gone,
+        Ok(None) => {
+            tracing::warn!(job = %job.id, attempt = job.attempt, "the index shows no `accepted` of this attempt; handing the job back");
+            Opened::Unknown
+        }
+        Err(err) => {
+            tracing::warn!(job = %job.id, attempt = job.attempt, error = %err, "cannot read who accepted the job first; handing it back");
+            Opened::Unknown
         }
     }
 }
 
-/// Whether the connection a claim was made on (`generation`) is still the link's.
-fn still_claimed(run: &JobRun, generation: u64) -> bool {
-    run.link.current().is_some_and(|(_, current)| current == generation)
-}
-
-/// The claim went with its connection, and the broker has the delivery back: claim the attempt
-/// again on the link's next connection, so that this runner goes on only if no other runner
-/// claimed it meanwhile. `None`: leave the job to the other runner (or to the broker).
-async fn reclaim(run: &JobRun, job: &Job, lost: u64) -> Option<(Connection, u64)> {
-    tracing::info!(job = %job.id, attempt = job.attempt, "the job's claim went with its connection: claiming it again on the next");
-    let mut after = lost;
-    loop {
-        let Some((conn, generation)) = run.link.newer_than(after).await else {
-            tracing::info!(job = %job.id, attempt = job.attempt, "the runner's link closed before the job was claimed again: leaving it to the broker");
-            return None;
-        };
-        match claims::claim(&conn, &run.topology, job.id, job.attempt).await {
-            Ok(Claim::Held) => {
-                tracing::info!(job = %job.id, attempt = job.attempt, "claimed the job again after reconnecting");
-                return Some((conn, generation));
-            }
-            Ok(Claim::Taken) => {
-                tracing::warn!(job = %job.id, attempt = job.attempt, "another runner claimed the job while this one reconnected: leaving it to that runner");
-                return None;
-            }
-            Err(err) if err.is_unreachable() => after = generation,
-            Err(err) => {
-                tracing::warn!(job = %job.id, error = %err, "could not claim the job again after reconnecting: leaving it to the broker");
-                return None;
-            }
-        }
+/// Settle the copy of a job another runner opened first. A group's copy holds its group, so it
+/// stays unacknowledged until the job ended there (read from the history, as a redelivery is);
+/// if the history then says to run it again, the broker gets it back to decide afresh.
+async fn settle_copy(run: &JobRun, job: &Job, delivery: Delivery) {
+    if job.group.is_none() {
+        settle(delivery.acker.ack().await);
+        return;
+    }
+    tracing::info!(job = %job.id, "another runner runs this group job: holding its group until it ends there");
+    match resolve_redelivery(run, job).await {
+        Redelivered::Drop => settle(delivery.acker.ack().await),
+        Redelivered::Run(_) | Redelivered::HandBack => settle(delivery.acker.nack(true).await),
     }
 }
 
-/// Run a claimed job: its secrets, a slot, `accepted`, the process, `completed`, the ack. Says
-/// whether this runner ran it, and the connection its claim is on at the end (`claim`: the
-/// connection and its generation, `None` when unclaimed).
+/// Run an attempt: its secrets, a slot, `accepted`, the process, `completed`, the ack. Says
+/// whether this runner ran it.
 ///
-/// Nothing of the attempt goes out without the claim: if the claim's connection went before
-/// `accepted` was confirmed, the attempt is claimed again on the next connection first, and left
-/// to another runner if that one claimed it meanwhile (its delivery went back to the broker).
-async fn run_claimed(
-    run: &JobRun,
-    job: Job,
-    delivery: Delivery,
-    mut stops: mpsc::UnboundedReceiver<Stop>,
-    mut claim: Option<(Connection, u64)>,
-) -> (bool, Option<Connection>) {
+/// The process starts only once the broker confirmed the `accepted` and the index shows it
+/// opened the attempt (`openers`; not with `--at-most-once runner`).
+async fn run_attempt(run: &JobRun, job: Job, delivery: Delivery, mut stops: mpsc::UnboundedReceiver<Stop>) -> bool {
     let mut sink = EventSink::new(run.link.clone(), run.topology.clone(), job.id, run.config.id.clone(), job.attempt);
     let secrets = match run.config.secrets.resolve(&job.secrets) {
         Ok(secrets) => secrets,
         Err(missing) => {
             reject(&job, &mut sink, delivery, &missing.to_string()).await;
-            return (true, claim.map(|(conn, _)| conn));
+            return true;
         }
     };
     // Wait for a free slot; a cancel before or while waiting ends the job without running it,
@@ -224,41 +131,33 @@ async fn run_claimed(
         () = async { drop(shutdown.wait_for(Option::is_some).await) } => {
             tracing::info!(job = %job.id, "stopping before it started: handing the job back");
             settle(delivery.acker.nack(true).await);
-            return (false, claim.map(|(conn, _)| conn));
+            return false;
         }
         permit = Arc::clone(&run.slots).acquire_owned() => permit.ok(),
     };
     let heartbeat_ms = protocol::to_ms(run.config.limits.heartbeat);
     let metrics = &run.config.metrics;
-    metrics.job_accepted(&job.operation, job.created_at_ms, protocol::now_ms());
     let accepted = Instant::now();
-    if let Some((_, generation)) = &claim
-        && !still_claimed(run, *generation)
-    {
-        match reclaim(run, &job, *generation).await {
-            Some(again) => claim = Some(again),
-            None => return (false, None),
-        }
-    }
     sink.emit(EventBody::Accepted { hostname: run.hostname.clone(), heartbeat_ms }).await;
     // The process starts only once the broker has the `accepted` (confirmed: on a cluster,
     // stored on a majority): a runner that later resolves a redelivery of this job then finds
     // it taken and waits for this runner's sign of life, instead of running it a second time.
-    while let Some((_, generation)) = &claim {
-        if sink.confirm_here().await && still_claimed(run, *generation) {
-            break;
-        }
-        match reclaim(run, &job, *generation).await {
-            Some(again) => claim = Some(again),
-            None => {
-                sink.discard();
-                return (false, None);
-            }
-        }
-    }
     if let Err(err) = sink.flush().await {
         tracing::warn!(job = %job.id, error = %err, "the broker did not confirm that the job was accepted");
     }
+    // And only if that `accepted` came first: the one every reader of the history believes.
+    match opened_here(run, &job).await {
+        Opened::Here => {}
+        Opened::Elsewhere => {
+            settle_copy(run, &job, delivery).await;
+            return false;
+        }
+        Opened::Unknown => {
+            settle(delivery.acker.nack(true).await);
+            return false;
+        }
+    }
+    metrics.job_accepted(&job.operation, job.created_at_ms, protocol::now_ms());
     let mut completed = match permit {
         Some(_permit) => {
             let _running = metrics.job_running();
@@ -287,11 +186,11 @@ async fn run_claimed(
         // Handed back: its redelivery finds this attempt's end saying `retrying` and no next
         // attempt, and runs the next attempt then (see `redelivery::decide`).
         settle(delivery.acker.nack(true).await);
-        return (true, claim.map(|(conn, _)| conn));
+        return true;
     }
     // Acknowledge even if events were lost: the job ran, and it must not run again.
     settle(delivery.acker.ack().await);
-    (true, claim.map(|(conn, _)| conn))
+    true
 }
 
 /// Queue the next attempt `next` (see `retry`); false when the broker did not take it.

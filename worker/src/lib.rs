@@ -6,7 +6,6 @@
 
 mod backoff;
 mod cancels;
-mod claimed;
 mod consumers;
 mod credit;
 pub mod daemon;
@@ -23,6 +22,7 @@ mod link;
 mod masking;
 pub mod metrics;
 pub mod metrics_server;
+mod openers;
 pub mod policy;
 mod redelivery;
 mod rejection;
@@ -35,8 +35,8 @@ pub mod times;
 
 /// The longest pause a runner takes between two tries to reach the broker again.
 pub use backoff::MAX_PAUSE as RECONNECT_MAX_PAUSE;
-pub use claimed::AtMostOnce;
 pub use execute::Limits;
 pub use lifetime::Lifetime;
 pub use metrics::Metrics;
+pub use openers::AtMostOnce;
 pub use runner::{Runner, RunnerConfig, RunnerError, Shutdown, hostname, start};

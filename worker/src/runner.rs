@@ -47,7 +47,7 @@ pub struct RunnerConfig {
     pub concurrency: usize,
     /// Take only jobs addressed to this runner's id.
     pub by_id_only: bool,
-    /// Whether attempts are claimed on the broker before they run.
+    /// Whether an attempt runs only once the index shows this runner opened it (`openers`).
     pub at_most_once: crate::AtMostOnce,
     /// A runner inside the CLI: its queue dies with its connection.
     pub in_process: bool,
@@ -164,6 +164,8 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
     let link = Link::new(conn.clone(), topology.clone(), config.metrics.clone());
     tokio::spawn(link.clone().keep_up());
 
+    let openers = (config.at_most_once == crate::AtMostOnce::Cluster)
+        .then(|| crate::openers::Openers::start(link.clone(), topology.clone()));
     let (deliveries_tx, deliveries) = mpsc::channel(concurrency);
     let config_lifetime = config.lifetime;
     let (shutdown, shutdown_rx) = watch::channel(None);
@@ -177,7 +179,7 @@ pub async fn start(conn: &Connection, topology: &Topology, mut config: RunnerCon
         running: HashMap::new(),
         jobs: JoinSet::new(),
         taken: Taken::default(),
-        claimed: Arc::default(),
+        openers,
         hostname: hostname().unwrap_or_else(|| "unknown".to_owned()),
         job_queues: wiring.job_queues.clone(),
         cancelled: Cancels::default(),
@@ -227,8 +229,8 @@ struct Serving {
     jobs: JoinSet<(Uuid, u32, bool)>,
     /// The attempts this runner ran: a copy of one is dropped, never run again.
     taken: Taken,
-    /// The claims of ended attempts still held (see `claimed`).
-    claimed: Arc<crate::claimed::Claimed>,
+    /// Who opened each attempt first (`None` with `--at-most-once runner`).
+    openers: Option<Arc<crate::openers::Openers>>,
     hostname: String,
     /// The job queues consumed, the runner's own first; the rest are shared.
     job_queues: Vec<String>,

@@ -134,26 +134,14 @@ impl Connection {
 
     /// Delete a queue, with whatever it holds; a missing queue is no error.
     pub async fn delete_queue(&self, name: &str) -> Result<()> {
-        self.delete(name, false).await
-    }
-
-    /// Delete an exclusive queue of this connection's own, on a spare channel (see
-    /// `Inner::on_spare_channel`); a missing queue is no error.
-    pub async fn delete_own_queue(&self, name: &str) -> Result<()> {
-        self.delete(name, true).await
-    }
-
-    async fn delete(&self, name: &str, own: bool) -> Result<()> {
         let queue = short("queue name", name)?;
-        let delete = |channel: lapin::Channel| {
-            let queue = queue.clone();
-            async move { channel.queue_delete(queue, QueueDeleteOptions::default()).await }
-        };
-        let deleted = if own {
-            self.inner.on_spare_channel(Subject::Queue(name), delete).await
-        } else {
-            self.inner.on_fresh_channel(Subject::Queue(name), delete).await
-        };
+        let deleted = self
+            .inner
+            .on_fresh_channel(Subject::Queue(name), |channel| {
+                let queue = queue.clone();
+                async move { channel.queue_delete(queue, QueueDeleteOptions::default()).await }
+            })
+            .await;
         match deleted {
             Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
             Err(err) => Err(err),

@@ -165,9 +165,9 @@ impl Inner {
     /// Run `op` on a spare channel (one a like operation left open) or a new one, and keep the
     /// channel for the next if it is still open after `op` succeeded; a refused operation
     /// closes its channel, and that channel is dropped. For the declarations and deletions of
-    /// this connection's own exclusive queues (a runner's claims: two per job), which come by
-    /// the thousand a second and have no consumer or quorum queue to disturb: opening and closing
-    /// a channel around each cost two more round trips and two broker processes.
+    /// this connection's own exclusive queues (reply and event queues, one per followed job),
+    /// which have no consumer or quorum queue to disturb: opening and closing a channel around
+    /// each cost two more round trips and two broker processes.
     async fn on_spare_channel<T, F, Fut>(&self, subject: Subject<'_>, op: F) -> Result<T>
     where
         F: FnOnce(lapin::Channel) -> Fut,

@@ -110,11 +110,11 @@ struct Flags {
     /// a job's submitter may always cancel it.
     #[arg(long = "allow-cancel", value_name = "USER")]
     allow_cancel: Vec<String>,
-    /// How a job id is kept from running twice: `cluster` claims each attempt on the broker
-    /// before running it, so a copy of the job message that reaches another runner is dropped
-    /// there (a queue declared per job: on RabbitMQ 3.10 it costs the broker several times what
-    /// the rest of the job does); `runner` only drops copies reaching this runner, for fleets
-    /// whose producers never publish a job twice (docs/SECURITY.md).
+    /// How a job id is kept from running twice: `cluster` runs an attempt only once the index
+    /// shows this runner's `accepted` opened it (the one every reader believes), so a copy of
+    /// the job message that reaches another runner is dropped there (one live read of the index
+    /// per runner); `runner` only drops copies reaching this runner, for fleets whose producers
+    /// never publish a job twice (docs/SECURITY.md).
     #[arg(long, value_enum, default_value_t = AtMostOnce::Cluster)]
     at_most_once: AtMostOnce,
     /// Also run jobs that carry no verified submitter (user_id). For local development only.

@@ -86,13 +86,12 @@ impl Serving {
         let run = JobRun {
             shutdown: self.shutdown.clone(),
             conn: self.conn.clone(),
-            generation: self.generation,
             link: self.link.clone(),
             topology: self.topology.clone(),
             config: Arc::clone(&self.config),
             slots,
             hostname: self.hostname.clone(),
-            claimed: Arc::clone(&self.claimed),
+            openers: self.openers.clone(),
         };
         self.jobs.spawn(async move {
             let (id, attempt) = (job.id, job.attempt);
